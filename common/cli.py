@@ -1,0 +1,142 @@
+"""The `mer` command line. Kept thin: each command parses options and calls one function.
+
+Commands live in the package that owns them (prepare/demo here, extract/cache in
+mer.extract.cli, train/runs/predict in mer.train.cli) and are imported only when run, so
+`mer --help` starts without importing torch.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from mer.common import __version__
+from mer.common.errors import MerError
+
+# name -> "module:function" ; the order is the order shown by --help.
+COMMANDS = {
+    "demo": "mer.common.cli:demo",
+    "prepare": "mer.common.cli:prepare",
+    "extract": "mer.extract.cli:extract",
+    "cache": "mer.extract.cli:cache",
+    "train": "mer.train.cli:train",
+    "runs": "mer.train.cli:runs",
+    "predict": "mer.train.cli:predict",
+}
+
+HELP = {
+    "demo": "Synthesize a small corpus, then prepare, extract and train on it.",
+    "prepare": "Read a corpus in its official layout and write a validated manifest.",
+    "extract": "Extract features into content-keyed stores in the cache.",
+    "cache": "List, verify, export or remove feature stores.",
+    "train": "Train fusion models on cached features and write a run directory.",
+    "runs": "Compare run directories as a table (and CSV/Markdown/PNG).",
+    "predict": "Predict labels for new audio/text with a trained run.",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        mod, attr = target.split(":")
+        return getattr(importlib.import_module(mod), attr)
+
+    def format_commands(self, ctx, formatter):
+        # Short help without importing every command module.
+        with formatter.section("Commands"):
+            formatter.write_dl([(n, HELP[n]) for n in COMMANDS])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(__version__, prog_name="mer")
+@click.pass_context
+def cli(ctx, debug):
+    """mer: multimodal (speech + text) emotion recognition.
+
+    Extract features once (`mer extract`), train fusion models many times (`mer train`).
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def dataset_choice():
+    from mer.common.datasets import DATASETS
+
+    return click.Choice(DATASETS.names())
+
+
+cache_option = click.option(
+    "--cache", type=click.Path(file_okay=False), default=None, envvar="MER_CACHE", show_envvar=True,
+    help="Cache root for manifests and feature stores (default: per-user cache dir).",
+)
+
+
+@click.command()
+@click.option("--dataset", "-d", type=dataset_choice(), required=True, help="Corpus adapter.")
+@click.option("--root", "-r", type=click.Path(exists=True, file_okay=False), required=True, help="Corpus folder, as unpacked.")
+@cache_option
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the manifest here instead of the cache.")
+@click.option("--workers", type=int, default=8, show_default=True, help="Threads for checking and hashing audio.")
+def prepare(dataset, root, cache, out, workers):
+    """Read a corpus in its official layout and write a validated manifest.
+
+    Writes manifest.parquet, manifest.meta.json (content hashes) and manifest.report.{json,txt}
+    (every dropped or repaired utterance with its reason) under <cache>/<dataset>/.
+    """
+    from mer.common.datasets.prepare import prepare as run
+
+    run(dataset, root, cache=cache, out=out, workers=workers)
+
+
+@click.command()
+@cache_option
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Where to write the synthetic corpus (default: <cache>/demo-corpus).")
+@click.option("--per-class", type=int, default=20, show_default=True, help="Utterances per emotion per session.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quick", is_flag=True, help="Smaller corpus, fewer epochs (for smoke tests).")
+def demo(cache, out, per_class, seed, quick):
+    """Synthesize an IEMOCAP-layout corpus, then prepare, extract and train on it.
+
+    Nothing is downloaded: speech comes from espeak-ng (espeakng-loader), text features from
+    the packaged all-MiniLM-L6-v2 weights.
+    """
+    from mer.common.demo import run_demo
+
+    run_demo(cache=cache, out=out, per_class=per_class, seed=seed, quick=quick)
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        cli.main(args=argv, prog_name="mer", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except MerError as e:
+        if debug:
+            raise
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # anything unexpected: one line, the traceback behind --debug
+        if debug:
+            raise
+        click.echo(f"error: {type(e).__name__}: {e} (run `mer --debug ...` for the traceback)", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Corpus adapters: one module per corpus, registered by name.
+
+An adapter is a function ``scan(root: Path, report: Report, **options) -> list[dict]`` that
+reads a corpus in its official on-disk layout and returns one dict per utterance with the
+manifest columns it knows (see ``mer.common.manifest``). It records what it skips in the
+report. Everything shared (label checks, audio checks, hashing, writing, the summary table)
+is done once by ``mer.common.datasets.prepare.prepare``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from mer.common.registry import Registry
+
+
+@dataclass
+class Adapter:
+    name: str
+    scan: Callable
+    description: str
+    # Whether a missing/unreadable audio file drops the utterance. True for every corpus:
+    # a multimodal manifest row needs both modalities.
+    needs_audio: bool = True
+
+
+DATASETS: Registry[Adapter] = Registry(
+    "dataset",
+    modules=(
+        "mer.common.datasets.iemocap",
+        "mer.common.datasets.meld",
+        "mer.common.datasets.mmsa",
+        "mer.common.datasets.slue",
+        "mer.common.datasets.csvdata",
+    ),
+)
+
+
+def register(name: str, description: str):
+    """Decorator for an adapter's scan function."""
+
+    def deco(fn):
+        DATASETS.register(name)(Adapter(name, fn, description))
+        return fn
+
+    return deco
+
+
+def find_one(root, name: str, kind: str = "file"):
+    """Search below ``root`` for ``name`` (users unpack corpora at different depths)."""
+    from pathlib import Path
+
+    from mer.common.errors import MerError
+
+    root = Path(root)
+    direct = root / name
+    if direct.exists():
+        return direct
+    hits = sorted(p for p in root.rglob(name) if (p.is_dir() if kind == "dir" else p.is_file()))
+    if not hits:
+        raise MerError(f"{name} not found under {root}")
+    return hits[0]

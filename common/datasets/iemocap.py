@@ -1,0 +1,99 @@
+"""IEMOCAP (IEMOCAP_full_release) in its official layout.
+
+Reads ``Session{1..5}/dialog/EmoEvaluation/*.txt`` (consensus labels; the per-annotator
+subfolders are ignored), ``dialog/transcriptions/*.txt`` and
+``sentences/wav/<dialog>/<utt>.wav``. Speaker = session + the gender letter before the
+utterance number (``Ses01F_impro01_M003`` -> ``Ses01_M``); the dialog's own F/M letter only
+says who wore the markers.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from mer.common.datasets import register
+from mer.common.errors import CorpusError, MerError
+from mer.common.report import Report
+
+# "[6.2901 - 8.2357]\tSes01F_impro01_F000\tneu\t[2.5000, 2.5000, 2.5000]"
+EVAL_LINE = re.compile(
+    r"^\[\s*(?P<start>[-\d.]+)\s*-\s*(?P<end>[-\d.]+)\s*\]\s+(?P<id>Ses\S+)\s+(?P<emo>\S+)\s+"
+    r"\[\s*(?P<v>[-\d.]+)\s*,\s*(?P<a>[-\d.]+)\s*,\s*(?P<d>[-\d.]+)\s*\]"
+)
+# "Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me."
+TRANS_LINE = re.compile(r"^(?P<id>Ses\S+)\s+\[[^\]]*\]:\s?(?P<text>.*)$")
+UTT_ID = re.compile(r"^(?P<dialog>Ses(?P<sess>\d\d)[FM]_.+)_(?P<gender>[FM])[A-Z]?\d+$")
+
+
+def _sessions(root: Path) -> list[Path]:
+    sess = sorted({p.parent.parent for p in root.rglob("EmoEvaluation") if p.is_dir() and p.parent.name == "dialog"})
+    if not sess:
+        raise MerError(f"no IEMOCAP Session*/dialog/EmoEvaluation folders under {root}")
+    return sess
+
+
+@register("iemocap", "IEMOCAP full release (Session1..5)")
+def scan(root: Path, report: Report, **_) -> list[dict]:
+    rows: list[dict] = []
+    for sdir in _sessions(root):
+        dialog = sdir / "dialog"
+        trans_dir = dialog / "transcriptions"
+        transcripts: dict[str, str] = {}
+        for f in sorted(trans_dir.glob("*.txt")):
+            try:
+                transcripts.update(read_transcripts_file(f))
+            except UnicodeDecodeError as e:
+                report.note(f.stem, f, "transcript file not UTF-8: read as latin-1", str(e)[:120])
+                transcripts.update(read_transcripts_file(f, encoding="latin-1"))
+        labelled: set[str] = set()
+        # Only the top-level files: EmoEvaluation/Categorical etc. hold per-annotator labels.
+        for f in sorted((dialog / "EmoEvaluation").glob("*.txt")):
+            for lineno, line in enumerate(f.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+                if not line.startswith("["):
+                    continue
+                m = EVAL_LINE.match(line.strip())
+                if not m:
+                    raise CorpusError(f"{f}:{lineno}: cannot parse EmoEvaluation line {line.strip()!r}")
+                uid = m["id"]
+                start, end = float(m["start"]), float(m["end"])
+                v, a, d = float(m["v"]), float(m["a"]), float(m["d"])
+                if not (0 <= start < end):
+                    raise CorpusError(f"{uid} ({f}:{lineno}): impossible span [{start} - {end}]")
+                for name, val in (("valence", v), ("activation", a), ("dominance", d)):
+                    if not (1.0 <= val <= 5.0):
+                        raise CorpusError(f"{uid} ({f}:{lineno}): {name} {val} outside IEMOCAP's 1..5 scale")
+                um = UTT_ID.match(uid)
+                if not um:
+                    raise CorpusError(f"{f}:{lineno}: utterance id {uid!r} does not follow IEMOCAP's naming")
+                sess = f"Ses{um['sess']}"
+                labelled.add(uid)
+                rows.append(
+                    {
+                        "id": uid,
+                        "audio": str(sdir / "sentences" / "wav" / um["dialog"] / f"{uid}.wav"),
+                        # The wav holds exactly this utterance: the span is kept for reference
+                        # in the dialog's timeline, the whole file is the utterance.
+                        "text": transcripts.get(uid),
+                        "emotion": m["emo"],
+                        "valence": v,
+                        "activation": a,
+                        "dominance": d,
+                        "speaker": f"{sess}_{um['gender']}",
+                        "gender": um["gender"],
+                        "session": sess,
+                        "dialog": um["dialog"],
+                        "_source": str(f),
+                    }
+                )
+        for uid in sorted(set(transcripts) - labelled):
+            report.note(uid, trans_dir, "transcript line without a label (e.g. overlap segment): ignored")
+    return rows
+
+
+def read_transcripts_file(f: Path, encoding: str = "utf-8") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in f.read_text(encoding=encoding).splitlines():
+        m = TRANS_LINE.match(line.strip())
+        if m:
+            out[m["id"]] = m["text"].strip()
+    return out

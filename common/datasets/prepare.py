@@ -1,0 +1,140 @@
+"""prepare: corpus on disk -> validated manifest + report, for any registered adapter.
+
+Validation happens at three levels (as in lhotse's qa module):
+1. impossible values (a span that ends before it starts, valence 9 on a 1..5 scale) raise
+   ``CorpusError`` at once, naming the utterance and file: the corpus itself is broken;
+2. unusable utterances (missing/unreadable/empty audio, empty transcript, unknown label)
+   are dropped, each one counted and listed with its reason in ``manifest.report.{json,txt}``;
+3. corpus-level counts (per class and split/session) are printed as a table and saved.
+"""
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+
+from mer.common import manifest as mf
+from mer.common import paths, schemes
+from mer.common.audio import AudioError, file_hash, probe
+from mer.common.datasets import DATASETS
+from mer.common.errors import MerError
+from mer.common.progress import progress
+from mer.common.report import Report
+
+# How far a span may run past the end of its file before it is "beyond the audio" (s).
+SPAN_TOLERANCE = 0.5
+
+
+def _check_file(path: str):
+    try:
+        info = probe(path)
+        return info, file_hash(path), None
+    except AudioError as e:
+        return None, None, e
+
+
+def prepare(
+    dataset: str,
+    root,
+    cache=None,
+    out=None,
+    workers: int = 8,
+    quiet: bool = False,
+    **options,
+) -> tuple[mf.Manifest, Report]:
+    adapter = DATASETS.get(dataset)
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise MerError(f"corpus root {root} does not exist")
+    report = Report(f"mer prepare --dataset {dataset} --root {root}")
+    rows = adapter.scan(root.resolve(), report, **options)
+    if not rows:
+        raise MerError(f"no utterances found for {dataset} under {root}")
+    n_found = len(rows)
+
+    # Level 2a: labels and text.
+    known = schemes.raw_labels(dataset)
+    kept = []
+    for r in rows:
+        src = r.pop("_source", r.get("audio", ""))
+        bad = next(
+            (f"unknown {col} label {r.get(col)!r}" for col, ok in known.items() if r.get(col) is not None and r.get(col) not in ok),
+            None,
+        )
+        if bad:
+            report.drop(r["id"], src, "unknown label", bad)
+            continue
+        if all(r.get(c) is None or (isinstance(r.get(c), float) and math.isnan(r.get(c))) for c in ("emotion", "sentiment", "score", "valence")):
+            report.drop(r["id"], src, "no label")
+            continue
+        text = r.get("text")
+        if text is None or not str(text).strip():
+            report.drop(r["id"], src, "empty transcript")
+            continue
+        kept.append(r)
+
+    # Level 2b: audio, once per distinct file, in threads (I/O bound).
+    files = sorted({r["audio"] for r in kept})
+    checked: dict[str, tuple] = {}
+    with ThreadPoolExecutor(max(1, workers)) as ex, progress(len(files), "checking audio", disable=quiet) as bar:
+        for f, res in zip(files, ex.map(_check_file, files)):
+            checked[f] = res
+            bar.update(1)
+    good = []
+    for r in kept:
+        info, h, err = checked[r["audio"]]
+        if err is not None:
+            report.drop(r["id"], r["audio"], err.reason, err.detail)
+            continue
+        start = r.get("start")
+        end = r.get("end")
+        if start is not None and end is not None and not (isinstance(start, float) and math.isnan(start)):
+            if end > info.duration + SPAN_TOLERANCE and info.duration > 0:
+                report.drop(r["id"], r["audio"], "span beyond end of audio", f"[{start:.2f}, {end:.2f}] in {info.duration:.2f} s")
+                continue
+            r["duration"] = float(end) - float(start)
+        else:
+            r["duration"] = info.duration
+        r["audio_hash"] = h
+        r["dataset"] = dataset
+        good.append(r)
+    if not good:
+        raise MerError(f"every one of the {n_found} utterances of {dataset} under {root} was dropped; see the report")
+
+    df = mf.to_frame(good)
+    report.counts = {"found": n_found, "kept": len(df), "dropped": len(report.dropped), "repaired": len(report.repaired)}
+    target = Path(out) if out else paths.manifest_path(dataset, cache)
+    m = mf.write(df, target, dataset, str(root), {"report": "manifest.report.json"})
+    stem = target.with_name(target.stem + ".report")
+    report.write(stem)
+    table = summary_table(m)
+    (target.with_name(target.stem + ".summary.txt")).write_text(table.to_string())
+    if not quiet:
+        from rich.console import Console
+
+        c = Console(stderr=True)
+        c.print(f"[bold]{dataset}[/]: {n_found} utterances found, {len(df)} kept, {len(report.dropped)} dropped, {len(report.repaired)} repaired")
+        for reason, n in sorted(report.reasons("dropped").items()):
+            c.print(f"  dropped {n:5d}  {reason}")
+        for reason, n in sorted(report.reasons("repaired").items()):
+            c.print(f"  repaired {n:4d}  {reason}")
+        c.print(table.to_string())
+        c.print(f"manifest: {target}\nreport:   {stem.with_suffix('.txt')}")
+    return m, report
+
+
+def summary_table(m: mf.Manifest) -> pd.DataFrame:
+    """Counts per class (default scheme) by split, or by session where there are no splits."""
+    sch = schemes.scheme(m.dataset)
+    df = m.df
+    by = "split" if df["split"].notna().any() else ("session" if df["session"].notna().any() else None)
+    if sch.is_regression:
+        lab = pd.Series("all", index=df.index)
+    else:
+        lab, _ = sch.apply(df)
+        lab = lab.fillna(f"(not in {sch.name})")
+    cols = df[by].fillna("-") if by else pd.Series("all", index=df.index)
+    t = pd.crosstab(lab.rename(f"{sch.name}"), cols.rename(by or ""), margins=True, margins_name="total")
+    return t

@@ -1,0 +1,111 @@
+"""Label schemes and protocols, read from ``manifests/<dataset>.yaml``.
+
+A scheme turns the manifest's raw label columns into class labels; utterances a scheme does
+not cover (IEMOCAP ``fru`` under ``emo4``, SLUE ``<mixed>``) get no label and are left out
+of training under that scheme. Scheme kinds:
+
+- ``map``: categorical ``source`` column through ``map`` (unmapped values excluded)
+- ``identity``: every distinct value of ``source`` is a class (the csv adapter)
+- ``bins``: continuous ``source`` cut at ``edges`` into ``classes``
+- ``sign``: negative / zero / positive of ``source``
+- ``round``: ``source`` rounded and clipped to ``range`` (MOSI Acc-5/Acc-7)
+- ``regression``: ``source`` as a float target
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from mer.common.errors import MerError
+
+
+@lru_cache(maxsize=None)
+def dataset_spec(dataset: str) -> dict:
+    try:
+        text = resources.files("mer.manifests").joinpath(f"{dataset}.yaml").read_text()
+    except FileNotFoundError:
+        raise MerError(f"no label schemes for dataset {dataset!r} (expected manifests/{dataset}.yaml)") from None
+    return yaml.safe_load(text)
+
+
+@dataclass
+class Scheme:
+    name: str
+    kind: str
+    source: str
+    classes: list[str] = field(default_factory=list)
+    spec: dict = field(default_factory=dict)
+
+    @property
+    def is_regression(self) -> bool:
+        return self.kind == "regression"
+
+    def apply(self, df: pd.DataFrame) -> tuple[pd.Series, list[str]]:
+        """Return (labels, classes): labels are class names (or floats for regression),
+        NA where the scheme does not cover the utterance."""
+        col = df[self.source]
+        s = self.spec
+        if self.kind == "map":
+            lab = col.map(lambda v: s["map"].get(v) if isinstance(v, str) else None)
+            return lab.astype("string"), list(self.classes)
+        if self.kind == "identity":
+            classes = sorted(col.dropna().unique().tolist())
+            return col.astype("string"), classes
+        x = pd.to_numeric(col, errors="coerce").astype(float)
+        if self.kind == "regression":
+            lo, hi = s.get("range", [-np.inf, np.inf])
+            return x.clip(lo, hi), []
+        out = pd.Series(pd.NA, index=df.index, dtype="string")
+        ok = x.notna()
+        if self.kind == "bins":
+            edges = s["edges"]
+            if s.get("closed") == "middle" and len(edges) == 2:
+                idx = np.where(x < edges[0], 0, np.where(x > edges[1], 2, 1))
+            else:  # left-closed bins: [e_i, e_{i+1})
+                idx = np.searchsorted(np.asarray(edges, float), x.to_numpy(), side="right")
+            for v in s.get("drop_values", []):
+                ok &= x != v
+        elif self.kind == "sign":
+            idx = (np.sign(x.fillna(0).to_numpy()) + 1).astype(int)
+        elif self.kind == "round":
+            lo, hi = s["range"]
+            idx = (np.clip(np.round(x.fillna(0).to_numpy()), lo, hi) - lo).astype(int)
+        else:
+            raise MerError(f"scheme {self.name!r}: unknown kind {self.kind!r}")
+        cls = np.asarray(self.classes, dtype=object)[np.asarray(idx, int)]
+        out[ok] = cls[ok.to_numpy()]
+        return out, list(self.classes)
+
+
+def scheme(dataset: str, name: str | None = None) -> Scheme:
+    spec = dataset_spec(dataset)
+    name = name or spec["default_scheme"]
+    try:
+        s = spec["schemes"][name]
+    except KeyError:
+        raise MerError(
+            f"dataset {dataset!r} has no label scheme {name!r}; choose one of: {', '.join(spec['schemes'])}"
+        ) from None
+    return Scheme(name, s["kind"], s["source"], list(s.get("classes", [])), s)
+
+
+def protocol(dataset: str, name: str | None = None) -> dict:
+    spec = dataset_spec(dataset)
+    name = name or spec["default_protocol"]
+    if name == "auto":
+        return {"name": "auto", "kind": "auto"}
+    try:
+        return {"name": name, **spec["protocols"][name]}
+    except KeyError:
+        raise MerError(
+            f"dataset {dataset!r} has no protocol {name!r}; choose one of: {', '.join(spec['protocols'])}"
+        ) from None
+
+
+def raw_labels(dataset: str) -> dict[str, list[str]]:
+    return dataset_spec(dataset).get("raw_labels") or {}

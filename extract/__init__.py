@@ -1,0 +1,1 @@
+"""Feature extraction: extractors, content-keyed stores, the Dask engine."""

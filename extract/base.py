@@ -1,0 +1,89 @@
+"""The extractor interface and its registry.
+
+An extractor turns a batch of decoded utterances into named outputs. Each output is either
+``fixed`` (one vector per utterance, stored ``[N, D]``) or ``ragged`` (a ``[T_i, D]``
+sequence per utterance, stored flat as ``values [sum T, D]`` + ``offsets [N+1]``).
+
+Extractors register with ``@EXTRACTORS.register("name")`` and carry a dataclass ``Config``;
+its fields become CLI options ``--<name>.<field>`` and are saved in the store, and the
+store's cache key hashes (manifest modality hash, name, config, ``identity()``).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mer.common.registry import Registry
+
+EXTRACTORS: Registry[type["Extractor"]] = Registry(
+    "feature",
+    modules=(
+        "mer.extract.spectral",   # mfcc, mel
+        "mer.extract.smile",      # egemaps, gemaps, compare
+        "mer.extract.text",       # bert
+        "mer.extract.openl3",     # openl3
+        "mer.extract.speaker",    # dvector
+        "mer.extract.ssl",        # wav2vec
+    ),
+)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    kind: str          # "fixed" | "ragged"
+    dim: int
+    frame_rate: float | None = None   # frames per second for audio sequences, None for tokens
+    dtype: str = "float32"            # storage dtype of values
+    description: str = ""
+
+
+@dataclass
+class Utterance:
+    """What an extractor sees for one utterance."""
+
+    id: str
+    audio: np.ndarray | None = None   # mono float32 at the extractor's sample_rate
+    sample_rate: int | None = None
+    text: str | None = None
+
+
+@dataclass
+class ExtractorConfig:
+    """Base for extractor configs: plain, JSON-able fields only."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def option_fields(cls):
+        return fields(cls)
+
+
+class Extractor:
+    name: ClassVar[str]
+    modality: ClassVar[str]            # "audio" | "text"
+    Config: ClassVar[type[ExtractorConfig]]
+    sample_rate: int | None = None     # audio extractors: the rate they want their input at
+    uses_gpu: ClassVar[bool] = False   # True: run on a GPU worker when one is available
+    # Identity parts of the cache key that are not in the config (e.g. a hash of weight files).
+
+    def __init__(self, config: ExtractorConfig | None = None, device: str = "cpu"):
+        self.config = config or self.Config()
+        self.device = device
+
+    def identity(self) -> dict[str, Any]:
+        """Everything beyond the config that changes the output (model weights hash, ...)."""
+        return {}
+
+    def versions(self) -> dict[str, str]:
+        """Library versions to record in the store attributes."""
+        return {}
+
+    def outputs(self) -> dict[str, OutputSpec]:
+        raise NotImplementedError  # abstract: every extractor defines its outputs
+
+    def process(self, batch: list[Utterance]) -> list[dict[str, np.ndarray]]:
+        """One dict per utterance: output name -> array ([D] for fixed, [T, D] for ragged)."""
+        raise NotImplementedError  # abstract

@@ -1,0 +1,1 @@
+"""Training: data layer over feature stores, fusion models, protocols, metrics, run dirs."""
