@@ -1,0 +1,47 @@
+"""The fusion-model interface and its registry.
+
+A fusion model is a ``torch.nn.Module`` built from the list of inputs the user chose with
+``--features`` (each an ``InputSpec``, dimensions read from store metadata) and the number
+of outputs (classes, or 1 for regression). ``forward(batch)`` returns logits ``[B, n_out]``.
+
+The batch is a dict keyed by input key (e.g. ``"bert.pooled"``, ``"mfcc.frames"``):
+- fixed inputs:  ``batch[key]`` float tensor ``[B, D]``
+- ragged inputs: ``batch[key]`` float tensor ``[B, T, D]`` (zero-padded) and
+  ``batch[key + ".mask"]`` bool tensor ``[B, T]``, True on real frames/tokens.
+Padded positions must never influence the output (tests change them and compare).
+
+Optional hooks a model may define, used by the trainer when present:
+- ``loss(logits, y) -> Tensor``: a model-specific training loss (default: cross-entropy,
+  or MSE for regression);
+- ``predict_proba(logits) -> Tensor [B, C]``: class probabilities (default: softmax);
+- ``sweep(logits, y) -> list[dict]``: extra evaluation tables, e.g. the hierarchical
+  model's threshold sweep, written to the run's metrics.json under ``"sweeps"``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mer.common.registry import Registry
+
+FUSIONS: Registry[type] = Registry(
+    "fusion",
+    modules=(
+        "mer.train.models_basic",       # concat, late (and unimodal baselines through them)
+        "mer.train.models_attention",   # attention (seed 002), weighted (seed 000)
+        "mer.train.models_masked",      # masked, interaction (seed 001)
+        "mer.train.models_cross",       # cross (seed 004)
+        "mer.train.models_hier",        # hierarchical (seed 003)
+    ),
+)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    key: str          # "<feature>.<output>", e.g. "bert.pooled", "mfcc.frames"
+    kind: str         # "fixed" | "ragged"
+    dim: int
+    modality: str     # "audio" | "text"
+
+
+def by_modality(inputs: list[InputSpec], modality: str) -> list[InputSpec]:
+    return [i for i in inputs if i.modality == modality]

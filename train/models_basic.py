@@ -1,0 +1,1 @@
+"""(fusion models being written)"""
