@@ -67,11 +67,18 @@ class Extractor:
     Config: ClassVar[type[ExtractorConfig]]
     sample_rate: int | None = None     # audio extractors: the rate they want their input at
     uses_gpu: ClassVar[bool] = False   # True: run on a GPU worker when one is available
+    # Optional hint for the engine: utterances per process() call that suit this extractor
+    # (None: the engine's --batch-size). Big models want small batches on small GPUs.
+    batch_hint: ClassVar[int | None] = None
     # Identity parts of the cache key that are not in the config (e.g. a hash of weight files).
 
     def __init__(self, config: ExtractorConfig | None = None, device: str = "cpu"):
         self.config = config or self.Config()
         self.device = device
+
+    def setup(self) -> None:
+        """Load weights/models once. The engine calls this once per worker process, before the
+        first process(), and keeps the instance for every later batch of that worker."""
 
     def identity(self) -> dict[str, Any]:
         """Everything beyond the config that changes the output (model weights hash, ...)."""
