@@ -69,8 +69,10 @@ class Report:
         """Write ``<stem>.json`` and ``<stem>.txt``; returns both paths."""
         stem = Path(stem)
         stem.parent.mkdir(parents=True, exist_ok=True)
-        j = stem.with_suffix(".json")
-        t = stem.with_suffix(".txt")
+        # Append, not with_suffix: stems such as "manifest.report" already hold a dot, and
+        # with_suffix would write manifest.json over the manifest's neighbour.
+        j = stem.with_name(stem.name + ".json")
+        t = stem.with_name(stem.name + ".txt")
         j.write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False))
         t.write_text(self.to_text())
         return j, t

@@ -70,7 +70,8 @@ def prepare(
             report.drop(r["id"], src, "no label")
             continue
         text = r.get("text")
-        if text is None or not str(text).strip():
+        # NaN counts as empty: pandas-read tables give NaN, not None, for a blank cell.
+        if text is None or (isinstance(text, float) and math.isnan(text)) or not str(text).strip():
             report.drop(r["id"], src, "empty transcript")
             continue
         kept.append(r)
@@ -106,9 +107,9 @@ def prepare(
     df = mf.to_frame(good)
     report.counts = {"found": n_found, "kept": len(df), "dropped": len(report.dropped), "repaired": len(report.repaired)}
     target = Path(out) if out else paths.manifest_path(dataset, cache)
-    m = mf.write(df, target, dataset, str(root), {"report": "manifest.report.json"})
+    m = mf.write(df, target, dataset, str(root), {"report": target.stem + ".report.json"})
     stem = target.with_name(target.stem + ".report")
-    report.write(stem)
+    _, report_txt = report.write(stem)
     table = summary_table(m)
     (target.with_name(target.stem + ".summary.txt")).write_text(table.to_string())
     if not quiet:
@@ -121,7 +122,7 @@ def prepare(
         for reason, n in sorted(report.reasons("repaired").items()):
             c.print(f"  repaired {n:4d}  {reason}")
         c.print(table.to_string())
-        c.print(f"manifest: {target}\nreport:   {stem.with_suffix('.txt')}")
+        c.print(f"manifest: {target}\nreport:   {report_txt}")
     return m, report
 
 
