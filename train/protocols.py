@@ -1,0 +1,210 @@
+"""Evaluation protocols: folds built from the protocol specs in ``manifests/<dataset>.yaml``.
+
+Every fold has three disjoint index sets into the training data: ``train``, ``valid`` (for
+early stopping) and ``test``. The validation split always comes from training material
+(a named dev split, the other half of session 5 in ``si``, or a stratified slice carved
+from the training rows); the test fold is never looked at before the final evaluation.
+
+Kinds (``kind:`` in the yaml):
+- ``group_folds``: one fold per value of ``group`` (IEMOCAP LOSO: 5 sessions)
+- ``speaker_independent``: train on every group but ``test_group``; split that group by
+  ``split_by`` (gender): one half validation, the other test, then swapped (2 folds)
+- ``random``: stratified split with ``fractions: [train, valid, test]``
+- ``official``: the manifest's ``split`` column through ``splits: {train, valid, test}``
+- ``group_kfold``: ``k`` folds over the values of ``group`` (e.g. speakers)
+- ``auto``: official when the split column names train and test rows, else group_kfold
+  over speakers when there are several, else random 80/20
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mer.common.errors import MerError
+from mer.common.report import Report
+
+VALID_FRACTION = 0.1   # share of the training rows held out for early stopping when no dev split exists
+
+
+@dataclass
+class Fold:
+    name: str
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+
+    def check(self) -> None:
+        a, b, c = set(self.train.tolist()), set(self.valid.tolist()), set(self.test.tolist())
+        if a & b or a & c or b & c:
+            raise MerError(f"fold {self.name}: train/valid/test overlap (a protocol bug)")
+        for part in ("train", "valid", "test"):
+            if len(getattr(self, part)) == 0:
+                raise MerError(f"fold {self.name}: the {part} split is empty")
+
+
+def _stratify_ok(y: np.ndarray | None) -> bool:
+    if y is None:
+        return False
+    _, counts = np.unique(y, return_counts=True)
+    return len(counts) > 1 and counts.min() >= 2
+
+
+def split_rows(rows: np.ndarray, y: np.ndarray | None, fraction: float, seed: int,
+               report: Report | None = None, what: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """Split ``rows`` into (rest, held-out ``fraction``), stratified by ``y`` when possible."""
+    from sklearn.model_selection import train_test_split
+
+    rows = np.asarray(rows)
+    if len(rows) < 2:
+        raise MerError(f"cannot split {len(rows)} rows for {what or 'a held-out set'}")
+    ys = None if y is None else np.asarray(y)[rows]
+    strat = ys if _stratify_ok(ys) else None
+    n_hold = max(1, int(round(fraction * len(rows))))
+    if strat is not None and n_hold < len(np.unique(strat)):
+        strat = None
+    if strat is None and ys is not None and report is not None:
+        report.note(what or "split", "", "unstratified split", "a class has fewer than 2 rows, or the held-out set is smaller than the class count")
+    try:
+        a, b = train_test_split(rows, test_size=n_hold, random_state=seed, stratify=strat)
+    except ValueError:  # sklearn refuses some stratifications of tiny sets; fall back, noted
+        if report is not None:
+            report.note(what or "split", "", "unstratified split", "stratified split impossible")
+        a, b = train_test_split(rows, test_size=n_hold, random_state=seed)
+    return np.sort(a), np.sort(b)
+
+
+def _values(df, column: str, protocol: str) -> np.ndarray:
+    if column not in df.columns:
+        raise MerError(f"protocol {protocol!r} needs the manifest column {column!r}")
+    col = df[column]
+    if col.isna().any():
+        bad = df.loc[col.isna(), "id"].iloc[0]
+        raise MerError(f"protocol {protocol!r}: utterance {bad} has no {column!r} value ({int(col.isna().sum())} such)")
+    return col.astype(str).to_numpy()
+
+
+def _as_list(v) -> list[str]:
+    if v is None:
+        return []
+    return [str(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
+
+
+def resolve_auto(spec_protocols: dict, df) -> dict:
+    """``auto``: pick a protocol from what the manifest holds (official > speaker groups > random)."""
+    split = df["split"].dropna().astype(str) if "split" in df.columns else None
+    if split is not None and len(split) == len(df):
+        for name, p in spec_protocols.items():
+            if p.get("kind") == "official":
+                tr, te = _as_list(p["splits"].get("train")), _as_list(p["splits"].get("test"))
+                if split.isin(tr).any() and split.isin(te).any():
+                    return {"name": name, **p, "resolved_from": "auto"}
+    if "speaker" in df.columns and df["speaker"].notna().all() and df["speaker"].nunique() >= 2:
+        for name, p in spec_protocols.items():
+            if p.get("kind") == "group_kfold":
+                return {"name": name, **p, "resolved_from": "auto"}
+        return {"name": "speaker", "kind": "group_kfold", "group": "speaker", "k": 5, "resolved_from": "auto"}
+    return {"name": "random", "kind": "random", "fractions": [0.8, 0.0, 0.2], "resolved_from": "auto"}
+
+
+def make_folds(spec: dict, df, y: np.ndarray | None, seed: int = 0, report: Report | None = None,
+               valid_fraction: float = VALID_FRACTION) -> list[Fold]:
+    """Folds for the rows of ``df`` (the training data's manifest rows, in data order).
+
+    ``y`` (class indices) is used to stratify random splits; pass None for regression.
+    """
+    kind = spec.get("kind")
+    name = spec.get("name", kind)
+    n = len(df)
+    allrows = np.arange(n)
+    folds: list[Fold] = []
+
+    def carve(train_rows, label):
+        return split_rows(train_rows, y, valid_fraction, seed, report, f"{label} validation")
+
+    if kind == "group_folds":
+        g = _values(df, spec["group"], name)
+        groups = sorted(set(g))
+        if len(groups) < 2:
+            raise MerError(f"protocol {name!r}: needs at least 2 values of {spec['group']!r}, found {groups}")
+        for grp in groups:
+            test = allrows[g == grp]
+            tr, va = carve(allrows[g != grp], grp)
+            folds.append(Fold(grp, tr, va, test))
+    elif kind == "speaker_independent":
+        g = _values(df, spec["group"], name)
+        tg = str(spec["test_group"])
+        if tg not in set(g):
+            raise MerError(f"protocol {name!r}: no utterance has {spec['group']}={tg!r}")
+        s = _values(df.loc[g == tg], spec["split_by"], name)
+        halves = sorted(set(s))
+        if len(halves) != 2:
+            raise MerError(f"protocol {name!r}: {spec['split_by']!r} of group {tg} must take 2 values, found {halves}")
+        train = allrows[g != tg]
+        held = allrows[g == tg]
+        for test_half in halves:
+            val_half = [h for h in halves if h != test_half][0]
+            folds.append(Fold(f"{tg}-{test_half}", train, held[s == val_half], held[s == test_half]))
+    elif kind == "random":
+        ftr, fva, fte = (list(spec.get("fractions", [0.8, 0.0, 0.2])) + [0, 0, 0])[:3]
+        if not np.isclose(ftr + fva + fte, 1.0) or fte <= 0:
+            raise MerError(f"protocol {name!r}: fractions {spec.get('fractions')} must sum to 1 with a test share")
+        rest, test = split_rows(allrows, y, fte, seed, report, f"{name} test")
+        if fva > 0:
+            tr, va = split_rows(rest, y, fva / (ftr + fva), seed, report, f"{name} validation")
+        else:
+            tr, va = carve(rest, name)
+        folds.append(Fold(f"seed{seed}", tr, va, test))
+    elif kind == "official":
+        sp = _values(df, "split", name)
+        splits = spec.get("splits") or {}
+        tr_names, va_names, te_names = (_as_list(splits.get(k)) for k in ("train", "valid", "test"))
+        tr = allrows[np.isin(sp, tr_names)]
+        te = allrows[np.isin(sp, te_names)]
+        if va_names:
+            va = allrows[np.isin(sp, va_names)]
+            if len(va) == 0:
+                tr, va = carve(tr, "official")
+                if report is not None:
+                    report.note("official", "", "no rows in the named validation split", f"{va_names}: carved {valid_fraction:.0%} of train")
+        else:
+            tr, va = carve(tr, "official")
+        other = set(sp) - set(tr_names) - set(va_names) - set(te_names)
+        if other and report is not None:
+            report.note("official", "", "rows in no named split left out", ", ".join(sorted(other)))
+        if len(tr) == 0 or len(te) == 0:
+            raise MerError(f"protocol {name!r}: the manifest's split column has no rows named {tr_names or te_names}")
+        folds.append(Fold("official", tr, va, te))
+    elif kind == "group_kfold":
+        from sklearn.model_selection import GroupKFold
+
+        g = _values(df, spec["group"], name)
+        k = int(spec.get("k", 5))
+        ng = len(set(g))
+        if ng < 2:
+            raise MerError(f"protocol {name!r}: needs at least 2 values of {spec['group']!r}")
+        if ng < k:
+            if report is not None:
+                report.note(name, "", "fewer groups than folds", f"{ng} groups: {ng} folds instead of {k}")
+            k = ng
+        gkf = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        for i, (tr_all, te) in enumerate(gkf.split(allrows, groups=g)):
+            tr, va = carve(tr_all, f"fold{i + 1}")
+            folds.append(Fold(f"fold{i + 1}", tr, va, np.sort(te)))
+    elif kind == "auto":
+        raise MerError("protocol 'auto' must be resolved first (resolve_auto)")
+    else:
+        raise MerError(f"protocol {name!r}: unknown kind {kind!r}")
+    for f in folds:
+        f.check()
+    return folds
+
+
+def protocol_spec(dataset: str, name: str | None, df) -> dict:
+    """The named protocol of ``dataset`` (``auto`` resolved against the manifest rows)."""
+    from mer.common.schemes import dataset_spec, protocol
+
+    spec = protocol(dataset, name)
+    if spec["kind"] == "auto":
+        spec = resolve_auto(dataset_spec(dataset).get("protocols") or {}, df)
+    return spec

@@ -1,0 +1,218 @@
+"""Run directories: everything one `mer train` (fusion x feature set) produced.
+
+Layout of ``runs/<id>/``::
+
+    config.yaml        everything needed to rerun: dataset, manifest hash, scheme, protocol,
+                       seeds, fusion + its config, training config, inputs and store keys
+    metrics.json       {"dataset", "features", "fusion", "protocol", "folds": [...],
+                        "mean": {...}, "std": {...}, "std_over": "folds"|"seeds", ...}
+    predictions.csv    id, seed, fold, true, predicted, p_<class>... (regression: no p_)
+    history.json       per fold: per-epoch train/validation loss and accuracy
+    weights/seed<S>-<fold>.safetensors   model state + normalisation stats of that fold
+    data_report.{json,txt}   utterances left out (no label, missing features) and why
+    confusion.png, curves.png
+
+Nothing here is pickled; loading a run reads YAML, JSON and safetensors only, so it never
+executes code from the run directory.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mer.common.errors import MerError
+
+FORMAT_VERSION = 1
+
+
+def _plain(x):
+    """JSON/YAML-safe copy (numpy scalars and arrays, paths, tuples)."""
+    return json.loads(json.dumps(x, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def _run_id(root: Path, dataset, features: str, fusion: str, protocol: str) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = re.sub(r"[^A-Za-z0-9_.+@-]+", "_", f"{dataset}-{features}-{fusion}-{protocol}-{stamp}")
+    rid, i = base, 2
+    while (root / rid).exists():
+        rid, i = f"{base}-{i}", i + 1
+    return rid
+
+
+def store_record(fs) -> dict:
+    """What config.yaml keeps about a feature store: enough to find it again or re-extract."""
+    skip = {"outputs", "config", "feature", "key", "modality"}
+    return _plain({
+        "feature": fs.feature,
+        "key": fs.key,
+        "modality": fs.modality,
+        "path": fs.path,
+        "config": fs.config,
+        "outputs": fs.outputs,
+        "attrs": {k: v for k, v in (fs.attrs or {}).items() if k not in skip},
+    })
+
+
+def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, seeds, fusion, model_cfg, train_cfg,
+              requests, sources, fcache, data, results, report, seconds, command=None, plots=True) -> Path:
+    import yaml
+
+    from mer.common import __version__
+    from mer.train.metrics import CLASSIFICATION_KEYS, REGRESSION_KEYS, summarize
+
+    out_root = Path(out_root)
+    out_root.mkdir(parents=True, exist_ok=True)
+    feats = ",".join(r.text for r in requests)
+    rid = run_id or _run_id(out_root, dataset, feats.replace(",", "+"), fusion, protocol["name"])
+    run = out_root / rid
+    run.mkdir(parents=True, exist_ok=True)
+
+    config = {
+        "format_version": FORMAT_VERSION,
+        "mer_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": command,
+        "dataset": dataset,
+        "manifest": {"path": str(manifest.path) if manifest.path else None, "hash": manifest.meta.get("hash"),
+                     "n": len(manifest)},
+        "scheme": {"name": scheme.name, "kind": scheme.kind, "source": scheme.source},
+        "classes": list(data.classes),
+        "regression": bool(data.regression),
+        "protocol": _plain(protocol),
+        "seeds": list(seeds),
+        "features": feats,
+        "fusion": fusion,
+        "model": _plain(asdict(model_cfg)) if is_dataclass(model_cfg) else {},
+        "train": _plain(asdict(train_cfg)),
+        "inputs": [_plain(asdict(s)) for s in sources],
+        "stores": {f: store_record(fcache.get(f)) for f in dict.fromkeys(s.feature for s in sources)},
+        "weights": [f"weights/seed{r.seed}-{r.fold}.safetensors" for r in results],
+    }
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+
+    keys = REGRESSION_KEYS if data.regression else CLASSIFICATION_KEYS
+    folds = []
+    for r in results:
+        entry = {"fold": r.fold, "seed": r.seed, **r.metrics, "seconds": round(r.seconds, 3)}
+        if r.sweeps:
+            entry["sweeps"] = _plain(r.sweeps)
+        folds.append(_plain(entry))
+    mean, std, over = summarize(folds, keys)
+    metrics = {
+        "dataset": dataset,
+        "features": feats,
+        "fusion": fusion,
+        "protocol": protocol["name"],
+        "scheme": scheme.name,
+        "seeds": list(seeds),
+        "classes": list(data.classes),
+        "n_utterances": int(len(data)),
+        "folds": folds,
+        "mean": mean,
+        "std": std,
+        "std_over": over,
+        "train_seconds": round(seconds, 3),
+        "feature_load_seconds": round(fcache.load_seconds, 3),
+    }
+    if any(r.sweeps for r in results):
+        metrics["sweeps"] = [{"fold": r.fold, "seed": r.seed, "table": _plain(r.sweeps)} for r in results if r.sweeps]
+    (run / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    (run / "history.json").write_text(json.dumps(
+        [{"fold": r.fold, "seed": r.seed, "best_epoch": r.best_epoch, "epochs": _plain(r.history)} for r in results], indent=1))
+    _write_predictions(run / "predictions.csv", data, results)
+    _write_weights(run / "weights", results, fusion)
+    report.write(run / "data_report")
+    if plots:
+        from mer.train import plots as P
+
+        if not data.regression:
+            cm = np.sum([np.asarray(r.metrics["confusion"]) for r in results], axis=0)
+            P.confusion_png(cm, data.classes, run / "confusion.png",
+                            title=f"{dataset} {fusion} [{feats}] {protocol['name']}: all test folds")
+        P.curves_png(results, run / "curves.png", regression=data.regression, title=f"{fusion} [{feats}]")
+    return run
+
+
+def _write_predictions(path: Path, data, results) -> None:
+    import pandas as pd
+
+    parts = []
+    for r in results:
+        d = {"id": data.ids[r.rows], "seed": r.seed, "fold": r.fold}
+        if data.regression:
+            d.update(true=data.y[r.rows], predicted=np.asarray(r.proba, float))
+        else:
+            cls = np.asarray(data.classes, dtype=object)
+            d.update(true=cls[data.y[r.rows]], predicted=cls[r.proba.argmax(1)])
+            for i, c in enumerate(data.classes):
+                d[f"p_{c}"] = np.round(r.proba[:, i], 6)
+        parts.append(pd.DataFrame(d))
+    pd.concat(parts, ignore_index=True).to_csv(path, index=False)
+
+
+def _write_weights(folder: Path, results, fusion: str) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(exist_ok=True)
+    for r in results:
+        tensors = {k: v for k, v in r.state.items()}
+        for k, v in r.norm.tensors().items():
+            tensors[k] = torch.from_numpy(np.ascontiguousarray(v))
+        meta = {"fusion": fusion, "seed": str(r.seed), "fold": r.fold, "best_epoch": str(r.best_epoch)}
+        save_file(tensors, str(folder / f"seed{r.seed}-{r.fold}.safetensors"), metadata=meta)
+
+
+# ----------------------------------------------------------------------------- reading runs
+def read_config(run) -> dict:
+    import yaml
+
+    p = Path(run) / "config.yaml"
+    if not p.exists():
+        raise MerError(f"{run}: not a run directory (no config.yaml)")
+    cfg = yaml.safe_load(p.read_text())  # safe_load: plain data only, no object construction
+    if not isinstance(cfg, dict) or "fusion" not in cfg:
+        raise MerError(f"{p}: not a mer run config")
+    return cfg
+
+
+def read_metrics(run) -> dict:
+    p = Path(run) / "metrics.json"
+    if not p.exists():
+        raise MerError(f"{run}: no metrics.json (training did not finish?)")
+    return json.loads(p.read_text())
+
+
+def load_models(run, device: str = "cpu"):
+    """[(model, Normalizer)] for every fold/seed of a run: built from the registry by name,
+    weights from safetensors (no pickle, nothing from the run is executed)."""
+    from safetensors.torch import load_file
+
+    from mer.train.data import InputSource, Normalizer, input_specs
+    from mer.train.fusion import FUSIONS
+    from mer.train.trainer import model_config
+
+    cfg = read_config(run)
+    cls = FUSIONS.get(cfg["fusion"])
+    sources = [InputSource(**s) for s in cfg["inputs"]]
+    n_out = 1 if cfg.get("regression") else len(cfg["classes"])
+    mcfg = model_config(cls, cfg.get("model") or {})
+    models = []
+    for rel in cfg["weights"]:
+        p = Path(run) / rel
+        if not p.exists():
+            raise MerError(f"{run}: weights file {rel} is missing")
+        t = load_file(str(p), device="cpu")
+        norm = Normalizer.from_tensors({k: v.numpy() for k, v in t.items() if k.startswith("norm/")})
+        state = {k: v for k, v in t.items() if not k.startswith("norm/")}
+        model = cls(input_specs(sources), n_out, mcfg) if mcfg is not None else cls(input_specs(sources), n_out)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise MerError(f"{p}: weights do not fit {cfg['fusion']} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        models.append((model.to(device).eval(), norm))
+    return cfg, sources, models

@@ -1,0 +1,324 @@
+"""One trainer for every fusion model: folds x seeds, early stopping, evaluation, run dirs.
+
+``run_train`` loads each feature store once (``FeatureCache``), aligns the requested inputs
+to the labelled utterances, and for every (feature set, fusion) trains one model per fold
+and seed. Early stopping watches the fold's validation split (carved from training
+material by ``mer.train.protocols``); the test split is used once, after training.
+Fusion hooks from ``mer.train.fusion`` (``loss``, ``predict_proba``, ``sweep``) are used
+when a model defines them.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from mer.common.errors import MerError, UsageError
+from mer.common.report import Report
+from mer.train.data import (
+    Batcher,
+    FeatureCache,
+    FeatureSet,
+    Normalizer,
+    TrainData,
+    build_data,
+    parse_features,
+    resolve_inputs,
+)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 60
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 10            # epochs without validation improvement before stopping
+    monitor: str = "auto"         # "ua" | "accuracy" | "weighted_f1" | "macro_f1" | "loss"; auto: ua (classification), loss (regression)
+    valid_fraction: float = 0.1   # carved from training rows when the protocol has no validation split
+    balanced: bool = False        # class-weighted cross-entropy (weights from the training rows)
+    max_len: int | None = None    # cap on frames/tokens per ragged input (None: no cap)
+    grad_clip: float = 5.0
+    device: str = "auto"
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA device is available")
+    return device
+
+
+def parse_list(v, what: str) -> list[str]:
+    items = [x.strip() for x in (v.split(",") if isinstance(v, str) else v) if str(x).strip()]
+    if not items:
+        raise UsageError(f"{what}: nothing named")
+    return items
+
+
+def model_config(cls, overrides: dict | None):
+    """The fusion's dataclass config with ``--set name=value`` overrides (typed by the field)."""
+    Config = getattr(cls, "Config", None)
+    if Config is None:
+        if overrides:
+            raise UsageError(f"fusion {cls.__name__} has no config to set {sorted(overrides)} on")
+        return None
+    known = {f.name: f for f in fields(Config)}
+    kwargs = {}
+    for k, v in (overrides or {}).items():
+        if k not in known:
+            continue  # an option for another fusion trained in the same command
+        default = getattr(Config(), k)
+        kwargs[k] = _coerce(v, default, k)
+    return Config(**kwargs)
+
+
+def _coerce(v, default, name):
+    if not isinstance(v, str):
+        return v
+    try:
+        if isinstance(default, bool):
+            if v.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(v)
+            return v.lower() in ("1", "true", "yes")
+        if isinstance(default, int):
+            return int(v)
+        if isinstance(default, float):
+            return float(v)
+        if isinstance(default, (list, tuple)):
+            return type(default)(type(default[0])(x) if default else x for x in v.split(":"))
+    except ValueError:
+        raise UsageError(f"--set {name}={v}: expected a {type(default).__name__}") from None
+    return v
+
+
+@dataclass
+class FoldResult:
+    seed: int
+    fold: str
+    metrics: dict
+    rows: np.ndarray            # test rows into the data
+    proba: np.ndarray           # [n, C] probabilities, or [n] regression predictions
+    history: list[dict]
+    state: dict                 # model state_dict (cpu tensors) of the best epoch
+    norm: Normalizer
+    best_epoch: int
+    sweeps: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _default_loss(model, data: TrainData, train_rows, tc: TrainConfig, device):
+    import torch
+    from torch import nn
+
+    if hasattr(model, "loss"):
+        return model.loss
+    if data.regression:
+        return lambda logits, y: nn.functional.mse_loss(logits.squeeze(-1), y.float())
+    weight = None
+    if tc.balanced:
+        counts = np.bincount(data.y[train_rows], minlength=len(data.classes)).astype(np.float64)
+        w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / len(counts), 0.0)
+        weight = torch.tensor(w, dtype=torch.float32, device=device)
+    return lambda logits, y: nn.functional.cross_entropy(logits, y, weight=weight)
+
+
+def _proba(model, logits):
+    import torch
+
+    if hasattr(model, "predict_proba"):
+        return model.predict_proba(logits)
+    return torch.softmax(logits, -1)
+
+
+def evaluate(model, batcher: Batcher, rows, loss_fn, regression: bool, batch_size: int = 512):
+    """(mean loss, outputs, logits) on ``rows``; outputs are probabilities or predictions."""
+    import torch
+
+    model.eval()
+    outs, logit_list, total, n = [], [], 0.0, 0
+    with torch.no_grad():
+        for r, b, y in batcher.iterate(rows, batch_size):
+            logits = model(b)
+            total += float(loss_fn(logits, y)) * len(r)
+            n += len(r)
+            logit_list.append(logits.detach())
+            outs.append((logits.squeeze(-1) if regression else _proba(model, logits)).detach().cpu().numpy())
+    return total / max(n, 1), np.concatenate(outs), torch.cat(logit_list)
+
+
+def _score(metrics: dict, loss: float, monitor: str):
+    # Larger is better; the validation loss breaks ties between equal accuracies.
+    if monitor == "loss":
+        return (-loss,)
+    return (metrics[monitor], -loss)
+
+
+def train_fold(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, device: str) -> FoldResult:
+    import torch
+
+    from mer.train.metrics import classification_metrics, regression_metrics
+
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    norm = Normalizer.fit(data, fold.train)
+    batcher = Batcher(data, norm, device, tc.max_len)
+    n_out = 1 if data.regression else len(data.classes)
+    model = (cls(data.specs, n_out, cfg) if cfg is not None else cls(data.specs, n_out)).to(device)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay)
+    loss_fn = _default_loss(model, data, fold.train, tc, device)
+    monitor = tc.monitor if tc.monitor != "auto" else ("loss" if data.regression else "ua")
+
+    def metrics_of(out, rows):
+        y = data.y[rows]
+        if data.regression:
+            return regression_metrics(y, out)
+        return classification_metrics(y, out.argmax(1), data.classes)
+
+    history, best, best_state, best_epoch = [], None, None, -1
+    for epoch in range(tc.epochs):
+        model.train()
+        tot, correct, n = 0.0, 0, 0
+        for r, b, y in batcher.iterate(fold.train, tc.batch_size, shuffle=True, rng=rng):
+            if len(r) < 2 and n > 0:
+                continue  # a last batch of one row breaks batch norm; it is shuffled anew next epoch
+            logits = model(b)
+            loss = loss_fn(logits, y)
+            if not torch.isfinite(loss):
+                raise MerError(f"{cls.__name__}: training loss became {float(loss)} in epoch {epoch + 1} (fold {fold.name}); lower --lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            opt.step()
+            tot += loss.item() * len(r)
+            n += len(r)
+            if not data.regression:
+                correct += int((logits.argmax(-1) == y).sum())
+        v_loss, v_out, _ = evaluate(model, batcher, fold.valid, loss_fn, data.regression)
+        vm = metrics_of(v_out, fold.valid)
+        h = {"epoch": epoch + 1, "train_loss": tot / max(n, 1), "valid_loss": v_loss}
+        if data.regression:
+            h.update(valid_mae=vm["mae"])
+        else:
+            h.update(train_accuracy=correct / max(n, 1), valid_accuracy=vm["accuracy"], valid_ua=vm["ua"])
+        history.append(h)
+        score = _score(vm, v_loss, monitor)
+        if best is None or score > best:
+            best, best_epoch = score, epoch + 1
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif epoch + 1 - best_epoch >= tc.patience:
+            break
+    model.load_state_dict(best_state)
+    t_loss, t_out, t_logits = evaluate(model, batcher, fold.test, loss_fn, data.regression)
+    m = metrics_of(t_out, fold.test)
+    m.update(test_loss=t_loss, best_epoch=best_epoch, epochs_run=len(history))
+    sweeps = []
+    if hasattr(model, "sweep"):
+        import torch as _t
+
+        sweeps = model.sweep(t_logits, _t.from_numpy(data.y[fold.test]).to(t_logits.device))
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in best_state.items()}
+    return FoldResult(seed, fold.name, m, np.asarray(fold.test), t_out, history, state, norm, best_epoch,
+                      sweeps, time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------- the command
+def load_labels(dataset: str, scheme_name: str | None, cache=None, manifest=None):
+    """(manifest, scheme, labels, classes) for a dataset (manifest: path, Manifest or None)."""
+    from mer.common import manifest as mf
+    from mer.common.schemes import scheme
+
+    man = manifest if isinstance(manifest, mf.Manifest) else mf.load(dataset, cache, manifest)
+    sch = scheme(dataset, scheme_name)
+    labels, classes = sch.apply(man.df)
+    return man, sch, labels, classes
+
+
+def run_train(dataset: str, features, fusions, protocol: str | None = None, scheme: str | None = None,
+              seeds=(0,), cache=None, out=None, epochs: int | None = None, device: str = "auto",
+              manifest=None, feature_sets: dict[str, FeatureSet] | None = None, options: dict | None = None,
+              config: TrainConfig | None = None, run_id: str | None = None, command: str | None = None,
+              plots: bool = True, quiet: bool = False) -> list[Path]:
+    """Train every (feature set, fusion) pair; returns the run directories written.
+
+    ``features``: one comma list (``"bert,mfcc"``) or a list of them (several feature
+    sets); ``fusions``: comma list or list of registered names; ``options``: fusion config
+    overrides by field name (``{"hidden": "128"}``); ``feature_sets``: in-memory stores by
+    feature name (tests, benchmarks), used instead of the cache.
+    """
+    from mer.common.progress import progress
+    from mer.train.fusion import FUSIONS
+    from mer.train.protocols import make_folds, protocol_spec
+    from mer.train.rundir import write_run
+
+    tc = copy.deepcopy(config) if config is not None else TrainConfig()
+    if epochs is not None:
+        tc.epochs = int(epochs)
+    tc.device = device or tc.device
+    dev = pick_device(tc.device)
+    feature_lists = [features] if isinstance(features, str) else list(features)
+    requests = [parse_features(f) for f in feature_lists]
+    fusion_names = parse_list(fusions, "--fusion")
+    classes_of = {n: FUSIONS.get(n) for n in fusion_names}  # unknown names fail before any work
+    seeds = [int(s) for s in (parse_list(seeds, "--seeds") if isinstance(seeds, str) else seeds)]
+    n_runs = len(requests) * len(fusion_names)
+    if run_id and n_runs > 1:
+        raise UsageError("--run-id names one run; this command trains several (drop --run-id)")
+
+    man, sch, labels, classes = load_labels(dataset, scheme, cache, manifest)
+    fcache = FeatureCache(dataset, cache, None if manifest is None or not isinstance(manifest, (str, Path)) else manifest,
+                          sets=feature_sets)
+    out_root = Path(out) if out else Path("runs")
+    written: list[Path] = []
+    data_cache: dict[tuple, tuple[TrainData, Report]] = {}
+    for reqs in requests:
+        for fname in fusion_names:
+            cls = classes_of[fname]
+            cfg = model_config(cls, options)
+            sources = resolve_inputs(reqs, fcache, getattr(cls, "wants", "pooled"))
+            dkey = tuple(sources)
+            if dkey not in data_cache:  # fusions that want the same inputs share the aligned arrays
+                rep = Report(f"training data: {dataset}, scheme {sch.name}, features {','.join(r.text for r in reqs)}")
+                data_cache[dkey] = (build_data(man.df, labels, classes, sources, fcache, sch.is_regression, rep), rep)
+            data, rep = data_cache[dkey]
+            rep = copy.deepcopy(rep)
+            spec = protocol_spec(dataset, protocol, data.meta)
+            strat = None if data.regression else data.y
+            results: list[FoldResult] = []
+            t0 = time.perf_counter()
+            fold_sets = {s: make_folds(spec, data.meta, strat, s, rep, tc.valid_fraction) for s in seeds}
+            total = sum(len(v) for v in fold_sets.values())
+            label = f"{fname} [{'+'.join(s.key for s in sources)}]"
+            with progress(total, f"train {label}", unit="fold", disable=quiet) as bar:
+                for s in seeds:
+                    for fold in fold_sets[s]:
+                        results.append(train_fold(cls, cfg, data, fold, s, tc, dev))
+                        bar.set_postfix_str(_postfix(results[-1], data.regression))
+                        bar.update(1)
+            seconds = time.perf_counter() - t0
+            run_dir = write_run(
+                out_root, run_id, dataset=dataset, manifest=man, scheme=sch, protocol=spec, seeds=seeds,
+                fusion=fname, model_cfg=cfg, train_cfg=tc, requests=reqs, sources=sources, fcache=fcache,
+                data=data, results=results, report=rep, seconds=seconds, command=command, plots=plots,
+            )
+            written.append(run_dir)
+            if not quiet:
+                import json
+
+                mean = json.loads((run_dir / "metrics.json").read_text())["mean"]
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in mean.items() if isinstance(v, float))
+                print(f"{run_dir}: {shown}")
+    return written
+
+
+def _postfix(r: FoldResult, regression: bool) -> str:
+    m = r.metrics
+    return f"{r.fold}: mae {m['mae']:.3f}" if regression else f"{r.fold}: ua {m['ua']:.3f} wa {m['accuracy']:.3f}"
