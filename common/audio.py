@@ -66,6 +66,26 @@ def _wav_truncation(path: Path) -> str | None:
             pos += 8 + csize + (csize & 1)
 
 
+def _tail_unreadable(path: Path, frames: int, n: int = 256) -> str | None:
+    """Return a reason if the last frames a header promises cannot be decoded.
+
+    FLAC/OGG headers state the total length, so a cut-off file passes ``sf.info`` with its
+    full duration; decoding the final ``n`` frames (one seek) exposes it.
+    """
+    import soundfile as sf
+
+    n = min(n, frames)
+    try:
+        with sf.SoundFile(str(path)) as f:
+            f.seek(frames - n)
+            got = len(f.read(n, dtype="float32"))
+    except Exception as e:
+        return f"truncated: cannot decode the last {n} of {frames} frames ({str(e).splitlines()[0][:120]})"
+    if got < n:
+        return f"truncated: header declares {frames} frames, decoding stops {n - got} short"
+    return None
+
+
 def probe(path) -> AudioInfo:
     """Header-level check of an audio file; raises AudioError naming the file and reason."""
     path = Path(path)
@@ -87,6 +107,10 @@ def probe(path) -> AudioInfo:
             raise AudioError(path, "unreadable audio", str(e).splitlines()[0][:200]) from None
         if i.frames <= 0:
             raise AudioError(path, "empty audio")
+        if ext != ".wav":
+            why = _tail_unreadable(path, int(i.frames))
+            if why:
+                raise AudioError(path, "unreadable audio", why)
         return AudioInfo(int(i.samplerate), int(i.frames), int(i.channels))
     return _probe_av(path)
 
