@@ -1,0 +1,366 @@
+"""Shared, mask-aware building blocks for the fusion models.
+
+Every block here takes the batch convention of ``mer.train.fusion``: a ragged input is a
+zero-padded ``[B, T, D]`` tensor with a bool mask ``[B, T]`` (True = real frame/token).
+The rule every block follows is that padded positions can never reach an output: they are
+overwritten with zeros (``torch.where``, so even inf/NaN padding is harmless) before any
+operation that mixes time steps, recurrent layers run on packed sequences, attention uses
+``-inf`` key masks, batch statistics are computed over real positions only, and pooling
+weighs real positions only. The tests change padded values and compare outputs.
+
+``wants`` (class attribute of every fusion model) tells the data layer which variant of a
+feature to load when a feature offers both (e.g. ``bert.pooled`` and ``bert.tokens``):
+- ``"pooled"``: the model works on utterance vectors; ragged inputs are still accepted and
+  mean-pooled over their real frames inside the model;
+- ``"sequence"``: the model is built for frame/token sequences; fixed inputs are still
+  accepted and read as length-1 sequences;
+- ``"either"``: each input is used in the form it comes in (with a matching branch).
+
+torch is imported at module level: this module is only imported by the fusion models,
+which the registry loads lazily (never at CLI start-up).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mer.common.errors import MerError
+
+WANTS = ("pooled", "sequence", "either")
+
+
+# --------------------------------------------------------------------------- masks, pooling
+
+def get_mask(batch: dict, key: str, x: torch.Tensor) -> torch.Tensor:
+    """The bool mask of a ragged input, checked loudly (shape, and no empty sequence)."""
+    mk = key + ".mask"
+    if mk not in batch:
+        raise MerError(f"ragged input {key!r} comes without its mask {mk!r} in the batch")
+    m = batch[mk].to(device=x.device, dtype=torch.bool)
+    if m.shape != x.shape[:2]:
+        raise MerError(f"mask {mk!r} has shape {tuple(m.shape)}, input has {tuple(x.shape[:2])}")
+    empty = (~m.any(dim=1)).nonzero().flatten()
+    if len(empty):
+        # An empty sequence has nothing to attend to; the data layer must drop it (and say so)
+        # rather than let the model invent a frame.
+        raise MerError(f"input {key!r}: batch rows {empty.tolist()} have no real frames/tokens")
+    return m
+
+
+def zero_pad(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Zero the padded positions of ``x`` ``[B, T, ...]`` (``where``: NaN/inf-safe)."""
+    m = mask.view(*mask.shape, *([1] * (x.dim() - 2)))
+    return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` ``[B, T, D]`` over real positions -> ``[B, D]``."""
+    x = zero_pad(x, mask)
+    n = mask.sum(dim=1, keepdim=True).clamp(min=1).to(x.dtype)
+    return x.sum(dim=1) / n
+
+
+def lengths(mask: torch.Tensor) -> torch.Tensor:
+    return mask.sum(dim=1)
+
+
+def check_left_aligned(mask: torch.Tensor, key: str) -> None:
+    """Packed RNNs need real positions first; the data layer pads at the end."""
+    L = lengths(mask)
+    expect = torch.arange(mask.shape[1], device=mask.device)[None, :] < L[:, None]
+    if not torch.equal(expect, mask):
+        raise MerError(f"input {key!r}: mask is not left-aligned (padding must come after real frames)")
+
+
+def compact_cat(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate several masked sequences along time, real positions first, per row.
+
+    ``parts``: ``(x [B, T_i, H], mask [B, T_i])``. Returns ``(x [B, sum T_i, H], mask)`` with
+    every row's real positions (in part order) moved to the front, so the result can be
+    packed for an RNN. A fixed vector enters as a length-1 part with an all-True mask.
+    """
+    x = torch.cat([zero_pad(p, m) for p, m in parts], dim=1)
+    m = torch.cat([m for _, m in parts], dim=1)
+    # stable sort on "is padding" keeps the real positions in order and moves them first
+    order = torch.argsort((~m).to(torch.int8), dim=1, stable=True)
+    x = torch.gather(x, 1, order[..., None].expand(-1, -1, x.shape[-1]))
+    m = torch.gather(m, 1, order)
+    return x, m
+
+
+# --------------------------------------------------------------------------- recurrent encoders
+
+class PackedRNN(nn.Module):
+    """A (Bi)LSTM/GRU run on packed sequences, so padding cannot influence it.
+
+    ``forward(x, mask)`` returns ``(outputs [B, T, H*dirs] zero at padding, last [B, H*dirs])``
+    where ``last`` concatenates the final hidden state of each direction of the top layer.
+    """
+
+    def __init__(self, d_in: int, hidden: int, *, cell: str = "lstm", layers: int = 1,
+                 bidirectional: bool = True, dropout: float = 0.0):
+        super().__init__()
+        cls = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
+        self.rnn = cls(d_in, hidden, num_layers=layers, batch_first=True,
+                       bidirectional=bidirectional, dropout=dropout if layers > 1 else 0.0)
+        self.dirs = 2 if bidirectional else 1
+        self.out_dim = hidden * self.dirs
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, name: str = "sequence"):
+        from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+        check_left_aligned(mask, name)
+        T = x.shape[1]
+        L = lengths(mask).clamp(min=1).cpu()
+        packed = pack_padded_sequence(zero_pad(x, mask), L, batch_first=True, enforce_sorted=False)
+        out, h = self.rnn(packed)
+        if isinstance(h, tuple):  # LSTM: (h, c)
+            h = h[0]
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
+        last = torch.cat([h[-self.dirs + i] for i in range(self.dirs)], dim=-1)
+        return out, last
+
+
+# --------------------------------------------------------------------------- mask-aware 2-D CNN
+
+class MaskedBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm over ``[B, C, T, F]`` whose batch statistics use real time steps only.
+
+    Plain BatchNorm would count the zero padding into the mean and variance while training,
+    so a batch's statistics would depend on how much padding it holds.
+    """
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if not self.training:
+            return super().forward(x)
+        w = mask[:, None, :, None].to(x.dtype).expand_as(x)          # [B, C, T, F]
+        n = w.sum(dim=(0, 2, 3)).clamp(min=1)                          # per channel
+        xz = torch.where(w > 0, x, torch.zeros((), dtype=x.dtype, device=x.device))
+        mean = xz.sum(dim=(0, 2, 3)) / n
+        var = (((xz - mean[None, :, None, None]) ** 2) * w).sum(dim=(0, 2, 3)) / n
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            unbiased = var * n / (n - 1).clamp(min=1)
+            self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
+            self.running_var.mul_(1 - self.momentum).add_(self.momentum * unbiased)
+        y = (x - mean[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + self.eps)
+        return y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+
+
+class MaskedConv2d(nn.Module):
+    """Conv2d ('same' padding, stride 1) + masked BatchNorm + ReLU over ``[B, C, T, F]``.
+
+    Padded time steps are zeroed before the convolution, so a real frame next to the padding
+    sees zeros exactly as it would at the end of an unpadded utterance, and zeroed again
+    after the ReLU.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int]):
+        super().__init__()
+        kt, kf = kernel
+        # explicit asymmetric 'same' padding (even kernels such as (10, 2) need it)
+        self.pad = ((kf - 1) // 2, kf - 1 - (kf - 1) // 2, (kt - 1) // 2, kt - 1 - (kt - 1) // 2)
+        self.conv = nn.Conv2d(c_in, c_out, kernel, bias=False)
+        self.bn = MaskedBatchNorm2d(c_out)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask[:, None, :, None]
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        x = torch.where(m, x, zero)
+        x = F.relu(self.bn(self.conv(F.pad(x, self.pad)), mask))
+        return torch.where(m, x, zero)
+
+
+def masked_maxpool2(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """2x2 max-pooling of post-ReLU maps ``[B, C, T, F]`` with the mask pooled alongside.
+
+    Time uses ceil mode, so an odd last frame keeps its own window; padded positions hold 0
+    and post-ReLU values are >= 0, so a window that mixes a real frame with padding returns
+    the real frame's value. The frequency axis has no padding; it is halved (rounding up)
+    while it has at least 2 bins.
+    """
+    kf = 2 if x.shape[-1] >= 2 else 1
+    x = F.max_pool2d(x, kernel_size=(2, kf), stride=(2, kf), ceil_mode=True)
+    m = F.max_pool1d(mask[:, None, :].to(x.dtype), kernel_size=2, stride=2, ceil_mode=True)[:, 0] > 0
+    return x, m
+
+
+def masked_time_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``[B, C, T, F]`` over real time steps -> ``[B, C, F]``."""
+    w = mask[:, None, :, None].to(x.dtype)
+    xz = torch.where(mask[:, None, :, None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+    return xz.sum(dim=2) / w.sum(dim=2).clamp(min=1)
+
+
+class MelCNN(nn.Module):
+    """Speech branch of seed 002 (Makhmudov et al.), mask-aware.
+
+    Input ``[B, T, F]`` (time x mel bins) is read as a 1-channel image ``[B, 1, T, F]``.
+    Two parallel first convolutions with kernels (10, 2) (along time) and (2, 8) (along
+    frequency), 8 channels each, concatenated to 16 channels; then 4 conv layers 3x3 with
+    16 -> 32 -> 48 -> 64 -> 80 channels ("doubled, then +16 up to 80"); BN + ReLU after every
+    conv; 2x2 max-pooling after conv layers 1 and 2; then the paper's FC layer. The paper fed
+    fixed-size spectrograms and flattened; for ragged time we take the masked mean over time
+    (frequency kept) and flatten ``80 x ceil(F/4)`` into the FC.
+    """
+
+    def __init__(self, n_freq: int, d_out: int, channels=(32, 48, 64, 80), first=8, dropout=0.0):
+        super().__init__()
+        self.branch_t = MaskedConv2d(1, first, (10, 2))
+        self.branch_f = MaskedConv2d(1, first, (2, 8))
+        chans = [2 * first, *channels]
+        self.convs = nn.ModuleList(MaskedConv2d(a, b, (3, 3)) for a, b in zip(chans[:-1], chans[1:]))
+        self.pool_after = {0, 1}               # conv layers 1 and 2 are followed by max-pooling
+        f = n_freq
+        for i in range(len(channels)):
+            if i in self.pool_after and f >= 2:
+                f = (f + 1) // 2
+        self.fc = nn.Linear(chans[-1] * f, d_out)
+        self.drop = nn.Dropout(dropout)
+        self.out_dim = d_out
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = zero_pad(x, mask)[:, None]                      # [B, 1, T, F]
+        x = torch.cat([self.branch_t(x, mask), self.branch_f(x, mask)], dim=1)
+        for i, conv in enumerate(self.convs):
+            x = conv(x, mask)
+            if i in self.pool_after:
+                x, mask = masked_maxpool2(x, mask)
+        h = masked_time_mean(x, mask).flatten(1)            # [B, C * F']
+        return self.fc(self.drop(h))
+
+
+class MfccCNN(nn.Module):
+    """Audio branch of seed 000 (ATFSC): a small 2-D CNN (conv + BN + ReLU) over MFCC frames.
+
+    The paper gives only "2-D convolutions, batch normalization and ReLU"; we use two 3x3
+    blocks (32, 64 channels) with one 2x2 max-pool between them, then the masked mean over
+    time and the mean over coefficients, and a linear projection to ``d_out``.
+    """
+
+    def __init__(self, n_coef: int, d_out: int, channels=(32, 64), dropout=0.0):
+        super().__init__()
+        chans = [1, *channels]
+        self.convs = nn.ModuleList(MaskedConv2d(a, b, (3, 3)) for a, b in zip(chans[:-1], chans[1:]))
+        self.fc = nn.Linear(chans[-1], d_out)
+        self.drop = nn.Dropout(dropout)
+        self.out_dim = d_out
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = zero_pad(x, mask)[:, None]
+        for i, conv in enumerate(self.convs):
+            x = conv(x, mask)
+            if i < len(self.convs) - 1:
+                x, mask = masked_maxpool2(x, mask)
+        h = masked_time_mean(x, mask).mean(dim=-1)          # [B, C]
+        return self.fc(self.drop(h))
+
+
+# --------------------------------------------------------------------------- misc
+
+def mlp(d_in: int, hidden: int, d_out: int, dropout: float) -> nn.Sequential:
+    """The "two fully connected layers" head most papers end with."""
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, d_out))
+
+
+def input_as_sequence(batch: dict, spec) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x [B, T, D], mask [B, T])`` for any input; a fixed vector is a length-1 sequence."""
+    x = batch[spec.key]
+    if spec.kind == "ragged":
+        return x, get_mask(batch, spec.key, x)
+    if x.dim() != 2:
+        raise MerError(f"fixed input {spec.key!r} should be [B, D], got shape {tuple(x.shape)}")
+    return x[:, None, :], torch.ones(x.shape[0], 1, dtype=torch.bool, device=x.device)
+
+
+def input_as_vector(batch: dict, spec) -> torch.Tensor:
+    """``[B, D]`` for any input; a ragged input is mean-pooled over its real positions."""
+    x = batch[spec.key]
+    if spec.kind == "ragged":
+        return masked_mean(x, get_mask(batch, spec.key, x))
+    return x
+
+
+def check_dims(batch: dict, inputs) -> None:
+    """Fail loudly, with the numbers, when a batch does not match the specs the model was built for."""
+    for s in inputs:
+        if s.key not in batch:
+            raise MerError(f"the batch has no input {s.key!r} (the model was built with it)")
+        x = batch[s.key]
+        want = 3 if s.kind == "ragged" else 2
+        if x.dim() != want or x.shape[-1] != s.dim:
+            raise MerError(
+                f"input {s.key!r}: expected a {s.kind} tensor with {s.dim} features per "
+                f"{'frame' if s.kind == 'ragged' else 'utterance'}, got shape {tuple(x.shape)}"
+            )
+
+
+def require_modalities(name: str, inputs, audio: int = 1, text: int = 1, exact_text: bool = False) -> None:
+    """The common ``check_inputs`` rule: at least ``audio`` audio and ``text`` text inputs."""
+    from mer.train.fusion import by_modality
+
+    if not inputs:
+        raise MerError(f"fusion {name!r}: no input features chosen")
+    na, nt = len(by_modality(inputs, "audio")), len(by_modality(inputs, "text"))
+    other = [i.key for i in inputs if i.modality not in ("audio", "text")]
+    if other:
+        raise MerError(f"fusion {name!r}: inputs {other} have an unknown modality (audio or text expected)")
+    if na < audio:
+        raise MerError(f"fusion {name!r} needs at least {audio} audio feature(s); got {[i.key for i in inputs]}")
+    if exact_text and nt != text:
+        raise MerError(f"fusion {name!r} needs exactly {text} text feature(s); got {nt}: {[i.key for i in inputs]}")
+    if nt < text:
+        raise MerError(f"fusion {name!r} needs at least {text} text feature(s); got {[i.key for i in inputs]}")
+    for i in inputs:
+        if i.kind not in ("fixed", "ragged"):
+            raise MerError(f"input {i.key!r} has kind {i.kind!r} (fixed or ragged expected)")
+        if i.dim < 1:
+            raise MerError(f"input {i.key!r} has dimension {i.dim}")
+
+
+# --------------------------------------------------------------------------- base class
+
+class FusionBase(nn.Module):
+    """What every fusion model in this package shares: config handling and input checks.
+
+    ``config`` may be the model's ``Config`` dataclass, a plain dict of its fields (as read
+    from a CLI or a checkpoint), or None for the papers' defaults.
+    """
+
+    Config: type
+    wants: str = "either"
+
+    def __init__(self, inputs, n_out: int, config=None):
+        super().__init__()
+        self.config = self.make_config(config)
+        inputs = list(inputs)
+        self.check_inputs(inputs)
+        if n_out < 1:
+            raise MerError(f"{type(self).__name__}: n_out must be >= 1, got {n_out}")
+        self.inputs = inputs
+        self.n_out = n_out
+
+    @classmethod
+    def make_config(cls, config):
+        from dataclasses import fields, is_dataclass
+
+        if config is None:
+            return cls.Config()
+        if isinstance(config, cls.Config):
+            return config
+        if is_dataclass(config):
+            config = {f.name: getattr(config, f.name) for f in fields(config)}
+        if isinstance(config, dict):
+            known = {f.name for f in fields(cls.Config)}
+            unknown = sorted(set(config) - known)
+            if unknown:
+                raise MerError(
+                    f"{cls.__name__}: unknown config option(s) {unknown}; known: {sorted(known)}"
+                )
+            return cls.Config(**config)
+        raise MerError(f"{cls.__name__}: config must be {cls.Config.__name__}, a dict or None")
+
+    @classmethod
+    def check_inputs(cls, inputs) -> None:  # pragma: no cover - every model overrides
+        raise NotImplementedError
