@@ -133,11 +133,38 @@ def _probe_av(path: Path) -> AudioInfo:
             elif c.duration is not None:
                 dur = c.duration / 1_000_000
             frames = int(round((dur or 0.0) * sr))
+            if dur:
+                why = _av_tail_unreadable(c, s, dur)
+                if why:
+                    raise AudioError(path, "unreadable audio", why)
             return AudioInfo(sr, frames, int(s.codec_context.channels or 1))
     except AudioError:
         raise
     except Exception as e:
         raise AudioError(path, "unreadable audio", str(e).splitlines()[0][:200]) from None
+
+
+def _av_tail_unreadable(c, s, dur: float, window: float = 0.5, slack: float = 0.25) -> str | None:
+    """Return a reason if the last ``window`` s the container promises do not decode.
+
+    An mp4 whose index (moov) sits at the front still opens with its full duration after
+    the media data was cut off; seeking near the end and decoding shows what is really there.
+    """
+    frames = 0
+    last = None
+    try:
+        c.seek(max(0, int((dur - window) / s.time_base)), stream=s, backward=True)
+        for fr in c.decode(s):
+            frames += 1
+            if fr.pts is not None and fr.time_base is not None:
+                last = float(fr.pts * fr.time_base) + fr.samples / fr.sample_rate
+    except Exception as e:
+        return f"truncated: the last {window:g} s do not decode ({str(e).splitlines()[0][:120]})"
+    if frames == 0:
+        return f"truncated: nothing decodes in the last {window:g} s of the {dur:.2f} s the container declares"
+    if last is not None and last < dur - slack:
+        return f"truncated: audio ends at {last:.2f} s, the container declares {dur:.2f} s"
+    return None
 
 
 def _resample(x: np.ndarray, sr: int, target: int) -> np.ndarray:

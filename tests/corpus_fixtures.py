@@ -48,14 +48,19 @@ def write_flac(path: Path, seconds: float, sr: int = SR, freq: float = 440.0) ->
     return write_wav(path, seconds, sr, freq, fmt="FLAC")
 
 
-def write_mp4(path: Path, seconds: float, sr: int = 48000, freq: float = 440.0, video: bool = True) -> Path:
-    """AAC stereo audio (and a 32x32 video track, as MELD's clips have) in an mp4 container."""
+def write_mp4(path: Path, seconds: float, sr: int = 48000, freq: float = 440.0, video: bool = True,
+              faststart: bool = False) -> Path:
+    """AAC stereo audio (and a 32x32 video track, as MELD's clips have) in an mp4 container.
+
+    ``faststart`` puts the index (moov) before the media data, as web-ready files have it.
+    """
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
     x = tone(seconds, sr, freq).astype(np.float32)
     planar = np.ascontiguousarray(np.stack([x, x]))  # (channels, frames) for fltp
-    with av.open(str(path), "w", format="mp4") as c:
+    opts = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", format="mp4", options=opts) as c:
         v = None
         if video:
             v = c.add_stream("mpeg4", rate=10)

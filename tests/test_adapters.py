@@ -185,6 +185,21 @@ def test_mp4_fixture_decodes_with_mer_audio(tmp_path):
     assert abs(peak - 440.0) < 10, f"decoded audio peaks at {peak} Hz, expected the 440 Hz tone"
 
 
+@pytest.mark.parametrize("faststart", [False, True])
+def test_truncated_mp4_is_refused(tmp_path, faststart):
+    from corpus_fixtures import truncate
+
+    from mer.common.audio import AudioError
+
+    p = write_mp4(tmp_path / "x.mp4", 2.0, faststart=faststart)
+    assert probe(p).duration == pytest.approx(2.0, abs=0.05)
+    truncate(p)
+    # With the index in front the container still declares 2 s: probe must decode the end.
+    with pytest.raises(AudioError) as e:
+        probe(p)
+    assert e.value.reason == "unreadable audio"
+
+
 def test_meld_happy_path(tmp_path):
     root = make_meld(tmp_path)
     df, rep, _ = run("meld", root, tmp_path)
