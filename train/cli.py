@@ -1,29 +1,198 @@
-"""CLI for training (being written)."""
+"""CLI for training: `mer train`, `mer runs`, `mer predict`.
+
+Each command parses options and calls one function (mer.train.trainer.run_train,
+mer.train.rundir.runs_table, mer.train.predict.predict_items).
+"""
+from __future__ import annotations
+
+import shlex
+import sys
+
 import click
 
+from mer.common.cli import cache_option, dataset_choice
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def train(args):
-    """Extract features into content-keyed stores (not built yet)."""
+
+def _fusion_names() -> list[str]:
+    from mer.train.fusion import FUSIONS
+
+    return FUSIONS.names()
+
+
+def _check_fusions(ctx, param, value):
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    known = _fusion_names()
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise click.BadParameter(f"unknown fusion {', '.join(bad) or '(none)'}; choose from: {', '.join(known)}")
+    return names
+
+
+def _options(ctx, param, value):
+    out = {}
+    for v in value:
+        k, sep, val = v.partition("=")
+        if not sep or not k:
+            raise click.BadParameter(f"{v!r}: expected name=value, e.g. hidden=128")
+        out[k.strip()] = val.strip()
+    return out
+
+
+class _FusionHelp(click.Option):
+    """--fusion's help lists the registry's names, computed only when help is shown."""
+
+    def get_help_record(self, ctx):
+        self.help = "Fusion model(s), comma separated; one run each. Choices: " + ", ".join(_fusion_names()) + "."
+        return super().get_help_record(ctx)
+
+
+@click.command()
+@click.option("--dataset", "-d", type=dataset_choice(), required=True, help="Corpus (its manifest must be prepared).")
+@click.option("--features", "-f", multiple=True, required=True,
+              help="Comma list of stores[.output], e.g. bert,mfcc or bert.tokens,mfcc.frames. Repeat for several feature sets.")
+@click.option("--fusion", cls=_FusionHelp, default="concat", show_default=True, callback=_check_fusions)
+@click.option("--protocol", "-p", default=None, help="Protocol from manifests/<dataset>.yaml (loso, si, sd, official, random; default: the dataset's).")
+@click.option("--scheme", default=None, help="Label scheme from manifests/<dataset>.yaml (e.g. emo4, emo6, sent3, regression; default: the dataset's).")
+@click.option("--seeds", default="0", show_default=True, help="Comma list of seeds; mean and std are reported across them.")
+@click.option("--seed", type=int, default=None, help="One seed (same as --seeds N).")
+@cache_option
+@click.option("--manifest", type=click.Path(dir_okay=False), default=None, help="Use this manifest instead of the cache's.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), default="runs", show_default=True, help="Folder the run directories go into.")
+@click.option("--run-id", default=None, help="Name of the run directory (one run only; default: dataset-features-fusion-protocol-time).")
+@click.option("--epochs", type=int, default=60, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--patience", type=int, default=10, show_default=True, help="Early stopping: epochs without validation improvement.")
+@click.option("--monitor", type=click.Choice(["auto", "ua", "accuracy", "weighted_f1", "macro_f1", "loss"]), default="auto",
+              show_default=True, help="Validation metric for early stopping (auto: ua, or loss for regression).")
+@click.option("--balanced/--no-balanced", default=False, show_default=True, help="Class-weighted loss (weights from the training rows).")
+@click.option("--max-len", type=int, default=None, help="Cap frames/tokens per sequence input.")
+@click.option("--set", "options", multiple=True, callback=_options, metavar="NAME=VALUE",
+              help="Fusion config field, e.g. --set hidden=128 --set dropout=0.2 (applies to every fusion that has it).")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA if available), cpu, cuda, cuda:1.")
+@click.option("--no-plots", is_flag=True, help="Skip confusion.png and curves.png.")
+@click.option("--quiet", "-q", is_flag=True)
+def train(dataset, features, fusion, protocol, scheme, seeds, seed, cache, manifest, out, run_id, epochs, batch_size, lr,
+          patience, monitor, balanced, max_len, options, device, no_plots, quiet):
+    """Train fusion models on cached features and write one run directory per
+    (feature set, fusion): config.yaml, metrics.json, predictions.csv, weights, plots.
+
+    \b
+    Examples:
+      mer train -d iemocap -f bert,mfcc --fusion concat,late --protocol loso
+      mer train -d iemocap -f bert,mfcc -f bert -f mfcc --seeds 0,1,2   # fusion vs unimodal
+      mer train -d mosi -f bert,egemaps --scheme regression
+    """
+    from mer.train.trainer import TrainConfig, run_train
+
+    tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, monitor=monitor,
+                     balanced=balanced, max_len=max_len, device=device)
+    run_train(dataset, list(features), fusion, protocol=protocol, scheme=scheme,
+              seeds=[seed] if seed is not None else seeds, cache=cache, out=out, device=device, manifest=manifest,
+              options=options, config=tc, run_id=run_id, command="mer " + shlex.join(sys.argv[1:]),
+              plots=not no_plots, quiet=quiet)
+
+
+@click.command()
+@click.argument("roots", nargs=-1, type=click.Path(exists=True))
+@click.option("--filter", "filters", multiple=True, metavar="FIELD=PATTERN",
+              help="Keep runs whose field matches (wildcards allowed), e.g. --filter fusion=concat --filter dataset=iemocap.")
+@click.option("--sort", default=None, help="Sort by this column (a metric such as ua, or run/fusion/...).")
+@click.option("--ascending/--descending", default=None, help="Sort order (default: descending for scores, ascending for mae and names).")
+@click.option("--metrics", default=None, help="Comma list of metric columns to show (default: every summarised metric).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Also write the table as CSV.")
+@click.option("--markdown", "md_path", type=click.Path(dir_okay=False), default=None, help="Also write the table as Markdown.")
+@click.option("--plot", "png_path", type=click.Path(dir_okay=False), default=None, help="Bar chart of one metric (--plot-metric) per run.")
+@click.option("--plot-metric", default=None, help="Metric for --plot (default: --sort if a metric, else ua or mae).")
+def runs(roots, filters, sort, ascending, metrics, csv_path, md_path, png_path, plot_metric):
+    """Compare run directories as a table (ROOTS: run dirs or folders of them; default: runs/)."""
+    from pathlib import Path
+
     from mer.common.errors import MerError
+    from mer.train.rundir import runs_table
 
-    raise MerError("`mer train` is not built yet")
+    roots = roots or ("runs",)
+    df = runs_table(roots, list(filters), sort, ascending)
+    if len(df) == 0:
+        raise MerError(f"no finished runs under {', '.join(roots)}" + (" matching the filters" if filters else ""))
+    id_cols = ["run", "dataset", "features", "fusion", "protocol", "scheme", "seeds", "folds", "n"]
+    metric_cols = [c for c in df.columns if c not in id_cols + ["path"] and not c.endswith("_std")]
+    if metrics:
+        want = [m.strip() for m in metrics.split(",")]
+        bad = [m for m in want if m not in metric_cols]
+        if bad:
+            raise MerError(f"--metrics: no column {bad}; available: {', '.join(metric_cols)}")
+        metric_cols = want
+    shown = df[id_cols].copy()
+    for m in metric_cols:
+        std = df.get(f"{m}_std")
+        shown[m] = [f"{v:.4f}" + (f" ± {s:.4f}" if s is not None and s == s else "") if v == v else "nan"
+                    for v, s in zip(df[m], std if std is not None else [None] * len(df))]
+    click.echo(shown.to_string(index=False))
+    full = df[id_cols + [c for m in metric_cols for c in (m, f"{m}_std")] + ["path"]]
+    if csv_path:
+        full.to_csv(csv_path, index=False)
+        click.echo(f"wrote {csv_path}")
+    if md_path:
+        Path(md_path).write_text(_markdown(shown) + "\n")
+        click.echo(f"wrote {md_path}")
+    if png_path:
+        from mer.train.plots import runs_bar_png
+
+        pm = plot_metric or (sort if sort in metric_cols else ("ua" if "ua" in df.columns else "mae"))
+        if pm not in df.columns:
+            raise MerError(f"--plot-metric {pm!r}: no such metric in these runs")
+        labels = [f"{r.fusion} [{r.features}] {r.protocol}" for r in df.itertuples()]
+        runs_bar_png(labels, df[pm].astype(float).tolist(), df.get(f"{pm}_std", [None] * len(df)).tolist(), pm, Path(png_path))
+        click.echo(f"wrote {png_path}")
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def runs(args):
-    """Manage feature stores (not built yet)."""
-    from mer.common.errors import MerError
+def _markdown(df) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines)
 
-    raise MerError("`mer runs` is not built yet")
 
+@click.command()
+@click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False), required=True, help="A run directory from `mer train`.")
+@click.option("--audio", type=click.Path(exists=True, dir_okay=False), default=None, help="Audio file of one utterance.")
+@click.option("--text", default=None, help="Transcript of that utterance.")
+@click.option("--start", type=float, default=None, help="Span start in seconds inside --audio.")
+@click.option("--end", type=float, default=None, help="Span end in seconds inside --audio.")
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Many utterances: a manifest .parquet or a CSV/TSV/JSONL with audio (or path), text, id, start, end.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default=None, help="Write predictions as CSV here.")
+@click.option("--device", default="auto", show_default=True)
+def predict(run_dir, audio, text, start, end, manifest, out, device):
+    """Predict labels for new audio/text with a trained run (same feature configs).
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def predict(args):
-    """Predict with a trained run (not built yet)."""
-    from mer.common.errors import MerError
+    \b
+    mer predict --run runs/<id> --audio x.wav --text "I can't believe it"
+    mer predict --run runs/<id> --manifest new.csv --out predictions.csv
+    """
+    import pandas as pd
 
-    raise MerError("`mer predict` is not built yet")
+    from mer.common.errors import UsageError
+    from mer.train.predict import Item, items_from_table, predict_items
+
+    if manifest:
+        if audio or text:
+            raise UsageError("give either --manifest or --audio/--text, not both")
+        items = items_from_table(manifest)
+    else:
+        if not audio and text is None:
+            raise UsageError("give --audio and/or --text (or --manifest)")
+        items = [Item("input", audio, text, start, end)]
+    classes, out_arr, cfg = predict_items(run_dir, items, device)
+    if cfg.get("regression"):
+        df = pd.DataFrame({"id": [i.id for i in items], "predicted": out_arr})
+    else:
+        df = pd.DataFrame({"id": [i.id for i in items], "predicted": [classes[i] for i in out_arr.argmax(1)]})
+        for j, c in enumerate(classes):
+            df[f"p_{c}"] = out_arr[:, j].round(4)
+    click.echo(df.to_string(index=False))
+    if out:
+        df.to_csv(out, index=False)
+        click.echo(f"wrote {out}")

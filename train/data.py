@@ -140,7 +140,10 @@ class FeatureSet:
             if decl[name]["kind"] == "fixed":
                 fixed[name] = _materialize(reader.read_fixed(name), f"{Path(path).name}.{name}")
             else:
-                vals, offs = reader.read_ragged(name)
+                if hasattr(reader, "array"):  # lazy zarr/h5 array: large ones are memory-mapped
+                    vals, offs = reader.array(f"{name}/values"), reader.read_offsets(name)
+                else:
+                    vals, offs = reader.read_ragged(name)
                 ragged[name] = (_materialize(vals, f"{Path(path).name}.{name}"), np.asarray(offs, np.int64))
         return cls(
             feature=attrs.get("feature", Path(path).name.split("-")[0]),

@@ -83,8 +83,8 @@ def runs_bar_png(labels: list[str], means: list[float], stds: list[float], metri
     y = np.arange(n)[::-1]
     xerr = [0 if (s is None or not np.isfinite(s)) else s for s in stds]
     ax.barh(y, means, xerr=xerr, color="tab:blue", alpha=0.8, capsize=3)
-    for yi, m in zip(y, means):
-        ax.text(m, yi, f" {m:.3f}", va="center", fontsize=8)
+    for yi, m in zip(y, means):  # values inside the bar's left end, clear of the error bars
+        ax.text(0.005, yi, f" {m:.3f}", va="center", fontsize=8, color="white", transform=ax.get_yaxis_transform())
     ax.set_yticks(y, labels, fontsize=8)
     ax.set_xlabel(metric + " (mean, bars: std)")
     if metric not in ("mae",):

@@ -216,3 +216,58 @@ def load_models(run, device: str = "cpu"):
             raise MerError(f"{p}: weights do not fit {cfg['fusion']} (missing {missing[:3]}, unexpected {unexpected[:3]})")
         models.append((model.to(device).eval(), norm))
     return cfg, sources, models
+
+
+# ----------------------------------------------------------------------------- comparing runs
+def find_runs(roots) -> list[Path]:
+    """Run directories under ``roots`` (a run dir itself, or folders holding run dirs)."""
+    found = []
+    for r in roots:
+        r = Path(r)
+        if (r / "metrics.json").exists():
+            found.append(r)
+        elif r.is_dir():
+            found += sorted(p.parent for p in r.glob("*/metrics.json"))
+    return found
+
+
+def runs_table(roots, filters: list[str] = (), sort: str | None = None, ascending: bool | None = None):
+    """One row per run: id, dataset, features, fusion, protocol, scheme, seeds, folds, n,
+    then ``<metric>`` and ``<metric>_std`` for every summarised metric.
+
+    ``filters``: ``field=pattern`` (shell-style wildcards), all must match.
+    """
+    import fnmatch
+
+    import pandas as pd
+
+    rows = []
+    for run in find_runs(roots):
+        try:
+            m = read_metrics(run)
+        except (MerError, ValueError):
+            continue  # a half-written run; `mer runs` lists finished ones only
+        row = {"run": run.name, "dataset": m.get("dataset"), "features": m.get("features"), "fusion": m.get("fusion"),
+               "protocol": m.get("protocol"), "scheme": m.get("scheme"), "seeds": len(m.get("seeds") or [0]),
+               "folds": len(m.get("folds") or []), "n": m.get("n_utterances")}
+        for k, v in (m.get("mean") or {}).items():
+            row[k] = v
+            row[f"{k}_std"] = (m.get("std") or {}).get(k)
+        row["path"] = str(run)
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    for f in filters:
+        key, sep, pat = f.partition("=")
+        if not sep:
+            raise MerError(f"--filter {f!r}: expected field=pattern, e.g. fusion=concat")
+        if len(df) == 0:
+            break
+        if key not in df.columns:
+            raise MerError(f"--filter {f!r}: no field {key!r}; fields: {', '.join(df.columns)}")
+        df = df[df[key].astype(str).map(lambda v: fnmatch.fnmatchcase(v, pat))]
+    if sort and len(df):
+        if sort not in df.columns:
+            raise MerError(f"--sort {sort!r}: no such column; columns: {', '.join(df.columns)}")
+        asc = ascending if ascending is not None else sort in ("mae", "run", "dataset", "features", "fusion", "protocol")
+        df = df.sort_values(sort, ascending=asc, kind="stable")
+    return df.reset_index(drop=True)

@@ -274,8 +274,8 @@ def run_train(dataset: str, features, fusions, protocol: str | None = None, sche
         raise UsageError("--run-id names one run; this command trains several (drop --run-id)")
 
     man, sch, labels, classes = load_labels(dataset, scheme, cache, manifest)
-    fcache = FeatureCache(dataset, cache, None if manifest is None or not isinstance(manifest, (str, Path)) else manifest,
-                          sets=feature_sets)
+    # find_store checks each store against this manifest's modality hashes.
+    fcache = FeatureCache(dataset, cache, man, sets=feature_sets)
     out_root = Path(out) if out else Path("runs")
     written: list[Path] = []
     data_cache: dict[tuple, tuple[TrainData, Report]] = {}

@@ -1,0 +1,140 @@
+"""`mer predict`: label probabilities for new audio/text with a trained run.
+
+The run's config.yaml names, for every input, the extractor and the exact config its store
+was built with; the same extractors are rebuilt from the registry with those configs and
+run on the new input, normalised with each fold's training statistics, and every fold
+model's probabilities are averaged (an ensemble of the k fold models; for regression, the
+mean prediction). Loading a run reads YAML, JSON and safetensors only: nothing from the
+run directory is executed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from mer.common.errors import MerError, UsageError
+
+
+@dataclass
+class Item:
+    id: str
+    audio: str | None = None
+    text: str | None = None
+    start: float | None = None
+    end: float | None = None
+
+
+def build_extractor(name: str, store: dict, device: str = "cpu"):
+    """The extractor ``name`` with the config its store was built with."""
+    from mer.extract.base import EXTRACTORS
+
+    cls = EXTRACTORS.get(name)
+    saved = dict(store.get("config") or {})
+    known = {f.name for f in fields(cls.Config)}
+    unknown = sorted(set(saved) - known)
+    if unknown:
+        raise MerError(f"feature {name!r}: the run's store config has fields {unknown} this version of the extractor lacks")
+    ext = cls(cls.Config(**saved), device=device)
+    saved_identity = (store.get("attrs") or {}).get("identity")
+    if hasattr(ext, "setup"):
+        ext.setup()
+    if saved_identity:
+        now = ext.identity()
+        if now and now != saved_identity:
+            # Different weights would give different features: refuse instead of guessing.
+            raise MerError(f"feature {name!r}: the extractor here differs from the one the run was trained on "
+                           f"(identity {now} != {saved_identity})")
+    return ext
+
+
+def extract_items(items: list[Item], cfg: dict, device: str = "cpu", batch_size: int = 16) -> list[dict[str, dict]]:
+    """For each item: {feature: {output: array}} for the features the run uses."""
+    from mer.common.audio import load
+    from mer.extract.base import Utterance
+
+    feats = list(cfg["stores"])
+    out: list[dict[str, dict]] = [{} for _ in items]
+    for feat in feats:
+        store = cfg["stores"][feat]
+        ext = build_extractor(feat, store, device)
+        modality = getattr(ext, "modality", store.get("modality"))
+        for a in range(0, len(items), batch_size):
+            chunk = items[a : a + batch_size]
+            utts = []
+            for it in chunk:
+                if modality == "audio":
+                    if not it.audio:
+                        raise UsageError(f"{it.id}: the run uses audio feature {feat!r}; give --audio")
+                    x = load(it.audio, ext.sample_rate or 16000, it.start, it.end)
+                    utts.append(Utterance(it.id, audio=x, sample_rate=ext.sample_rate or 16000, text=it.text))
+                else:
+                    if it.text is None or not str(it.text).strip():
+                        raise UsageError(f"{it.id}: the run uses text feature {feat!r}; give --text")
+                    utts.append(Utterance(it.id, text=str(it.text)))
+            res = ext.process(utts)
+            for j, r in enumerate(res):
+                out[a + j][feat] = r
+    return out
+
+
+def predict_items(run, items: list[Item], device: str = "auto") -> tuple[list[str], np.ndarray, dict]:
+    """(classes, probabilities [N, C] or predictions [N], run config)."""
+    import torch
+
+    from mer.train.data import single_batch
+    from mer.train.rundir import load_models
+    from mer.train.trainer import pick_device
+
+    dev = pick_device(device)
+    cfg, sources, models = load_models(run, dev)
+    feats = extract_items(items, cfg, dev)
+    rows = []
+    for it, f in zip(items, feats):
+        acc = []
+        for model, norm in models:
+            batch = {}
+            for s in sources:
+                arrs = f[s.feature]
+                if s.output not in arrs:
+                    raise MerError(f"{it.id}: extractor {s.feature!r} gave no output {s.output!r}")
+                batch.update(single_batch({s.output: arrs[s.output]}, [s], norm, dev))
+            with torch.no_grad():
+                logits = model(batch)
+                if cfg.get("regression"):
+                    acc.append(logits.squeeze(-1).cpu().numpy())
+                else:
+                    p = model.predict_proba(logits) if hasattr(model, "predict_proba") else torch.softmax(logits, -1)
+                    acc.append(p.cpu().numpy())
+        rows.append(np.mean(acc, axis=0)[0])
+    return list(cfg.get("classes") or []), np.asarray(rows), cfg
+
+
+def items_from_table(path) -> list[Item]:
+    """Items from a manifest (.parquet) or a CSV/TSV/JSONL with columns audio|path, text, id, start, end."""
+    import pandas as pd
+
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"--manifest {p}: no such file")
+    if p.suffix == ".parquet":
+        df = pd.read_parquet(p)
+    elif p.suffix in (".jsonl", ".json"):
+        df = pd.read_json(p, lines=p.suffix == ".jsonl")
+    else:
+        df = pd.read_csv(p, sep="\t" if p.suffix == ".tsv" else ",")
+    audio_col = "audio" if "audio" in df.columns else ("path" if "path" in df.columns else None)
+    if audio_col is None and "text" not in df.columns:
+        raise UsageError(f"--manifest {p}: needs an audio (or path) column and/or a text column")
+    items = []
+    for i, r in enumerate(df.to_dict("records")):
+        audio = r.get(audio_col) if audio_col else None
+        if audio is not None and isinstance(audio, str) and not Path(audio).is_absolute():
+            audio = str((p.parent / audio).resolve())  # relative paths are relative to the table, like the csv adapter
+        def num(v):
+            return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
+        text = r.get("text")
+        items.append(Item(str(r.get("id") if r.get("id") is not None else i), audio if isinstance(audio, str) else None,
+                          text if isinstance(text, str) else None, num(r.get("start")), num(r.get("end"))))
+    return items
