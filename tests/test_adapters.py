@@ -332,6 +332,19 @@ def test_mmsa_broken_inputs(tmp_path):
     assert rep["summary"]["notes"]["mp4 not named by label.csv: ignored"] == 1
 
 
+def test_mmsa_picks_its_corpus_below_a_shared_root(tmp_path):
+    make_mmsa(tmp_path / "data", "MOSI")
+    make_mmsa(tmp_path / "data", "MOSEI", overrides={"03bSnISJMiM_1": {"text": "FROM MOSEI"}})
+    df, _, _ = run("mosei", tmp_path / "data", tmp_path)
+    assert df.loc["03bSnISJMiM_1", "text"] == "FROM MOSEI" and "/MOSEI/Raw/" in df.loc["03bSnISJMiM_1", "audio"]
+    df, _, _ = run("mosi", tmp_path / "data", tmp_path)
+    assert df.loc["03bSnISJMiM_1", "text"] == "A LOT OF SAD PARTS"
+    make_mmsa(tmp_path / "two", "copy_a")
+    make_mmsa(tmp_path / "two", "copy_b")
+    with pytest.raises(MerError, match="several label.csv.*copy_a.*copy_b"):
+        run("mosi", tmp_path / "two", tmp_path)
+
+
 def test_mmsa_unknown_mode_raises(tmp_path):
     root = make_mmsa(tmp_path, overrides={"03bSnISJMiM_1": {"mode": "training"}})
     with pytest.raises(CorpusError, match="03bSnISJMiM_1"):

@@ -39,10 +39,27 @@ def _find(root: Path, name: str, kind: str) -> Path | None:
     return hits[0] if hits else None
 
 
-def scan_mmsa(root: Path, report: Report, corpus: str) -> list[dict]:
-    label_csv = _find(root, "label.csv", "file")
-    if label_csv is None:
+def find_label_csv(root: Path, corpus: str) -> Path:
+    """``label.csv`` below ``root``; with several (MOSI/ and MOSEI/ side by side), the one whose
+    path names the corpus (``MOSI``, ``CMU-MOSI``), else an error listing them."""
+    if (root / "label.csv").is_file():
+        return root / "label.csv"
+    hits = sorted(root.rglob("label.csv"))
+    if not hits:
         raise MerError(f"label.csv (MMSA release of {corpus}) not found under {root}")
+    if len(hits) > 1:
+        named = [h for h in hits if any(corpus in part.lower().replace("-", "").replace("_", "") for part in h.relative_to(root).parts[:-1])]
+        if len(named) != 1:
+            raise MerError(
+                f"several label.csv files under {root} ({', '.join(str(h.relative_to(root)) for h in hits)}): "
+                f"pass the {corpus.upper()} folder as --root"
+            )
+        hits = named
+    return hits[0]
+
+
+def scan_mmsa(root: Path, report: Report, corpus: str) -> list[dict]:
+    label_csv = find_label_csv(root, corpus)
     raw = label_csv.parent / "Raw"
     if not raw.is_dir():
         raw = _find(root, "Raw", "dir") or raw
