@@ -1,1 +1,251 @@
-"""(extractor being written)"""
+"""``wav2vec``: hidden states of a self-supervised speech model (wav2vec 2.0, HuBERT, WavLM).
+
+``--wav2vec.model`` is a local Hugging Face model directory or a model id already in the
+user's Hugging Face cache (e.g. facebook/wav2vec2-base, facebook/hubert-large-ll60k,
+microsoft/wavlm-base-plus); nothing is downloaded and there is no default, since no such
+weights can be packaged. Any ``AutoModel`` whose config is wav2vec2 / hubert / wavlm /
+data2vec-audio / unispeech(-sat) / wav2vec2-conformer works.
+
+Input: 16 kHz mono, normalised as the model's ``preprocessor_config.json`` says (zero mean,
+unit variance per utterance when ``do_normalize``; without that file, the setting of
+``Wav2Vec2FeatureExtractor``'s default, normalised).
+
+Batching: models whose convolutional front end uses layer norm (``feat_extract_norm="layer"``:
+wav2vec2-large-lv60, HuBERT, WavLM) take an attention mask, so utterances of different lengths
+are padded together. Models with group norm (wav2vec2-base) have no attention mask and their
+outputs change with padding, so they only batch utterances of identical length: slower, exact.
+
+``layer``: ``last`` (``last_hidden_state``), an integer index into the hidden states (0 = the
+input to the first transformer layer, L = the last; negative counts from the end), or ``avg``:
+the mean of the transformer layers' outputs 1..L.
+
+Outputs: ``frames`` ragged [T, H] at the model's frame rate (50 Hz for the usual 320-sample
+stride), ``mean`` and ``std`` fixed [H] over those frames.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mer.common.errors import MerError, UsageError, require
+from mer.extract.base import EXTRACTORS, ExtractorConfig, OutputSpec, Utterance
+from mer.extract.torchutil import (
+    NeuralExtractor,
+    dtype_name,
+    hash_model_dir,
+    inference,
+    length_sorted,
+    pooled_stats,
+    resolve_hf_model,
+    shared_model,
+)
+
+SAMPLE_RATE = 16000
+SUPPORTED = {"wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat", "wav2vec2-conformer"}
+
+
+def parse_layer(layer: Any) -> str | int:
+    if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
+        return int(layer)
+    s = str(layer).strip().lower()
+    if s in ("last", "avg"):
+        return s
+    try:
+        return int(s)
+    except ValueError:
+        raise UsageError(f"--wav2vec.layer {layer!r}: use last, avg or a layer index (0 = transformer input)") from None
+
+
+@dataclass
+class Wav2VecConfig(ExtractorConfig):
+    model: str = ""                # HF model id in the local cache, or a local directory (required)
+    layer: str = "last"            # last | avg | integer index into hidden states
+    batch_size: int = 8            # utterances per forward pass (halved on GPU OOM)
+    dtype: str = "auto"            # auto (fp32 on CPU, bf16/fp16 on GPU) | float32 | float16 | bfloat16
+
+
+class _SSLModel:
+    def __init__(self, fe, model):
+        self.fe = fe
+        self.model = model
+
+
+@EXTRACTORS.register("wav2vec")
+class Wav2VecExtractor(NeuralExtractor):
+    name = "wav2vec"
+    modality = "audio"
+    Config = Wav2VecConfig
+    sample_rate = SAMPLE_RATE
+    preferred_batch_size = 16
+
+    def __init__(self, config: Wav2VecConfig | None = None, device: str = "cpu"):
+        c = config or Wav2VecConfig()
+        if not c.model:
+            raise MerError(
+                "wav2vec needs a model: pass --wav2vec.model <local directory or Hugging Face id in your cache> "
+                "(e.g. facebook/wav2vec2-base after `huggingface-cli download facebook/wav2vec2-base`)"
+            )
+        self.layer = parse_layer(c.layer)
+        super().__init__(c, device)
+        self.model_dir = resolve_hf_model(c.model, "--wav2vec.model")
+        self._hf_config = None
+        self._hash = None
+
+    @classmethod
+    def available(cls, config: Wav2VecConfig | None = None) -> tuple[bool, str]:
+        c = config or Wav2VecConfig()
+        if not c.model:
+            return False, "wav2vec left out: no model given (--wav2vec.model)"
+        return True, ""
+
+    @property
+    def hf_config(self):
+        if self._hf_config is None:
+            transformers = require("transformers", "text")
+            cfg = transformers.AutoConfig.from_pretrained(str(self.model_dir), local_files_only=True)
+            if cfg.model_type not in SUPPORTED:
+                raise MerError(
+                    f"--wav2vec.model {self.config.model}: model type {cfg.model_type!r} is not a supported speech "
+                    f"encoder ({', '.join(sorted(SUPPORTED))})"
+                )
+            n = cfg.num_hidden_layers
+            if isinstance(self.layer, int) and not -(n + 1) <= self.layer <= n:
+                raise UsageError(f"--wav2vec.layer {self.layer}: {self.config.model} has hidden states 0..{n}")
+            self._hf_config = cfg
+        return self._hf_config
+
+    @property
+    def frame_rate(self) -> float:
+        return SAMPLE_RATE / float(np.prod(self.hf_config.conv_stride))
+
+    @property
+    def uses_mask(self) -> bool:
+        return getattr(self.hf_config, "feat_extract_norm", "group") == "layer"
+
+    def _preproc(self) -> dict:
+        p = self.model_dir / "preprocessor_config.json"
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    @property
+    def normalize(self) -> bool:
+        return bool(self._preproc().get("do_normalize", True))
+
+    def identity(self) -> dict[str, Any]:
+        if self._hash is None:
+            self._hash = hash_model_dir(self.model_dir)
+        return {
+            "model": self.config.model,
+            "model_type": self.hf_config.model_type,
+            "weights_hash": self._hash,
+            "normalize_input": self.normalize,
+            "padded_batches": self.uses_mask,
+        }
+
+    def versions(self) -> dict[str, str]:
+        import torch
+        import transformers
+
+        return {"torch": torch.__version__, "transformers": transformers.__version__}
+
+    def outputs(self) -> dict[str, OutputSpec]:
+        h = int(self.hf_config.hidden_size)
+        return {
+            "frames": OutputSpec("ragged", h, self.frame_rate, "float32", f"hidden states, layer {self.layer}"),
+            "mean": OutputSpec("fixed", h, None, "float32", "mean over frames"),
+            "std": OutputSpec("fixed", h, None, "float32", "standard deviation over frames"),
+        }
+
+    def _load(self) -> _SSLModel:
+        key = ("wav2vec", str(self.model_dir), self.identity()["weights_hash"], self.device, dtype_name(self.torch_dtype))
+        return shared_model(key, self._load_uncached)
+
+    def _load_uncached(self) -> _SSLModel:
+        transformers = require("transformers", "text")
+        d = str(self.model_dir)
+        _ = self.hf_config  # validates the model type first
+        try:
+            model = transformers.AutoModel.from_pretrained(d, local_files_only=True)
+        except OSError as e:
+            raise MerError(f"--wav2vec.model {self.config.model}: cannot load from {d}: {str(e).splitlines()[0]}") from None
+        pp = self._preproc()
+        fe = transformers.Wav2Vec2FeatureExtractor(
+            feature_size=1,
+            sampling_rate=SAMPLE_RATE,
+            padding_value=float(pp.get("padding_value", 0.0)),
+            do_normalize=self.normalize,
+            return_attention_mask=self.uses_mask,
+        )
+        if int(pp.get("sampling_rate", SAMPLE_RATE)) != SAMPLE_RATE:
+            raise MerError(f"--wav2vec.model {self.config.model}: expects {pp['sampling_rate']} Hz input; only 16 kHz models are supported")
+        model.eval().requires_grad_(False)
+        model.to(device=self.device, dtype=self.torch_dtype)
+        return _SSLModel(fe, model)
+
+    def _min_samples(self) -> int:
+        """Shortest input giving one frame: the receptive field of the conv front end."""
+        cfg = self.hf_config
+        n = 1
+        for k, s in reversed(list(zip(cfg.conv_kernel, cfg.conv_stride))):
+            n = (n - 1) * s + k
+        return n
+
+    def _forward(self, items: list[tuple[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        import torch
+
+        m = self.load()
+        waves = [w for _, w in items]
+        enc = m.fe(waves, sampling_rate=SAMPLE_RATE, padding=True, return_tensors="pt",
+                   return_attention_mask=self.uses_mask)
+        inputs = {"input_values": enc["input_values"].to(self.device, self.torch_dtype)}
+        if self.uses_mask:
+            inputs["attention_mask"] = enc["attention_mask"].to(self.device)
+        with inference(self.device, self.torch_dtype):
+            out = m.model(**inputs, output_hidden_states=self.layer != "last", return_dict=True)
+        if self.layer == "last":
+            h = out.last_hidden_state
+        elif self.layer == "avg":
+            h = torch.stack(list(out.hidden_states[1:]), 0).float().mean(0)
+        else:
+            h = out.hidden_states[self.layer]
+        h = h.float().cpu().numpy()
+        lengths = m.model._get_feat_extract_output_lengths(torch.tensor([len(w) for w in waves])).tolist()
+        res = []
+        for i, n in enumerate(lengths):
+            frames = np.ascontiguousarray(h[i, : int(n)], dtype=np.float32)
+            mean, std = pooled_stats(frames)
+            res.append({"frames": frames, "mean": mean, "std": std})
+        return res
+
+    def process(self, batch: list[Utterance]) -> list[dict[str, np.ndarray]]:
+        if not batch:
+            return []
+        items = []
+        min_n = self._min_samples()
+        for u in batch:
+            x = self._audio(u)
+            if len(x) < min_n:
+                self._record("repair", u.id, "audio shorter than one frame",
+                             f"{len(x)} samples zero-padded to {min_n} (the model's receptive field)")
+                x = np.pad(x, (0, min_n - len(x)))
+            items.append((u.id, x))
+        order = length_sorted([len(x) for _, x in items])
+        sorted_items = [items[i] for i in order]
+        if self.uses_mask:
+            done = self._batcher(self._forward, sorted_items)
+        else:
+            # Group-norm models: padding would change the result, so batch equal lengths only.
+            done = []
+            start = 0
+            while start < len(sorted_items):
+                end = start + 1
+                while end < len(sorted_items) and len(sorted_items[end][1]) == len(sorted_items[start][1]):
+                    end += 1
+                done.extend(self._batcher(self._forward, sorted_items[start:end]))
+                start = end
+        out: list[dict[str, np.ndarray]] = [None] * len(batch)  # type: ignore[list-item]
+        for pos, i in enumerate(order):
+            out[i] = done[pos]
+        return out
