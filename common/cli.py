@@ -84,7 +84,9 @@ cache_option = click.option(
 @cache_option
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the manifest here instead of the cache.")
 @click.option("--workers", type=int, default=8, show_default=True, help="Threads for checking and hashing audio.")
-def prepare(dataset, root, cache, out, workers):
+@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
+              help="Adapter option, e.g. -o manifest_file=labels.jsonl for --dataset csv.")
+def prepare(dataset, root, cache, out, workers, options):
     """Read a corpus in its official layout and write a validated manifest.
 
     Writes manifest.parquet, manifest.meta.json (content hashes) and manifest.report.{json,txt}
@@ -92,7 +94,15 @@ def prepare(dataset, root, cache, out, workers):
     """
     from mer.common.datasets.prepare import prepare as run
 
-    run(dataset, root, cache=cache, out=out, workers=workers)
+    from mer.common.errors import UsageError
+
+    opts = {}
+    for o in options:
+        if "=" not in o:
+            raise UsageError(f"--option {o!r}: expected KEY=VALUE")
+        k, v = o.split("=", 1)
+        opts[k.strip()] = v.strip()
+    run(dataset, root, cache=cache, out=out, workers=workers, **opts)
 
 
 @click.command()

@@ -48,7 +48,11 @@ def scan(root: Path, report: Report, **_) -> list[dict]:
         labelled: set[str] = set()
         # Only the top-level files: EmoEvaluation/Categorical etc. hold per-annotator labels.
         for f in sorted((dialog / "EmoEvaluation").glob("*.txt")):
-            for lineno, line in enumerate(f.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            try:
+                text = f.read_text(encoding="utf-8")
+            except UnicodeDecodeError as e:
+                raise CorpusError(f"{f}: label file is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+            for lineno, line in enumerate(text.splitlines(), 1):
                 if not line.startswith("["):
                     continue
                 m = EVAL_LINE.match(line.strip())
