@@ -1,20 +1,195 @@
-"""CLI for extraction (being written)."""
+"""`mer extract` and `mer cache`: thin click wrappers around mer.extract.engine / cache.
+
+Every registered extractor's Config field becomes an option ``--<extractor>.<field>`` (built
+from the registry, typed from the dataclass), so a new extractor needs no CLI edit.
+"""
+from __future__ import annotations
+
+import dataclasses
+
 import click
 
+from mer.common.cli import cache_option, dataset_choice
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def extract(args):
-    """Extract features into content-keyed stores (not built yet)."""
+
+def _feature_options(f):
+    """Decorate ``f`` with ``--<extractor>.<field>`` for every registered extractor."""
+    from mer.extract.base import EXTRACTORS
+    from mer.extract.engine import _field_types
+
+    for name in reversed(EXTRACTORS.names()):
+        cls = EXTRACTORS.get(name)
+        types_ = _field_types(cls.Config)
+        for fld in reversed(dataclasses.fields(cls.Config)):
+            default = fld.default if fld.default is not dataclasses.MISSING else (
+                fld.default_factory() if fld.default_factory is not dataclasses.MISSING else None)
+            tp = types_.get(fld.name)
+            tname = getattr(tp, "__name__", str(tp)).replace("typing.", "")
+            opt = click.Option(
+                [f"--{name}.{fld.name}", f"opt__{name}__{fld.name}"],
+                default=None, metavar=tname.upper() if len(tname) < 12 else "VALUE",
+                help=f"{name}: {fld.name} (default: {default!r})",
+            )
+            f.__click_params__ = getattr(f, "__click_params__", []) + [opt]
+    return f
+
+
+def _features_help() -> str:
+    from mer.extract.base import EXTRACTORS
+
+    return ", ".join(EXTRACTORS.names())
+
+
+@click.command(context_settings={"max_content_width": 110})
+@click.option("--dataset", "-d", type=dataset_choice(), required=True, help="Corpus adapter (its manifest is used).")
+@click.option("--root", "-r", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Corpus folder: (re)prepare the manifest from it first.")
+@cache_option
+@click.option("--features", "-f", required=True, help="Comma-separated extractors, e.g. mfcc,mel,egemaps.")
+@click.option("--format", "fmt", type=click.Choice(["zarr", "hdf5"]), default="zarr", show_default=True, help="Store format.")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True, help="Storage dtype of features.")
+@click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda for tensor extractors (mfcc, mel, neural ones).")
+@click.option("--workers", type=int, default=None, help="Local worker processes (default: one per core; 0: no cluster, run in this process).")
+@click.option("--scheduler", default=None, metavar="ADDRESS", help="Use an existing dask.distributed scheduler, e.g. tcp://10.0.0.5:8786.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Utterances per task (and per resumable part).")
+@click.option("--max-seconds", type=float, default=600.0, show_default=True, help="Skip utterances longer than this (reported as 'too long').")
+@click.option("--manifest", type=click.Path(dir_okay=False, exists=True), default=None, help="Use this manifest file instead of the cache's.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary table.")
+@_feature_options
+def extract(dataset, root, cache, features, fmt, dtype, device, workers, scheduler, batch_size, max_seconds, manifest, quiet, **opts):
+    """Extract features into content-keyed stores in the cache.
+
+    One store per feature and configuration: <cache>/<dataset>/features/<feature>-<key>.zarr
+    (or .h5). Running again with the same inputs recomputes nothing; an interrupted run
+    resumes where it stopped. Skipped utterances are listed in <store>.report.txt.
+    Extractor options: --<feature>.<field> VALUE, e.g. --mfcc.n_mfcc 13 --mfcc.deltas true.
+    """
+    from mer.extract.engine import run_extract
+
+    configs: dict[str, dict] = {}
+    for k, v in opts.items():
+        if v is None or not k.startswith("opt__"):
+            continue
+        _, feat, fld = k.split("__", 2)
+        configs.setdefault(feat, {})[fld] = v
+    paths = run_extract(
+        dataset, features, cache=cache, root=root, configs=configs, fmt=fmt, device=device, workers=workers,
+        scheduler=scheduler, dtype=dtype, batch_size=batch_size, quiet=quiet, max_seconds=max_seconds, manifest=manifest,
+    )
+    for feat, p in paths.items():
+        click.echo(f"{feat}\t{p}")
+
+
+@click.group()
+def cache():
+    """List, verify, export or remove feature stores."""
+
+
+@cache.command("ls")
+@click.option("--dataset", "-d", default=None, help="Only this dataset.")
+@cache_option
+def cache_ls(dataset, cache):
+    """Stores with their feature, key, N, valid rows, outputs (dims), size and state."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mer.extract import cache as C
+
+    stores = C.list_stores(dataset, cache)
+    if not stores:
+        click.echo(f"no feature stores in {C.paths.cache_root(cache)}" + (f" for {dataset}" if dataset else ""))
+        return
+    t = Table(title=f"feature stores in {C.paths.cache_root(cache)}")
+    for col in ("dataset", "feature", "key", "format", "N", "valid", "outputs (dims)", "size", "state"):
+        t.add_column(col)
+    total = 0
+    for s in stores:
+        total += s["bytes"]
+        outs = ", ".join(f"{k}[{o.get('kind', '?')[0]}]{o.get('dim')}" for k, o in (s.get("outputs") or {}).items())
+        state = "error: " + s["error"] if s.get("error") else (s.get("partial") and "unfinished " + s["partial"]) or ("complete" if s["complete"] else "incomplete")
+        t.add_row(s["dataset"], s["feature"], str(s["key"])[:16], s["format"], str(s["n"] if s["n"] is not None else "-"),
+                  str(s["valid"] if s["valid"] is not None else "-"), outs, C.human_bytes(s["bytes"]), state)
+    Console(width=200).print(t)
+    click.echo(f"{len(stores)} stores, {C.human_bytes(total)}  ([f] fixed [N, D], [r] ragged frames [T, D])")
+
+
+def _pick(dataset, feature, paths, cache):
+    from mer.extract import cache as C
+
+    if paths:
+        out = []
+        for p in paths:
+            out += C.resolve(None, None, p, cache)
+        return out
+    return C.resolve(dataset, feature, None, cache)
+
+
+@cache.command("rm")
+@click.option("--dataset", "-d", default=None)
+@click.option("--feature", "-f", default=None)
+@click.argument("paths", nargs=-1, type=click.Path())
+@cache_option
+@click.option("--yes", "-y", is_flag=True, help="Do not ask.")
+def cache_rm(dataset, feature, paths, cache, yes):
+    """Remove stores (by --dataset [--feature] or by path), with their reports."""
+    from mer.extract import cache as C
+
+    stores = _pick(dataset, feature, paths, cache)
+    for p in stores:
+        click.echo(f"  {p}")
+    if not yes:
+        click.confirm(f"remove these {len(stores)} store(s)?", abort=True)
+    for p in stores:
+        C.remove(p)
+    click.echo(f"removed {len(stores)} store(s)")
+
+
+@cache.command("verify")
+@click.option("--dataset", "-d", default=None)
+@click.option("--feature", "-f", default=None)
+@click.argument("paths", nargs=-1, type=click.Path())
+@cache_option
+def cache_verify(dataset, feature, paths, cache):
+    """Check stores: complete, every row present, no NaN/inf, checksums and key match,
+    skipped rows reported, ids equal the current manifest. Exit 1 if any fails."""
     from mer.common.errors import MerError
+    from mer.extract import cache as C
 
-    raise MerError("`mer extract` is not built yet")
+    stores = [p for p in _pick(dataset, feature, paths, cache) if not str(p).endswith(C.PARTIAL)]
+    manifests = {}
+    bad = 0
+    for p in stores:
+        ds = p.parent.parent.name
+        if ds not in manifests:
+            try:
+                from mer.common import manifest as mf
+
+                manifests[ds] = mf.load(ds, cache)
+            except MerError:
+                manifests[ds] = None
+        probs = C.verify_store(p, manifests[ds])
+        if probs:
+            bad += 1
+            click.echo(f"FAIL {p}")
+            for q in probs:
+                click.echo(f"     - {q}")
+        else:
+            click.echo(f"ok   {p}")
+    click.echo(f"{len(stores) - bad} ok, {bad} failed")
+    if bad:
+        raise MerError(f"{bad} of {len(stores)} store(s) failed verification")
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def cache(args):
-    """Manage feature stores (not built yet)."""
-    from mer.common.errors import MerError
+@cache.command("export")
+@click.option("--dataset", "-d", required=True)
+@click.option("--feature", "-f", required=True)
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Output .npz file.")
+@click.option("--compress", is_flag=True, help="np.savez_compressed instead of np.savez.")
+@cache_option
+def cache_export(dataset, feature, out, compress, cache):
+    """Write ids, valid, every stored array and the config (JSON) to one .npz file."""
+    from mer.extract import cache as C
 
-    raise MerError("`mer cache` is not built yet")
+    p = C.find_store(dataset, feature, cache)
+    C.export_store(p, out, compress=compress)
+    click.echo(f"{p.name} -> {out}")

@@ -53,7 +53,8 @@ class MfccConfig(ExtractorConfig):
 
 class _Spectral(Extractor):
     modality = "audio"
-    uses_gpu = False  # cheap enough on CPU; with --device cuda it runs on the GPU all the same
+    uses_gpu = False  # cheap enough on CPU workers by default ...
+    device_capable = True  # ... but with --device cuda the engine runs it on the GPU
 
     def __init__(self, config=None, device: str = "cpu"):
         super().__init__(config, device)

@@ -207,8 +207,8 @@ def remove_store(path) -> None:
 class _Appender:
     """Sequential, chunk-aligned writes of rows into one array (bounded memory)."""
 
-    def __init__(self, fmt: StoreFormat, name: str, chunk: int, dtype):
-        self.fmt, self.name, self.chunk, self.dtype = fmt, name, chunk, np.dtype(dtype)
+    def __init__(self, write, name: str, chunk: int, dtype):
+        self.write, self.name, self.chunk, self.dtype = write, name, chunk, np.dtype(dtype)
         self.pos = 0
         self.buf: list[np.ndarray] = []
         self.nbuf = 0
@@ -227,7 +227,7 @@ class _Appender:
         data = np.concatenate(self.buf) if len(self.buf) > 1 else self.buf[0]
         n = len(data) if final else (len(data) // self.chunk) * self.chunk
         if n:
-            self.fmt.write(self.name, slice(self.pos, self.pos + n), data[:n].astype(self.dtype, copy=False))
+            self.write(self.name, slice(self.pos, self.pos + n), data[:n].astype(self.dtype, copy=False))
             self.pos += n
         rest = data[n:]
         self.buf = [rest] if len(rest) else []
@@ -253,26 +253,48 @@ class StoreWriter:
         self.n = len(ids)
         self.outputs = outputs
         self.dtype = np.dtype(dtype)
-        self.f.create_array("ids", (self.n,), str, (max(1, self.n),))
-        self.f.write("ids", slice(0, self.n), np.asarray(ids, dtype=str))
-        self.f.create_array("valid", (self.n,), bool, (max(1, self.n),))
+        # Checksums of exactly what goes to disk, in write order; finish() compares them with a
+        # full read-back, so a lost or mangled row can never be marked complete.
+        self.hashers: dict[str, Any] = {}
+        self._create("ids", (self.n,), str, (max(1, self.n),))
+        self._write("ids", slice(0, self.n), np.asarray(ids, dtype=str))
+        self._create("valid", (self.n,), bool, (max(1, self.n),))
         self.app: dict[str, _Appender] = {}
         self.offsets: dict[str, np.ndarray] = {}
         for name, o in outputs.items():
             d = int(o["dim"])
+            # Float outputs are stored in the run's dtype; others (token ids) as declared.
+            dt = np.dtype(o.get("dtype") or dtype)
             if o["kind"] == "fixed":
-                c = chunk_rows(d, self.dtype.itemsize, self.n)
-                self.f.create_array(name, (self.n, d), self.dtype, (c, d))
-                self.app[name] = _Appender(self.f, name, c, self.dtype)
+                c = chunk_rows(d, dt.itemsize, self.n)
+                self._create(name, (self.n, d), dt, (c, d))
+                self.app[name] = _Appender(self._write, name, c, dt)
             else:
                 t = int(totals[name])
-                c = chunk_rows(d, self.dtype.itemsize, t)
-                self.f.create_array(f"{name}/values", (t, d), self.dtype, (c, d))
-                self.f.create_array(f"{name}/offsets", (self.n + 1,), np.int64, (max(1, self.n + 1),))
-                self.app[name] = _Appender(self.f, f"{name}/values", c, self.dtype)
+                c = chunk_rows(d, dt.itemsize, t)
+                self._create(f"{name}/values", (t, d), dt, (c, d))
+                self._create(f"{name}/offsets", (self.n + 1,), np.int64, (max(1, self.n + 1),))
+                self.app[name] = _Appender(self._write, f"{name}/values", c, dt)
                 self.offsets[name] = np.zeros(self.n + 1, np.int64)
         self.valid = np.zeros(self.n, bool)
         self.row = 0
+
+    def _create(self, name, shape, dtype, chunks) -> None:
+        self.f.create_array(name, shape, dtype, chunks)
+        h = hashlib.blake2b(digest_size=16)
+        h.update(repr(tuple(int(x) for x in shape)).encode())
+        self.hashers[name] = h
+
+    def _write(self, name, sl, data) -> None:
+        if data.dtype.kind in "UOT":
+            self.hashers[name].update("".join(f"{s}\x1f" for s in data.tolist()).encode())
+        else:
+            self.hashers[name].update(np.ascontiguousarray(data).tobytes())
+        self.f.write(name, sl, data)
+
+    def checksums(self) -> dict[str, str]:
+        """Checksums of what was written (valid after finish())."""
+        return {k: h.hexdigest() for k, h in self.hashers.items()}
 
     def add(self, valid: np.ndarray, data: dict[str, Any]) -> None:
         """Add the next ``len(valid)`` rows. ``data[name]``: [b, D] for fixed outputs,
@@ -298,11 +320,11 @@ class StoreWriter:
             if o["kind"] == "ragged":
                 if n != self.offsets[name][-1]:
                     raise MerError(f"{self.path}: {name} has {n} frames written, offsets say {self.offsets[name][-1]}")
-                self.f.write(f"{name}/offsets", slice(0, self.n + 1), self.offsets[name])
+                self._write(f"{name}/offsets", slice(0, self.n + 1), self.offsets[name])
             elif n != self.n:
                 raise MerError(f"{self.path}: {name} has {n} rows written, expected {self.n}")
-        self.f.write("valid", slice(0, self.n), self.valid)
-        self.f.set_attrs({**attrs, "n": self.n, "dtype": str(self.dtype)})
+        self._write("valid", slice(0, self.n), self.valid)
+        self.f.set_attrs({**attrs, "n": self.n, "dtype": str(self.dtype), "checksums": self.checksums()})
         self.f.close()
 
     def abort(self) -> None:
@@ -432,11 +454,12 @@ def array_checksum(a, rows: int = 65536) -> str:
     """blake2b over an array's values (as stored), read in row blocks to bound memory."""
     h = hashlib.blake2b(digest_size=16)
     n = a.shape[0] if a.shape else 0
-    h.update(repr(tuple(a.shape)).encode())
+    h.update(repr(tuple(int(x) for x in a.shape)).encode())
     for s in range(0, n, rows):
         x = np.asarray(a[s : s + rows])
         if x.dtype.kind in "UOT":
-            h.update("\x1f".join(map(str, x.tolist())).encode())
+            # one terminator per string, so the hash does not depend on the block size
+            h.update("".join(f"{s}\x1f" for s in x.tolist()).encode())
         else:
             h.update(np.ascontiguousarray(x).tobytes())
     return h.hexdigest()

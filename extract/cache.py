@@ -1,0 +1,268 @@
+"""The content-addressed feature cache: keys, lookup, listing, verification, export.
+
+A store's key is the SHA-256 of (manifest modality hash, extractor name, extractor config,
+extractor identity, storage dtype, store layout version) as canonical JSON; its first 16 hex
+digits name the store: ``<cache>/<dataset>/features/<feature>-<key16>.<zarr|h5>``. The same
+inputs find the same store (nothing is recomputed); any change (a transcript edit for text
+features, an audio file's bytes, a config field, other model weights) gives a new key and a
+new store, and the old one stays until ``mer cache rm``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mer.common import paths
+from mer.common.errors import MerError
+from mer.extract.store import STORE_VERSION, STORES, StoreReader, format_for, open_store, remove_store
+
+PARTIAL = ".partial"   # staging folder of an unfinished run: <store>.partial/
+
+
+def canonical(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def store_key(manifest_hash: str, feature: str, config: dict, identity: dict, dtype: str) -> str:
+    payload = {
+        "mer_store_version": STORE_VERSION,
+        "manifest_hash": manifest_hash,
+        "feature": feature,
+        "config": config,
+        "identity": identity,
+        "dtype": str(np.dtype(dtype)),
+    }
+    return hashlib.sha256(canonical(payload).encode()).hexdigest()
+
+
+def store_path(dataset: str, feature: str, key: str, fmt: str = "zarr", cache=None) -> Path:
+    return paths.features_dir(dataset, cache) / f"{feature}-{key[:16]}{STORES.get(fmt).suffix}"
+
+
+def report_stem(store: Path) -> Path:
+    """``<store>.report`` -> <store>.report.json / .report.txt next to the store."""
+    return Path(str(store) + ".report")
+
+
+def _size(p: Path) -> int:
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def _is_store(p: Path) -> bool:
+    return any(p.name.endswith(STORES.get(n).suffix) for n in STORES.names()) and not p.name.endswith(PARTIAL)
+
+
+def list_stores(dataset: str | None = None, cache=None) -> list[dict]:
+    """Every store under the cache (or one dataset): path, dataset, feature, key, format,
+    complete, n, valid, outputs (name -> kind/dim), bytes, created. Unreadable stores are
+    listed with ``error`` set rather than hidden; unfinished runs with ``partial`` set."""
+    root = paths.cache_root(cache)
+    dsets = [dataset] if dataset else sorted(d.name for d in root.iterdir() if (d / "features").is_dir()) if root.exists() else []
+    out: list[dict] = []
+    for ds in dsets:
+        fdir = paths.features_dir(ds, cache)
+        if not fdir.is_dir():
+            continue
+        for p in sorted(fdir.iterdir()):
+            if p.name.endswith(PARTIAL) and p.is_dir():
+                st = _read_json(p / "staging.json")
+                done = len(list(p.glob("batch-*.npz")))
+                out.append({
+                    "path": p, "dataset": ds, "feature": st.get("feature", p.name.split("-")[0]), "key": st.get("key", ""),
+                    "format": "partial", "complete": False, "n": st.get("n"), "valid": None, "outputs": st.get("outputs", {}),
+                    "bytes": _size(p), "created": st.get("created", ""), "partial": f"{done}/{st.get('n_batches', '?')} batches",
+                })
+                continue
+            if not _is_store(p):
+                continue
+            info = {"path": p, "dataset": ds, "feature": p.name.rsplit("-", 1)[0], "key": "", "format": format_for(p).name,
+                    "complete": False, "n": None, "valid": None, "outputs": {}, "bytes": _size(p), "created": ""}
+            try:
+                with open_store(p) as r:
+                    a = r.attrs
+                    info.update(feature=a.get("feature", info["feature"]), key=a.get("key", ""), complete=bool(a.get("complete")),
+                                n=a.get("n"), outputs=a.get("outputs", {}), created=a.get("created", ""),
+                                manifest_hash=a.get("manifest_hash"), modality=a.get("modality"), valid=int(r.valid.sum()))
+            except Exception as e:  # listed, not hidden: `mer cache verify` says what is wrong
+                info["error"] = f"{type(e).__name__}: {e}"
+            out.append(info)
+    return out
+
+
+def _read_json(p: Path) -> dict:
+    try:
+        return json.loads(Path(p).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _manifest(dataset: str, cache, manifest):
+    from mer.common import manifest as mf
+
+    if manifest is None or isinstance(manifest, (str, os.PathLike)):
+        return mf.load(dataset, cache, manifest=manifest)
+    return manifest
+
+
+def find_store(dataset: str, feature: str, cache=None, manifest=None) -> Path:
+    """The newest COMPLETE store of extractor ``feature`` built from the current manifest
+    (its modality hash), else a MerError naming the `mer extract` command to run."""
+    m = _manifest(dataset, cache, manifest)
+    hits = []
+    for s in list_stores(dataset, cache):
+        if s["feature"] != feature or not s["complete"] or s.get("error") or s["format"] == "partial":
+            continue
+        mod = s.get("modality") or "audio"
+        if s.get("manifest_hash") == m.modality_hash(mod):
+            hits.append(s)
+    if not hits:
+        others = [s for s in list_stores(dataset, cache) if s["feature"] == feature]
+        why = (f"{len(others)} store(s) of {feature!r} exist but none is complete and built from the current manifest"
+               if others else f"no {feature!r} features for {dataset!r} in {paths.cache_root(cache)}")
+        cache_opt = f" --cache {cache}" if cache else ""
+        raise MerError(f"{why}; run `mer extract --dataset {dataset} --features {feature}{cache_opt}`")
+    hits.sort(key=lambda s: (s["created"], s["path"].stat().st_mtime))
+    return Path(hits[-1]["path"])
+
+
+def resolve(dataset: str | None, feature: str | None, path=None, cache=None) -> list[Path]:
+    """Stores named by path, or by dataset (+ feature): the CLI's way of picking stores."""
+    if path:
+        p = Path(path)
+        if not p.exists():
+            raise MerError(f"no feature store at {p}")
+        return [p]
+    if not dataset:
+        raise MerError("say which stores: --dataset D [--feature F] or a store path")
+    stores = [s for s in list_stores(dataset, cache) if feature is None or s["feature"] == feature]
+    if not stores:
+        raise MerError(f"no stores for dataset {dataset!r}" + (f" and feature {feature!r}" if feature else "") + f" in {paths.cache_root(cache)}")
+    return [Path(s["path"]) for s in stores]
+
+
+def verify_store(path, manifest=None, check_values: bool = True, check_name: bool = True, require_complete: bool = True, report=None) -> list[str]:
+    """Problems found in a store ([] = good): completeness, key and file name agree with
+    the attributes, every row present with consistent shapes/offsets, every skipped row
+    listed in the report, no NaN/inf, array checksums equal those recorded at write time,
+    and (when a manifest is given) ids and manifest hash equal the current manifest's."""
+    path = Path(path)
+    probs: list[str] = []
+    try:
+        r = open_store(path)
+    except MerError as e:
+        return [str(e)]
+    with r:
+        a = r.attrs
+        n = int(a.get("n", -1))
+        if require_complete and not a.get("complete"):
+            probs.append("not marked complete (an unfinished or failed extraction)")
+        key = store_key(a.get("manifest_hash", ""), a.get("feature", ""), a.get("config", {}), a.get("identity", {}), a.get("dtype", "float32"))
+        if key != a.get("key"):
+            probs.append(f"key {a.get('key', '')[:16]} does not match its attributes (recomputed {key[:16]})")
+        if check_name and not path.name.startswith(f"{a.get('feature')}-{str(a.get('key', ''))[:16]}"):
+            probs.append(f"file name does not match feature/key {a.get('feature')}-{str(a.get('key', ''))[:16]}")
+        ids, valid = r.ids, r.valid
+        if len(ids) != n or len(valid) != n:
+            probs.append(f"{len(ids)} ids / {len(valid)} valid flags for n={n}")
+        if len(set(ids.tolist())) != len(ids):
+            probs.append("duplicate ids")
+        for name, o in r.outputs.items():
+            d = int(o["dim"])
+            if o["kind"] == "fixed":
+                arr = r.array(name)
+                if tuple(arr.shape) != (n, d):
+                    probs.append(f"{name}: shape {tuple(arr.shape)}, expected {(n, d)}")
+                arrs = [arr]
+            else:
+                off = r.read_offsets(name)
+                vals = r.array(f"{name}/values")
+                if len(off) != n + 1 or off[0] != 0 or np.any(np.diff(off) < 0):
+                    probs.append(f"{name}: offsets are not {n + 1} non-decreasing values from 0")
+                elif off[-1] != vals.shape[0]:
+                    probs.append(f"{name}: offsets end at {off[-1]} but values hold {vals.shape[0]} frames")
+                elif len(valid) == n and np.any(np.diff(off)[~valid] != 0):
+                    probs.append(f"{name}: skipped rows with frames")
+                if vals.ndim != 2 or vals.shape[1] != d:
+                    probs.append(f"{name}/values: shape {tuple(vals.shape)}, dim should be {d}")
+                arrs = [vals]
+            if check_values:
+                for arr in arrs:
+                    bad = _count_nonfinite(arr)
+                    if bad:
+                        probs.append(f"{name}: {bad} NaN/inf values")
+        rep = _read_json(Path(report) if report else Path(str(report_stem(path)) + ".json"))
+        skipped = set(ids[~valid].tolist()) if len(valid) == len(ids) else set()
+        listed = {i["id"] for i in rep.get("dropped", [])}
+        if skipped - listed:
+            probs.append(f"{len(skipped - listed)} skipped rows not listed in the report (e.g. {sorted(skipped - listed)[0]})")
+        rec = a.get("checksums") or {}
+        if not rec:
+            probs.append("no checksums recorded")
+        else:
+            now = r.checksums()
+            for k, v in now.items():
+                if rec.get(k) != v:
+                    probs.append(f"{k}: checksum {v[:12]} differs from the one recorded at write time ({str(rec.get(k))[:12]})")
+    if manifest is not None:
+        mod = a.get("modality") or "audio"
+        if a.get("manifest_hash") != manifest.modality_hash(mod):
+            probs.append(f"built from another manifest ({mod} hash differs): stale for the current {a.get('dataset')} manifest")
+        elif list(ids) != manifest.df["id"].astype(str).tolist():
+            probs.append("ids differ from the current manifest's order")
+    return probs
+
+
+def _count_nonfinite(arr, rows: int = 65536) -> int:
+    bad = 0
+    for s in range(0, arr.shape[0], rows):
+        x = np.asarray(arr[s : s + rows])
+        if x.dtype.kind == "f":
+            bad += int(x.size - np.isfinite(x).sum())
+    return bad
+
+
+def export_store(path, out, compress: bool = False) -> Path:
+    """Write ``ids``, ``valid``, every stored array (ragged as ``<name>/values`` +
+    ``<name>/offsets``), ``config`` and ``attrs`` (JSON strings) to one .npz file."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open_store(path) as r:
+        arrays = {"ids": r.ids, "valid": r.valid}
+        for name in r.arrays()[2:]:
+            arrays[name] = np.asarray(r.array(name)[:])
+        arrays["config"] = np.array(json.dumps(r.attrs.get("config", {})))
+        arrays["attrs"] = np.array(json.dumps(r.attrs, default=str))
+    tmp = out.with_name(out.name + ".tmp.npz")
+    (np.savez_compressed if compress else np.savez)(tmp, **arrays)
+    os.replace(tmp, out)
+    return out
+
+
+def remove(path) -> None:
+    p = Path(path)
+    if p.name.endswith(PARTIAL):
+        import shutil
+
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        remove_store(p)
+    # The .lock file stays: deleting a lock file another run holds would let a third one in.
+    for extra in (Path(str(report_stem(p)) + ".json"), Path(str(report_stem(p)) + ".txt")):
+        extra.unlink(missing_ok=True)
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+__all__ = ["store_key", "store_path", "list_stores", "find_store", "verify_store", "export_store", "remove", "StoreReader"]

@@ -1,0 +1,778 @@
+"""The extraction engine: manifest -> batches -> Dask workers -> staged parts -> stores.
+
+How a run goes:
+
+1. Each requested feature gets its cache key (see ``mer.extract.cache``). A complete store
+   under that key is reused as it is: nothing is computed.
+2. For the others the engine takes each store's lock (``mer.extract.lock``: two runs never
+   interleave; the lock dies with its holder) and cuts the manifest into batches of
+   ``batch_size`` consecutive rows.
+3. One task per batch decodes every utterance ONCE per sample rate (mono, resampled) and runs
+   every pending extractor of the run on it; bad utterances (unreadable, empty, all zeros,
+   NaN/inf, longer than ``max_seconds``, or that make an extractor fail) are skipped with
+   their reason instead of stopping the run. Tasks run on a Dask ``LocalCluster`` of worker
+   processes (one thread each: the extractors are CPU-bound and hold the GIL), or on an
+   existing ``dask.distributed`` cluster (``scheduler``); the number of tasks in flight is
+   bounded, so memory does not grow with the corpus.
+4. The driver writes each finished batch as a part file (``<store>.partial/batch-NNNNNN.npz``,
+   written to a temporary name and renamed, so a part is either whole or absent). This is
+   what makes runs resumable: after Ctrl-C, kill -9 or a crashed worker the next run finds
+   the parts that exist and computes only the missing batches. The batch size is recorded
+   in the staging folder, so a resumed run cuts the corpus the same way.
+5. When every batch is there, the parts are streamed in row order into the store (written
+   sequentially and chunk-aligned), read back in full and compared with checksums of what
+   was written, checked for NaN/inf and shape/offset consistency, and only then marked
+   complete and moved into place. The result is byte-for-byte the same whether or not the
+   run was interrupted (parts are deterministic, assembly is sequential).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mer.common.errors import MerError, UsageError
+from mer.extract import cache as C
+from mer.extract.base import EXTRACTORS, Extractor, Utterance
+
+DEFAULT_BATCH = 32
+DEFAULT_MAX_SECONDS = 600.0
+FLOAT16_MAX = 65504.0
+
+
+# ---------------------------------------------------------------------------- configs --
+
+
+def _field_types(cls) -> dict[str, Any]:
+    import typing
+
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # a config with unresolvable annotations: fall back to the strings
+        return {f.name: f.type for f in fields(cls)}
+
+
+def coerce(value, tp, where: str):
+    """Turn a CLI string (or a Python value) into the dataclass field's type."""
+    import types
+    import typing
+
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            if type(None) in args:
+                return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return coerce(value, a, where)
+            except UsageError:
+                continue
+        raise UsageError(f"{where}: cannot read {value!r} as {tp}")
+    if not isinstance(value, str):
+        if tp is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+    try:
+        if tp is bool:
+            v = value.strip().lower()
+            if v in ("1", "true", "yes", "on"):
+                return True
+            if v in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if tp in (int, float, str):
+            return tp(value)
+        if origin in (list, tuple) or tp in (list, tuple):
+            try:
+                seq = json.loads(value)
+            except ValueError:
+                seq = [s for s in value.split(",") if s.strip()]
+            inner = args[0] if args else str
+            seq = [coerce(s, inner, where) if isinstance(s, str) else s for s in seq]
+            return tuple(seq) if (origin is tuple or tp is tuple) else list(seq)
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}: cannot read {value!r} as {getattr(tp, '__name__', tp)}") from None
+
+
+def make_config(cls: type[Extractor], values: dict | None):
+    """The extractor's Config with ``values`` applied; unknown fields are a UsageError."""
+    values = dict(values or {})
+    types_ = _field_types(cls.Config)
+    names = [f.name for f in fields(cls.Config)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise UsageError(f"{cls.name}: no option {', '.join(unknown)}; options are: {', '.join(names)}")
+    kw = {k: coerce(v, types_.get(k, str), f"--{cls.name}.{k}") for k, v in values.items()}
+    return cls.Config(**kw)
+
+
+# ------------------------------------------------------------------------------- jobs --
+
+
+@dataclass
+class Job:
+    """One feature of a run: its extractor, key, store path and staging folder."""
+
+    feature: str
+    extractor: Extractor
+    key: str
+    path: Path
+    modality: str
+    manifest_hash: str
+    outputs: dict[str, dict]
+    on_gpu: bool
+    status: str = "pending"          # pending | reused | computed | resumed
+    batch_size: int = DEFAULT_BATCH
+    done: set = field(default_factory=set)
+    n_batches: int = 0
+    resumed_batches: int = 0
+
+    @property
+    def staging(self) -> Path:
+        return Path(str(self.path) + C.PARTIAL)
+
+    def spec(self, dtype: str) -> dict:
+        """What a worker needs to rebuild the extractor (plain, picklable data)."""
+        e = self.extractor
+        return {
+            "feature": self.feature,
+            "config": e.config.to_dict(),
+            "device": e.device,
+            "dtype": dtype,
+            "outputs": self.outputs,
+            "sample_rate": getattr(e, "sample_rate", None),
+            "modality": self.modality,
+        }
+
+
+def resolve_device(device: str) -> str:
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise UsageError(f"--device {device!r}: choose auto, cpu or cuda")
+    if device == "cpu":
+        return "cpu"
+    try:
+        import torch
+
+        ok = torch.cuda.is_available()
+    except ImportError:
+        ok = False
+    if device == "auto":
+        return "cuda" if ok else "cpu"
+    if not ok:
+        raise MerError(f"--device {device}: no CUDA device is available here (torch.cuda.is_available() is False)")
+    return device
+
+
+# ---------------------------------------------------------------------- worker side --
+
+_EXTRACTORS_LOADED: dict[str, Extractor] = {}
+
+
+def _worker_extractor(spec: dict) -> Extractor:
+    """One extractor instance per (name, config, device) per worker process: models and
+    filterbanks are loaded once (``setup()``) and reused for every later batch."""
+    k = C.canonical([spec["feature"], spec["config"], spec["device"]])
+    e = _EXTRACTORS_LOADED.get(k)
+    if e is None:
+        cls = EXTRACTORS.get(spec["feature"])
+        e = cls(make_config(cls, spec["config"]), device=spec["device"])
+        e.setup()
+        _EXTRACTORS_LOADED[k] = e
+    return e
+
+
+def _check_audio(x: np.ndarray, sr: int, max_seconds: float) -> tuple[str, str] | None:
+    if x.size == 0:
+        return "empty audio", "0 samples"
+    if not np.all(np.isfinite(x)):
+        return "NaN/inf samples", f"{int(x.size - np.isfinite(x).sum())} non-finite samples"
+    if not np.any(x):
+        return "silent audio", "all samples are zero"
+    if x.size / sr > max_seconds:
+        return "too long", f"{x.size / sr:.1f} s > max {max_seconds:g} s"
+    return None
+
+
+def _check_out(out: dict, outputs: dict[str, dict], dtype: str) -> tuple[str, str] | None:
+    for name, o in outputs.items():
+        if name not in out:
+            return "extractor failed", f"no output {name!r}"
+        a = np.asarray(out[name])
+        want = (int(o["dim"]),) if o["kind"] == "fixed" else (None, int(o["dim"]))
+        if a.ndim != len(want) or a.shape[-1] != want[-1]:
+            return "extractor failed", f"{name}: shape {a.shape}, expected {want}"
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            return "NaN/inf in features", f"{name}: {int(a.size - np.isfinite(a).sum())} non-finite values"
+        if o.get("dtype") == "float16" and a.dtype.kind == "f" and a.size and np.abs(a).max() > FLOAT16_MAX:
+            return "out of float16 range", f"{name}: max |x| = {np.abs(a).max():.4g}; use --dtype float32"
+    return None
+
+
+def run_batch(rows: list[dict], specs: list[dict], max_seconds: float, threads: int | None = None) -> dict[str, dict]:
+    """The task: decode each utterance once per sample rate, run every extractor of the
+    batch, return one part payload per feature (arrays plus skip reasons)."""
+    from mer.common.audio import AudioError
+    from mer.common.audio import load as load_audio
+
+    if threads:
+        try:
+            import torch
+
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+        except ImportError:
+            pass
+    b = len(rows)
+    decoded: dict[int, list] = {}
+    for sr in sorted({s["sample_rate"] for s in specs if s["modality"] == "audio"}):
+        got = []
+        for r in rows:
+            dur = r.get("duration")
+            if dur is not None and not (isinstance(dur, float) and math.isnan(dur)) and dur > max_seconds:
+                got.append(("too long", f"{dur:.1f} s > max {max_seconds:g} s (from the manifest)"))
+                continue
+            try:
+                x = load_audio(r["audio"], sr, r.get("start"), r.get("end"))
+            except AudioError as e:
+                got.append((e.reason, e.detail))
+                continue
+            except Exception as e:  # a decoder crash on one file must not stop the run
+                got.append(("unreadable audio", f"{type(e).__name__}: {str(e)[:160]}"))
+                continue
+            bad = _check_audio(x, sr, max_seconds)
+            got.append(bad if bad else x)
+        decoded[sr] = got
+    result: dict[str, dict] = {}
+    for spec in specs:
+        ext = _worker_extractor(spec)
+        utts: list[Utterance] = []
+        idx: list[int] = []
+        skips: list[tuple[int, str, str]] = []
+        for i, r in enumerate(rows):
+            if spec["modality"] == "audio":
+                x = decoded[spec["sample_rate"]][i]
+                if isinstance(x, tuple):
+                    skips.append((i, x[0], x[1]))
+                    continue
+                utts.append(Utterance(r["id"], audio=x, sample_rate=spec["sample_rate"], text=r.get("text")))
+            else:
+                t = r.get("text")
+                if t is None or (isinstance(t, float) and math.isnan(t)) or not str(t).strip():
+                    skips.append((i, "empty transcript", ""))
+                    continue
+                utts.append(Utterance(r["id"], text=str(t)))
+            idx.append(i)
+        outs: dict[int, dict] = {}
+        sub = ext.batch_hint or len(utts) or 1
+        for s0 in range(0, len(utts), sub):
+            chunk, cidx = utts[s0 : s0 + sub], idx[s0 : s0 + sub]
+            try:
+                res = ext.process(chunk)
+                if len(res) != len(chunk):
+                    raise RuntimeError(f"process() returned {len(res)} results for {len(chunk)} utterances")
+                pairs = list(zip(cidx, res))
+            except Exception:
+                # Find the utterance(s) that break the batch; the others are kept.
+                pairs = []
+                for i, u in zip(cidx, chunk):
+                    try:
+                        pairs.append((i, ext.process([u])[0]))
+                    except Exception as e:
+                        skips.append((i, "extractor failed", f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"))
+            for i, out in pairs:
+                bad = _check_out(out, spec["outputs"], spec["dtype"])
+                if bad:
+                    skips.append((i, *bad))
+                else:
+                    outs[i] = out
+        result[spec["feature"]] = _pack(b, outs, skips, spec["outputs"], spec["dtype"])
+    return result
+
+
+def _pack(b: int, outs: dict[int, dict], skips, outputs: dict[str, dict], dtype: str) -> dict:
+    valid = np.zeros(b, bool)
+    valid[list(outs)] = True
+    part: dict[str, Any] = {"valid": valid, "skips": sorted(skips)}
+    for name, o in outputs.items():
+        d = int(o["dim"])
+        dt = np.dtype(o.get("dtype") or dtype)
+        if o["kind"] == "fixed":
+            a = np.zeros((b, d), dt)
+            for i, out in outs.items():
+                a[i] = out[name]
+            part[name] = a
+        else:
+            lengths = np.zeros(b, np.int64)
+            vals = []
+            for i in range(b):
+                if i in outs:
+                    v = np.asarray(outs[i][name], dtype=dt).reshape(-1, d)
+                    lengths[i] = len(v)
+                    vals.append(v)
+            part[f"{name}.values"] = np.concatenate(vals) if vals else np.zeros((0, d), dt)
+            part[f"{name}.lengths"] = lengths
+    return part
+
+
+# ------------------------------------------------------------------------ staging I/O --
+
+
+def _part_path(job: Job, b: int) -> Path:
+    return job.staging / f"batch-{b:06d}.npz"
+
+
+def _write_part(job: Job, b: int, part: dict) -> None:
+    arrays = {k: v for k, v in part.items() if k != "skips"}
+    arrays["skips"] = np.array(json.dumps([list(s) for s in part["skips"]]))
+    tmp = job.staging / f".batch-{b:06d}.{os.getpid()}.tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, _part_path(job, b))  # atomic: a part is whole or absent
+
+
+def _read_part(job: Job, b: int, what: str = "all") -> dict:
+    with np.load(_part_path(job, b), allow_pickle=False) as z:
+        if what == "lengths":
+            return {k: z[k] for k in z.files if k.endswith(".lengths") or k == "valid"}
+        return {k: z[k] for k in z.files}
+
+
+def _open_staging(job: Job, n: int, batch_size: int, rows_hash: str) -> None:
+    st = job.staging
+    meta = C._read_json(st / "staging.json")
+    if meta and (meta.get("key") != job.key or meta.get("n") != n or meta.get("rows_hash") != rows_hash):
+        shutil.rmtree(st, ignore_errors=True)  # parts of something else: start over
+        meta = {}
+    if meta:
+        job.batch_size = int(meta["batch_size"])
+    else:
+        st.mkdir(parents=True, exist_ok=True)
+        job.batch_size = batch_size
+        meta = {"key": job.key, "feature": job.feature, "n": n, "batch_size": batch_size, "rows_hash": rows_hash,
+                "n_batches": math.ceil(n / batch_size), "outputs": job.outputs, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        (st / "staging.json").write_text(json.dumps(meta, indent=1))
+    for p in st.glob(".batch-*.tmp.npz"):  # half-written by a killed run
+        p.unlink(missing_ok=True)
+    job.n_batches = math.ceil(n / job.batch_size)
+    job.done = {int(p.stem.split("-")[1]) for p in st.glob("batch-*.npz")}
+    job.resumed_batches = len(job.done)
+
+
+# --------------------------------------------------------------------------- finishing --
+
+
+def _finalize(job: Job, m, fmt: str, dtype: str, dataset: str) -> dict:
+    """Stream the parts into the store, verify the read-back, mark complete, move in place."""
+    from mer.common.report import Report
+    from mer.extract.store import StoreWriter, open_store, replace_dir_or_file, set_attrs, STORES
+
+    n = len(m.df)
+    ids = m.df["id"].astype(str).tolist()
+    files = m.df["audio"].astype(str).tolist() if job.modality == "audio" else ["(text)"] * n
+    totals = {name: 0 for name, o in job.outputs.items() if o["kind"] == "ragged"}
+    for b in range(job.n_batches):
+        p = _read_part(job, b, "lengths")
+        for name in totals:
+            totals[name] += int(p[f"{name}.lengths"].sum())
+    tmp = job.staging / f"store{STORES.get(fmt).suffix}"
+    w = StoreWriter(tmp, fmt, ids, job.outputs, dtype, totals)
+    report = Report(f"mer extract --dataset {dataset} --features {job.feature}: {job.path.name}")
+    try:
+        for b in range(job.n_batches):
+            p = _read_part(job, b)
+            base = b * job.batch_size
+            for i, reason, detail in json.loads(str(p["skips"])):
+                report.drop(ids[base + i], files[base + i], reason, detail)
+            data = {}
+            for name, o in job.outputs.items():
+                data[name] = p[name] if o["kind"] == "fixed" else (p[f"{name}.values"], p[f"{name}.lengths"])
+            w.add(p["valid"], data)
+        e = job.extractor
+        attrs = {
+            "mer_store_version": 1,
+            "dataset": dataset,
+            "feature": job.feature,
+            "key": job.key,
+            "config": e.config.to_dict(),
+            "identity": e.identity(),
+            "versions": {**_base_versions(), **e.versions()},
+            "manifest_hash": job.manifest_hash,
+            "modality": job.modality,
+            "outputs": {k: {kk: v[kk] for kk in ("kind", "dim", "frame_rate", "dtype")} for k, v in job.outputs.items()},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "complete": False,
+            "format": fmt,
+        }
+        w.finish(attrs)
+    except BaseException:
+        w.abort()
+        raise
+    with open_store(tmp) as r:
+        valid = int(r.valid.sum())
+    report.counts = {"rows": n, "valid": valid, "skipped": n - valid}
+    rep_json = Path(str(C.report_stem(job.path)) + ".json")
+    rep_txt = Path(str(C.report_stem(job.path)) + ".txt")
+    rep_json.write_text(json.dumps(report.to_dict(), indent=1, ensure_ascii=False))
+    rep_txt.write_text(report.to_text())
+    probs = C.verify_store(tmp, m, check_name=False, require_complete=False, report=rep_json)
+    if probs:
+        raise MerError(f"{job.path.name}: the written store failed verification, not marked complete: {'; '.join(probs)}")
+    set_attrs(tmp, {"complete": True})
+    replace_dir_or_file(tmp, job.path)
+    shutil.rmtree(job.staging, ignore_errors=True)
+    return {"valid": valid, "skipped": n - valid, "reasons": dict(report.reasons("dropped"))}
+
+
+def _base_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": sys.version.split()[0], "numpy": np.__version__}
+    for pkg in ("mer", "zarr", "h5py", "dask", "distributed"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+# ----------------------------------------------------------------------------- driver --
+
+
+def _rows(m) -> list[dict]:
+    df = m.df
+    cols = ["id", "audio", "start", "end", "duration", "text"]
+    out = []
+    for rec in df[cols].itertuples(index=False, name=None):
+        d = dict(zip(cols, rec))
+        for k in ("start", "end", "duration"):
+            v = d[k]
+            d[k] = None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+        for k in ("audio", "text", "id"):
+            v = d[k]
+            d[k] = None if v is None or v is __import__("pandas").NA else str(v)
+        out.append(d)
+    return out
+
+
+class _Local:
+    """Runs tasks in this process (``workers=0``): no cluster, for debugging and tiny jobs."""
+
+    n_workers = 1
+    threads = None
+
+    def __init__(self):
+        self.gpu_resources = False
+
+    def run(self, tasks, on_result, max_in_flight):
+        for t in tasks:
+            on_result(t, run_batch(*t.args))
+
+    def close(self):
+        pass
+
+
+class _Dask:
+    def __init__(self, workers: int | None, scheduler: str | None, quiet: bool, need_gpu: bool):
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            from mer.common.errors import MissingDependency
+
+            raise MissingDependency("dask.distributed is not installed; install it with: pip install 'mer[dask]'") from None
+        self.cluster = None
+        if scheduler:
+            try:
+                self.client = Client(scheduler, timeout="30s")
+            except Exception as e:
+                raise MerError(f"cannot reach the Dask scheduler at {scheduler}: {type(e).__name__}: {e}") from None
+            try:
+                self.client.wait_for_workers(1, timeout=60)
+            except Exception:
+                raise MerError(f"the Dask scheduler at {scheduler} has no workers (waited 60 s)") from None
+            info = self.client.scheduler_info(n_workers=-1) if "n_workers" in Client.scheduler_info.__code__.co_varnames else self.client.scheduler_info()
+            ws = info.get("workers", {})
+            self.n_workers = max(1, sum(int(w.get("nthreads", 1)) for w in ws.values()))
+            self.gpu_resources = any("GPU" in (w.get("resources") or {}) for w in ws.values())
+            self.threads = None  # the cluster's owner decides threads
+        else:
+            n = workers or os.cpu_count() or 1
+            self.cluster = LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                silence_logs=logging.ERROR if quiet else logging.WARNING,
+                # Each worker is one process with one thread; native libraries (torch, BLAS)
+                # get a fair share of the cores instead of all of them each.
+                env={"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n)), "MKL_NUM_THREADS": "1"},
+            )
+            self.client = Client(self.cluster)
+            self.n_workers = n
+            self.threads = max(1, (os.cpu_count() or 1) // n)
+            self.gpu_resources = False
+
+    def run(self, tasks, on_result, max_in_flight):
+        from distributed import as_completed
+
+        it = iter(tasks)
+        futs = {}
+        ac = as_completed()
+
+        def submit_next():
+            t = next(it, None)
+            if t is None:
+                return False
+            kw = {"resources": {"GPU": 1}} if (t.gpu and self.gpu_resources) else {}
+            f = self.client.submit(run_batch, *t.args, key=f"mer-{t.name}", pure=False, retries=1, **kw)
+            futs[f.key] = t
+            ac.add(f)
+            return True
+
+        for _ in range(max_in_flight):
+            if not submit_next():
+                break
+        for f in ac:
+            t = futs.pop(f.key)
+            try:
+                res = f.result()
+            except Exception as e:
+                raise MerError(f"batch {t.name} failed on a worker: {type(e).__name__}: {e} (finished batches are kept; run again to resume)") from None
+            f.release()
+            on_result(t, res)
+            submit_next()
+
+    def close(self):
+        try:
+            self.client.close()
+        finally:
+            if self.cluster is not None:
+                self.cluster.close()
+
+
+@dataclass
+class _Task:
+    name: str
+    batch: int
+    jobs: list[Job]
+    args: tuple
+    gpu: bool
+
+
+def run_extract(
+    dataset: str,
+    features: list[str],
+    cache=None,
+    root=None,
+    configs: dict[str, dict] | None = None,
+    fmt: str = "zarr",
+    device: str = "auto",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    dtype: str = "float32",
+    batch_size: int = DEFAULT_BATCH,
+    quiet: bool = False,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    manifest=None,
+) -> dict[str, Path]:
+    """Extract ``features`` for ``dataset`` into the cache; returns feature -> store path.
+
+    ``configs``: feature -> {field: value} overrides of each extractor's Config.
+    ``workers``: local worker processes (default: one per core; 0 = run in this process).
+    ``scheduler``: address of an existing dask.distributed scheduler (workers must see the
+    audio files and the ``mer`` package). ``manifest``: an explicit manifest path.
+    """
+    from mer.common import manifest as mf
+    from mer.extract.store import STORES
+
+    t_start = time.time()
+    say = (lambda *a: None) if quiet else _printer()
+    features = [f.strip() for f in (features.split(",") if isinstance(features, str) else features) if f.strip()]
+    if not features:
+        raise UsageError("no features asked for; e.g. --features mfcc,mel,egemaps")
+    if len(set(features)) != len(features):
+        raise UsageError(f"a feature is listed twice: {','.join(features)}")
+    if fmt not in STORES:
+        raise UsageError(f"--format {fmt!r}: choose one of {', '.join(STORES.names())}")
+    if dtype not in ("float32", "float16"):
+        raise UsageError(f"--dtype {dtype!r}: choose float32 or float16")
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    configs = dict(configs or {})
+    for k in configs:
+        if k not in features:
+            raise UsageError(f"options given for {k!r}, which is not in --features {','.join(features)}")
+
+    if root is not None:
+        from mer.common.datasets.prepare import prepare
+
+        m, _ = prepare(dataset, root, cache=cache, quiet=quiet)
+    else:
+        m = mf.load(dataset, cache, manifest=manifest)
+    n = len(m.df)
+    dev = resolve_device(device)
+
+    jobs: list[Job] = []
+    for name in features:
+        cls = EXTRACTORS.get(name)
+        cfg = make_config(cls, configs.get(name))
+        on_gpu = dev != "cpu" and (bool(cls.uses_gpu) or bool(getattr(cls, "device_capable", False)))
+        ext = cls(cfg, device=dev if on_gpu else "cpu")
+        mh = m.modality_hash(cls.modality)
+        key = C.store_key(mh, name, cfg.to_dict(), ext.identity(), dtype)
+        path = C.store_path(dataset, name, key, fmt, cache)
+        outs = {}
+        for oname, o in ext.outputs().items():
+            outs[oname] = {"kind": o.kind, "dim": int(o.dim), "frame_rate": o.frame_rate, "dtype": dtype if np.dtype(o.dtype).kind == "f" else o.dtype}
+        jobs.append(Job(name, ext, key, path, cls.modality, mh, outs, on_gpu))
+
+    def complete(p: Path) -> bool:
+        if not p.exists():
+            return False
+        try:
+            from mer.extract.store import open_store
+
+            with open_store(p) as r:
+                return bool(r.attrs.get("complete"))
+        except MerError:
+            return False
+
+    for j in jobs:
+        if complete(j.path):
+            j.status = "reused"
+    pending = [j for j in jobs if j.status == "pending"]
+    results: dict[str, dict] = {}
+    with ExitStack() as stack:
+        from mer.extract.lock import StoreLock
+
+        for j in sorted(pending, key=lambda j: str(j.path)):  # one order for all: no deadlock
+            j.path.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(StoreLock(j.path, say=lambda s: say(s)))
+            if complete(j.path):  # finished by the run we waited for
+                j.status = "reused"
+        pending = [j for j in jobs if j.status == "pending"]
+        if pending:
+            rows = _rows(m)
+            rows_hash = C.canonical([m.modality_hash("audio"), m.modality_hash("text"), n])
+            import hashlib
+
+            rows_hash = hashlib.sha256(rows_hash.encode()).hexdigest()
+            for j in pending:
+                _open_staging(j, n, batch_size, rows_hash)
+                j.status = "resumed" if j.done else "computed"
+            _compute(pending, rows, n, dtype, max_seconds, workers, scheduler, quiet, say)
+            for j in pending:
+                say(f"{j.feature}: writing and verifying {j.path.name}")
+                results[j.feature] = _finalize(j, m, fmt, dtype, dataset)
+    for j in jobs:
+        if j.status == "reused":
+            from mer.extract.store import open_store
+
+            with open_store(j.path) as r:
+                v = int(r.valid.sum())
+            results[j.feature] = {"valid": v, "skipped": n - v, "reasons": dict(_reasons(j.path))}
+    if not quiet:
+        _summary(jobs, results, n, dataset, time.time() - t_start, say)
+    if all(results[j.feature]["valid"] == 0 for j in jobs):
+        raise MerError(f"nothing usable was extracted for {dataset}: every utterance was skipped (see the reports next to the stores)")
+    return {j.feature: j.path for j in jobs}
+
+
+def _reasons(path: Path) -> dict:
+    from mer.common.report import Report
+
+    p = Path(str(C.report_stem(path)) + ".json")
+    return Report.read(p).reasons("dropped") if p.exists() else {}
+
+
+def _compute(pending: list[Job], rows, n, dtype, max_seconds, workers, scheduler, quiet, say) -> None:
+    from mer.common.progress import progress
+
+    # Jobs that share a batch cut (and device group) share tasks, hence decoding.
+    groups: dict[tuple, list[Job]] = {}
+    for j in pending:
+        groups.setdefault((j.batch_size, j.on_gpu), []).append(j)
+    todo = {j.feature: n - sum(min(j.batch_size, n - b * j.batch_size) for b in j.done) for j in pending}
+    if not any(todo.values()):
+        return
+    if workers == 0 and not scheduler:
+        runner = _Local()
+    else:
+        runner = _Dask(workers, scheduler, quiet, any(j.on_gpu for j in pending))
+    try:
+        tasks = []
+        for (bs, gpu), js in groups.items():
+            for b in range(math.ceil(n / bs)):
+                need = [j for j in js if b not in j.done]
+                if not need:
+                    continue
+                brows = rows[b * bs : (b + 1) * bs]
+                specs = [j.spec(dtype) for j in need]
+                tasks.append(_Task(f"{'-'.join(j.feature for j in need)}-{j.key[:8]}-b{b:06d}", b, need, (brows, specs, max_seconds, runner.threads), gpu))
+        with ExitStack() as bars:
+            pbars = {}
+            for j in pending:
+                if todo[j.feature]:
+                    bar = bars.enter_context(progress(n, j.feature, disable=quiet))
+                    bar.update(n - todo[j.feature])
+                    bar.set_postfix(skipped=0)
+                    pbars[j.feature] = bar
+            skipped = {j.feature: 0 for j in pending}
+
+            def on_result(t: _Task, res: dict) -> None:
+                for j in t.jobs:
+                    part = res[j.feature]
+                    _write_part(j, t.batch, part)
+                    j.done.add(t.batch)
+                    skipped[j.feature] += len(part["skips"])
+                    bar = pbars.get(j.feature)
+                    if bar is not None:
+                        bar.update(len(part["valid"]))
+                        bar.set_postfix(skipped=skipped[j.feature], refresh=False)
+
+            runner.run(tasks, on_result, max_in_flight=2 * runner.n_workers + 1)
+    finally:
+        runner.close()
+    for j in pending:
+        missing = [b for b in range(j.n_batches) if b not in j.done]
+        if missing:
+            raise MerError(f"{j.feature}: {len(missing)} batches missing after the run (e.g. batch {missing[0]})")
+
+
+def _printer():
+    def say(*a):
+        print(*a, file=sys.stderr, flush=True)
+
+    return say
+
+
+def _summary(jobs, results, n, dataset, seconds, say) -> None:
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # rich is a core dependency; this is only belt and braces
+        for j in jobs:
+            r = results[j.feature]
+            say(f"{j.feature}: {j.status} {r['valid']}/{n} valid, {r['skipped']} skipped -> {j.path}")
+        return
+    t = Table(title=f"mer extract: {dataset} ({n} utterances, {seconds:.1f} s)")
+    for col in ("feature", "status", "valid", "skipped", "reasons", "store"):
+        t.add_column(col)
+    for j in jobs:
+        r = results[j.feature]
+        status = {"reused": "up to date (reused, nothing computed)", "resumed": f"resumed ({j.resumed_batches}/{j.n_batches} batches were done)"}.get(j.status, j.status)
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(r["reasons"].items())) or "-"
+        t.add_row(j.feature, status, str(r["valid"]), str(r["skipped"]), reasons, str(j.path))
+    Console(stderr=True, width=200).print(t)
