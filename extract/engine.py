@@ -622,21 +622,23 @@ def run_extract(
     else:
         m = mf.load(dataset, cache, manifest=manifest)
     n = len(m.df)
-    dev = resolve_device(device)
+    if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise UsageError(f"--device {device!r}: choose auto, cpu or cuda")
 
     jobs: list[Job] = []
     for name in features:
         cls = EXTRACTORS.get(name)
         cfg = make_config(cls, configs.get(name))
-        on_gpu = dev != "cpu" and (bool(cls.uses_gpu) or bool(getattr(cls, "device_capable", False)))
-        ext = cls(cfg, device=dev if on_gpu else "cpu")
+        # The device is settled below, only if something must be computed: the key does not
+        # depend on it, and finding out means importing torch (seconds).
+        ext = cls(cfg, device="cpu")
         mh = m.modality_hash(cls.modality)
         key = C.store_key(mh, name, cfg.to_dict(), ext.identity(), dtype)
         path = C.store_path(dataset, name, key, fmt, cache)
         outs = {}
         for oname, o in ext.outputs().items():
             outs[oname] = {"kind": o.kind, "dim": int(o.dim), "frame_rate": o.frame_rate, "dtype": dtype if np.dtype(o.dtype).kind == "f" else o.dtype}
-        jobs.append(Job(name, ext, key, path, cls.modality, mh, outs, on_gpu))
+        jobs.append(Job(name, ext, key, path, cls.modality, mh, outs, False))
 
     def complete(p: Path) -> bool:
         if not p.exists():
@@ -669,6 +671,11 @@ def run_extract(
             import hashlib
 
             rows_hash = hashlib.sha256(rows_hash.encode()).hexdigest()
+            wants = [j for j in pending if j.extractor.uses_gpu or getattr(j.extractor, "device_capable", False)]
+            dev = resolve_device(device) if wants and device != "cpu" else "cpu"
+            for j in wants:
+                j.on_gpu = dev != "cpu"
+                j.extractor.device = dev
             for j in pending:
                 _open_staging(j, n, batch_size, rows_hash)
                 j.status = "resumed" if j.done else "computed"

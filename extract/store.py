@@ -246,6 +246,9 @@ class StoreWriter:
     """
 
     def __init__(self, path, fmt: str, ids: list[str], outputs: dict[str, dict], dtype: str, totals: dict[str, int]):
+        clash = sorted(set(outputs) & {"ids", "valid"})
+        if clash:
+            raise MerError(f"{path}: output name(s) {clash} clash with the store's own arrays")
         self.path = Path(path)
         self.cls = STORES.get(fmt)
         self.cls.remove(self.path)
