@@ -91,6 +91,7 @@ def cache():
 def cache_ls(dataset, cache):
     """Stores with their feature, key, N, valid rows, outputs (dims), size and state."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from mer.extract import cache as C
@@ -105,12 +106,12 @@ def cache_ls(dataset, cache):
     total = 0
     for s in stores:
         total += s["bytes"]
-        outs = ", ".join(f"{k}[{o.get('kind', '?')[0]}]{o.get('dim')}" for k, o in (s.get("outputs") or {}).items())
+        outs = escape(", ".join(f"{k}[{'T,' if o.get('kind') == 'ragged' else ''}{o.get('dim')}]" for k, o in (s.get("outputs") or {}).items()))
         state = "error: " + s["error"] if s.get("error") else (s.get("partial") and "unfinished " + s["partial"]) or ("complete" if s["complete"] else "incomplete")
         t.add_row(s["dataset"], s["feature"], str(s["key"])[:16], s["format"], str(s["n"] if s["n"] is not None else "-"),
                   str(s["valid"] if s["valid"] is not None else "-"), outs, C.human_bytes(s["bytes"]), state)
     Console(width=200).print(t)
-    click.echo(f"{len(stores)} stores, {C.human_bytes(total)}  ([f] fixed [N, D], [r] ragged frames [T, D])")
+    click.echo(f"{len(stores)} stores, {C.human_bytes(total)}  (name[D]: fixed [N, D]; name[T,D]: ragged frames per utterance)")
 
 
 def _pick(dataset, feature, paths, cache):
