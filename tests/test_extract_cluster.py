@@ -1,0 +1,109 @@
+"""The engine on real Dask clusters: a local cluster killed with SIGKILL mid-run and resumed,
+and a `dask scheduler` + `dask worker` pair started as separate processes on 127.0.0.1.
+Both must give stores equal to an uninterrupted in-process run."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_extract import assert_same_store, make_corpus, write_manifest
+
+BIN = Path(sys.executable).parent
+
+
+def _env(cache: Path) -> dict:
+    return {**os.environ, "MER_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cluster")
+    rows = make_corpus(base / "audio", n=40, bad=True, min_s=0.5, max_s=1.2)
+    return base, rows
+
+
+@pytest.fixture(scope="module")
+def reference(corpus):
+    from mer.extract.engine import run_extract
+
+    base, rows = corpus
+    cache = base / "ref"
+    write_manifest(cache, rows)
+    return run_extract("iemocap", ["mfcc", "egemaps"], cache=cache, workers=0, quiet=True, batch_size=3, max_seconds=2.0)
+
+
+def test_sigkill_then_resume_equals_uninterrupted(corpus, reference):
+    base, rows = corpus
+    cache = base / "killed"
+    write_manifest(cache, rows)
+    cmd = [str(BIN / "mer"), "extract", "--dataset", "iemocap", "--features", "mfcc,egemaps", "--workers", "1",
+           "--batch-size", "3", "--max-seconds", "2", "--quiet"]
+    proc = subprocess.Popen(cmd, env=_env(cache), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    feats = cache / "iemocap" / "features"
+    n_batches = -(-len(rows) // 3)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            parts = list(feats.glob("egemaps-*.partial/batch-*.npz")) if feats.exists() else []
+            if len(parts) >= 2 or proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its cluster, no cleanup
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    staged = list(feats.glob("egemaps-*.partial/batch-*.npz"))
+    assert 0 < len(staged) < n_batches, f"kill did not land mid-run ({len(staged)} of {n_batches} parts)"
+    assert not list(feats.glob("egemaps-*.zarr/zarr.json"))
+    out = subprocess.run(cmd[:-1], env=_env(cache), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resumed" in out.stderr
+    for feat, ref in reference.items():
+        got = feats / ref.name
+        assert got.exists(), feat
+        assert_same_store(got, ref)
+        assert not Path(str(got) + ".partial").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dask_scheduler_and_worker_processes(corpus, reference):
+    from mer.extract.engine import run_extract
+
+    base, rows = corpus
+    cache = base / "dist"
+    write_manifest(cache, rows)
+    port = _free_port()
+    addr = f"tcp://127.0.0.1:{port}"
+    procs = []
+    try:
+        procs.append(subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", addr, "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
+                                       "--host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        got = run_extract("iemocap", ["mfcc", "egemaps"], cache=cache, scheduler=addr, quiet=True, batch_size=3, max_seconds=2.0)
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+    for feat, ref in reference.items():
+        assert got[feat].name == ref.name
+        assert_same_store(got[feat], ref)
