@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,12 @@ def build_network(input_repr: str = "mel256", embedding_size: int = 6144):
             super().__init__()
             import librosa
 
-            fb = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels, fmin=0.0,
-                                     fmax=SAMPLE_RATE / 2, htk=True, norm="slaney")
+            with warnings.catch_warnings():
+                # 256 HTK bands over 1,025 FFT bins leave some low bands empty; Kapre's filterbank
+                # has the same empty bands, and the published weights were trained with them.
+                warnings.simplefilter("ignore", UserWarning)
+                fb = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels, fmin=0.0,
+                                         fmax=SAMPLE_RATE / 2, htk=True, norm="slaney")
             # Buffers, not parameters: fixed and rebuilt here, so weight files never carry them.
             self.register_buffer("mel_fb", torch.from_numpy(fb.astype(np.float32)), persistent=False)
             self.register_buffer("window", torch.hann_window(N_FFT, periodic=True), persistent=False)

@@ -393,6 +393,10 @@ class NeuralExtractor(Extractor):
             self._model = self._load()
         return self._model
 
+    def setup(self) -> None:
+        """The engine's hook, called once per worker before the first batch."""
+        self.load()
+
     def _load(self):  # pragma: no cover - each subclass loads its own model
         raise NotImplementedError
 
