@@ -1,0 +1,94 @@
+"""Protocols: folds from the yaml specs; validation never touches the test fold."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from mer.common.errors import MerError
+from mer.common.schemes import protocol
+from mer.train.protocols import make_folds, protocol_spec, resolve_auto
+
+
+def _df(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    sess = rng.integers(1, 6, n)
+    g = np.where(rng.random(n) < 0.5, "F", "M")
+    split = rng.choice(["train", "dev", "test"], n, p=[0.7, 0.1, 0.2])
+    return pd.DataFrame({
+        "id": [f"u{i}" for i in range(n)], "session": [f"Ses{s:02d}" for s in sess], "gender": g,
+        "speaker": [f"Ses{s:02d}_{x}" for s, x in zip(sess, g)], "split": split,
+    }), rng.integers(0, 4, n)
+
+
+def _disjoint(f):
+    assert not (set(f.train) & set(f.valid)) and not (set(f.train) & set(f.test)) and not (set(f.valid) & set(f.test))
+
+
+def test_loso_five_folds_cover_every_row_once():
+    df, y = _df()
+    folds = make_folds(protocol("iemocap", "loso"), df, y, seed=0)
+    assert [f.name for f in folds] == ["Ses01", "Ses02", "Ses03", "Ses04", "Ses05"]
+    tests = np.concatenate([f.test for f in folds])
+    assert sorted(tests.tolist()) == list(range(len(df)))
+    for f in folds:
+        _disjoint(f)
+        assert set(df["session"].iloc[f.test]) == {f.name}
+        assert f.name not in set(df["session"].iloc[np.concatenate([f.train, f.valid])])
+        assert abs(len(f.valid) - 0.1 * (len(f.train) + len(f.valid))) <= 1
+
+
+def test_si_splits_session5_by_gender_both_ways():
+    df, y = _df()
+    folds = make_folds(protocol("iemocap", "si"), df, y, seed=0)
+    assert [f.name for f in folds] == ["Ses05-F", "Ses05-M"]
+    for f in folds:
+        _disjoint(f)
+        assert "Ses05" not in set(df["session"].iloc[f.train])
+        assert set(df["session"].iloc[f.valid]) == set(df["session"].iloc[f.test]) == {"Ses05"}
+        assert df["gender"].iloc[f.test].nunique() == 1 and df["gender"].iloc[f.valid].nunique() == 1
+    assert set(folds[0].test) == set(folds[1].valid)
+
+
+def test_random_and_sd_are_stratified_and_seeded():
+    df, y = _df(400)
+    sd = make_folds(protocol("iemocap", "sd"), df, y, seed=1)[0]
+    _disjoint(sd)
+    assert (len(sd.train), len(sd.valid), len(sd.test)) == (320, 40, 40)
+    # stratified: class shares in test within 3 points of the whole
+    for c in range(4):
+        assert abs((y[sd.test] == c).mean() - (y == c).mean()) < 0.03
+    again = make_folds(protocol("iemocap", "sd"), df, y, seed=1)[0]
+    other = make_folds(protocol("iemocap", "sd"), df, y, seed=2)[0]
+    assert np.array_equal(sd.test, again.test) and not np.array_equal(sd.test, other.test)
+    r = make_folds(protocol("iemocap", "random"), df, y, seed=0)[0]
+    assert len(r.test) == 80 and len(r.valid) == 32  # 10% of the 320 training rows for early stopping
+
+
+def test_official_uses_dev_or_carves_validation():
+    df, y = _df()
+    meld = make_folds(protocol("meld", "official"), df, y)[0]
+    assert set(df["split"].iloc[meld.train]) == {"train"} and set(df["split"].iloc[meld.valid]) == {"dev"}
+    assert set(df["split"].iloc[meld.test]) == {"test"}
+    slue = {"name": "official", "kind": "official", "splits": {"train": "train", "valid": None, "test": "dev"}}
+    f = make_folds(slue, df, y)[0]
+    _disjoint(f)
+    assert set(df["split"].iloc[np.concatenate([f.train, f.valid])]) == {"train"}
+
+
+def test_group_kfold_and_auto():
+    df, y = _df()
+    spec = protocol("csv", "speaker")
+    folds = make_folds(spec, df, y, seed=0)
+    assert len(folds) == 5
+    for f in folds:
+        _disjoint(f)
+        assert not set(df["speaker"].iloc[f.test]) & set(df["speaker"].iloc[f.train])
+    assert resolve_auto({"official": protocol("csv", "official")}, df)["kind"] == "official"
+    assert protocol_spec("csv", None, df.drop(columns=["split"]))["kind"] == "group_kfold"
+    assert protocol_spec("csv", None, df.drop(columns=["split", "speaker"]))["kind"] == "random"
+
+
+def test_errors_name_the_problem():
+    df, y = _df()
+    df.loc[3, "session"] = None
+    with pytest.raises(MerError, match="u3"):
+        make_folds(protocol("iemocap", "loso"), df, y)
