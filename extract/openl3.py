@@ -220,7 +220,7 @@ class OpenL3Extractor(NeuralExtractor):
     modality = "audio"
     Config = OpenL3Config
     sample_rate = SAMPLE_RATE
-    preferred_batch_size = 32
+    batch_hint = 32
 
     def __init__(self, config: OpenL3Config | None = None, device: str = "cpu"):
         c = config or OpenL3Config()
@@ -249,11 +249,14 @@ class OpenL3Extractor(NeuralExtractor):
         return True, ""
 
     def identity(self) -> dict[str, Any]:
+        prec = dtype_name(self.torch_dtype)   # "auto" is fp32 on CPU, bf16/fp16 on GPU
         if self.config.random_weights:
-            return {"weights": f"RANDOM (seed {RANDOM_SEED}): NOT a pretrained OpenL3 model, for tests/benchmarks only"}
+            return {"weights": f"RANDOM (seed {RANDOM_SEED}): NOT a pretrained OpenL3 model, for tests/benchmarks only",
+                    "compute_dtype": prec}
         if self._hash is None:
             self._hash = hash_file(self.weights)
-        return {"weights_file": self.weights.name, "weights_hash": self._hash, "frontend": "kapre-0.1 logmel, 1 s windows"}
+        return {"weights_file": self.weights.name, "weights_hash": self._hash,
+                "frontend": "kapre-0.1 logmel, 1 s windows", "compute_dtype": prec}
 
     def versions(self) -> dict[str, str]:
         import librosa

@@ -80,7 +80,7 @@ class DVectorExtractor(NeuralExtractor):
     modality = "audio"
     Config = DVectorConfig
     sample_rate = SAMPLE_RATE
-    preferred_batch_size = 64
+    batch_hint = 64
 
     def __init__(self, config: DVectorConfig | None = None, device: str = "cpu"):
         c = config or DVectorConfig()
@@ -96,7 +96,8 @@ class DVectorExtractor(NeuralExtractor):
     def identity(self) -> dict[str, Any]:
         if self._hash is None:
             self._hash = hash_file(self._weights)
-        return {"model": "resemblyzer VoiceEncoder (GE2E)", "weights_hash": self._hash}
+        return {"model": "resemblyzer VoiceEncoder (GE2E)", "weights_hash": self._hash,
+                "compute_dtype": dtype_name(self.torch_dtype)}
 
     def versions(self) -> dict[str, str]:
         from importlib.metadata import version

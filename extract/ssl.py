@@ -79,7 +79,7 @@ class Wav2VecExtractor(NeuralExtractor):
     modality = "audio"
     Config = Wav2VecConfig
     sample_rate = SAMPLE_RATE
-    preferred_batch_size = 16
+    batch_hint = 16
 
     def __init__(self, config: Wav2VecConfig | None = None, device: str = "cpu"):
         c = config or Wav2VecConfig()
@@ -142,6 +142,8 @@ class Wav2VecExtractor(NeuralExtractor):
             "weights_hash": self._hash,
             "normalize_input": self.normalize,
             "padded_batches": self.uses_mask,
+            # "auto" means fp32 on CPU and bf16/fp16 on GPU: the resolved precision is part of the key.
+            "compute_dtype": dtype_name(self.torch_dtype),
         }
 
     def versions(self) -> dict[str, str]:

@@ -103,7 +103,7 @@ class BertExtractor(NeuralExtractor):
     name = "bert"
     modality = "text"
     Config = BertConfig
-    preferred_batch_size = 256
+    batch_hint = 256
 
     def __init__(self, config: BertConfig | None = None, device: str = "cpu"):
         super().__init__(config, device)
@@ -142,6 +142,8 @@ class BertExtractor(NeuralExtractor):
             "model_type": self.hf_config.model_type,
             "weights_hash": self._hash,
             "special_tokens_included": bool(self.config.special_tokens),
+            # "auto" means fp32 on CPU and bf16/fp16 on GPU: the resolved precision is part of the key.
+            "compute_dtype": dtype_name(self.torch_dtype),
             "mean_pooling": "all non-padding tokens, special tokens included",
         }
 

@@ -357,13 +357,13 @@ class NeuralExtractor(Extractor):
     Engine-facing additions (all optional to use):
       ``load()``            load the model now (else the first ``process`` does)
       ``sort_key(utt)``     a length for grouping similar utterances into one batch
-      ``preferred_batch_size`` utterances per ``process`` call that keep the device busy
+      ``batch_hint`` utterances per ``process`` call that keep the device busy
       ``available()``       (ok, reason): whether the extractor can run with its config here
       ``report``            set it to a mer.common.report.Report to collect repairs/notes
     """
 
     uses_gpu: ClassVar[bool] = True
-    preferred_batch_size: ClassVar[int] = 32
+    batch_hint: ClassVar[int] = 32
 
     def __init__(self, config=None, device: str = "cpu"):
         super().__init__(config, pick_device(device))
@@ -405,6 +405,12 @@ class NeuralExtractor(Extractor):
         self.events.append((kind, uid, reason, detail))
         if self.report is not None:
             getattr(self.report, kind)(uid, self.name, reason, detail)
+
+    def pop_events(self) -> list[tuple[str, str, str, str]]:
+        """Repairs/notes recorded since the last call, as (kind, utterance id, reason, detail),
+        kind being "repair" or "note": for an engine that gathers them per batch."""
+        ev, self.events = self.events, []
+        return ev
 
     def _audio(self, utt: Utterance) -> np.ndarray:
         if utt.audio is None:

@@ -558,3 +558,53 @@ def test_wav2vec_identity_follows_weights_and_short_audio_is_recorded(ssl_models
         transformers.BertModel(transformers.BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
                                                        intermediate_size=8, vocab_size=10)).save_pretrained(bert_dir)
         cls(cls.Config(model=str(bert_dir))).outputs()
+
+
+# ============================================================================ end to end
+
+
+def test_extract_bert_and_dvector_end_to_end(tmp_path, device):
+    """`mer extract --dataset iemocap --root <synthetic corpus> --features bert,dvector`, offline:
+    the stores read back equal to process() on the same texts/audio (tolerance 1e-5)."""
+    pytest.importorskip("espeakng_loader")
+    from click.testing import CliRunner
+
+    from mer.common import manifest as mf
+    from mer.common.audio import load as load_audio
+    from mer.common.cli import cli
+    from mer.common.synth import generate
+    from mer.extract.store import open_store
+
+    root = generate(tmp_path / "corpus", layout="iemocap", per_class=1, sessions=1, workers=1)
+    cache = tmp_path / "cache"
+    args = ["extract", "--dataset", "iemocap", "--root", str(root), "--cache", str(cache),
+            "--features", "bert,dvector", "--workers", "0", "--device", device, "--quiet"]
+    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    m = mf.load("iemocap", cache)
+    df = m.df
+    stores = {p.name.split("-")[0]: p for p in (cache / "iemocap" / "features").glob("*.zarr")}
+    assert set(stores) == {"bert", "dvector"}
+
+    bert = EXTRACTORS.get("bert")(None, device)
+    want = bert.process([Utterance(r.id, text=r.text) for r in df.itertuples()])
+    with open_store(stores["bert"]) as r:
+        assert r.ids.tolist() == df["id"].tolist() and bool(r.valid.all())
+        assert r.attrs["identity"]["weights_hash"] == bert.identity()["weights_hash"]
+        mean = r.read_fixed("mean")
+        ids, off = r.read_ragged("token_ids")
+        assert ids.dtype == np.int32
+        for i, w in enumerate(want):
+            np.testing.assert_allclose(mean[i], w["mean"], atol=1e-5, rtol=0)
+            assert ids[off[i]:off[i + 1], 0].tolist() == w["token_ids"][:, 0].tolist()
+
+    dv = EXTRACTORS.get("dvector")(None, device)
+    utts = [Utterance(r.id, audio=load_audio(r.audio, 16000, r.start, r.end), sample_rate=16000) for r in df.itertuples()]
+    want = dv.process(utts)
+    with open_store(stores["dvector"]) as r:
+        assert bool(r.valid.all())
+        emb = r.read_fixed("utterance")
+        vals, off = r.read_ragged("partials")
+        for i, w in enumerate(want):
+            np.testing.assert_allclose(emb[i], w["utterance"], atol=1e-5, rtol=0)
+            np.testing.assert_allclose(vals[off[i]:off[i + 1]], w["partials"], atol=1e-5, rtol=0)
