@@ -159,10 +159,11 @@ MELD_SPEAKERS = [("Chandler", "M"), ("Monica", "F"), ("Ross", "M"), ("Rachel", "
 
 CSV_LABELS = {"ang": "angry", "hap": "happy", "sad": "sad", "neu": "neutral"}
 
-# espeak voice variants: one distinct (language, variant, base pitch) per speaker.
-F_VARIANTS = ["f1", "f2", "f3", "f4", "f5"]
-M_VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7"]
-LANGS = ["en-us", "en", "en-us", "en-029", "en-us", "en-gb-x-rp"]
+# espeak voices (accent + variant), one per speaker, plus a base pitch drawn per speaker.
+# Variants with a "breath" setting (f2, f3, f5) are left out: their breath noise differs
+# from one process to the next (seen here with espeak-ng 1.52), which breaks determinism.
+F_VOICES = ["en-us+f1", "en+f4", "en-029+f1", "en-gb-x-rp+f4", "en-us-nyc+f1", "en-gb-scotland+f4"]
+M_VOICES = ["en-us+m1", "en+m2", "en-029+m3", "en-gb-x-rp+m4", "en-us-nyc+m5", "en-gb-scotland+m6", "en-us+m7"]
 
 
 # --------------------------------------------------------------------------------------
@@ -203,10 +204,9 @@ class Utt:
 
 
 def _speaker(rng: np.random.Generator, key: str, gender: str, n: int) -> Speaker:
-    var = (F_VARIANTS if gender == "F" else M_VARIANTS)[n % (5 if gender == "F" else 7)]
-    lang = LANGS[n % len(LANGS)]
+    voices = F_VOICES if gender == "F" else M_VOICES
     base = int(rng.integers(56, 66)) if gender == "F" else int(rng.integers(32, 42))
-    return Speaker(key, gender, f"{lang}+{var}", base, float(rng.uniform(0.95, 1.05)), float(rng.uniform(0.9, 1.1)))
+    return Speaker(key, gender, voices[n % len(voices)], base, float(rng.uniform(0.95, 1.05)), float(rng.uniform(0.9, 1.1)))
 
 
 def _sentence(phrase: str, profile: str) -> str:
@@ -530,7 +530,8 @@ def _iemocap_plan(rng, cfg: "SynthConfig"):
         emos = (["ang"] * pc + ["hap"] * (pc // 2) + ["exc"] * (pc - pc // 2) + ["sad"] * pc + ["neu"] * pc
                 + ["fru"] * max(1, pc // 5) + ["sur"] * max(1, pc // 10) + ["xxx"] * max(1, pc // 8))
         emos = [emos[i] for i in rng.permutation(len(emos))]
-        n_dlg = max(2, int(round(len(emos) / 14)))
+        # At least F/M impro and F/M script dialogs in every session, about 14 turns each.
+        n_dlg = min(len(emos), max(4, int(round(len(emos) / 14))))
         bounds = np.linspace(0, len(emos), n_dlg + 1).round().astype(int)
         dialogs = []
         for d in range(n_dlg):
@@ -589,7 +590,7 @@ def _write_iemocap(out: Path, cfg, rng, workers: int, quiet: bool) -> dict:
     notes = 0
     defect_trunc = defect_empty = None
     if cfg.defects:
-        first = plan[0][2][0][1]
+        first = [u for _, utts, _ in plan[0][2] for u in utts]  # session 1 has >= 7 utterances
         defect_trunc, defect_empty = first[1].uid, first[2].uid
     counts: dict[str, int] = {}
     kinds: dict[str, int] = {}
@@ -745,7 +746,7 @@ def _write_meld(out: Path, cfg, rng, workers: int, quiet: bool) -> dict:
                          _meld_time(t), _meld_time(t + dur)])
             missing = cfg.defects and split == "train" and sr_no == 2
             if missing:
-                expected_drop.append({"id": f"{split}/{u.uid}", "reason": "missing audio"})
+                expected_drop.append({"id": f"{split}_{u.uid}", "reason": "missing audio"})  # the adapter's id
             else:
                 write_mp4(out / folder / f"{u.uid}.mp4", x, sr, video=cfg.video, shade=40 + 30 * speakers.index(u.speaker))
             if u.extra["trap"]:
