@@ -582,7 +582,7 @@ def run_extract(
     workers: int | None = None,
     scheduler: str | None = None,
     dtype: str = "float32",
-    batch_size: int = DEFAULT_BATCH,
+    batch_size: int | None = None,
     quiet: bool = False,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     manifest=None,
@@ -593,6 +593,8 @@ def run_extract(
     ``workers``: local worker processes (default: one per core; 0 = run in this process).
     ``scheduler``: address of an existing dask.distributed scheduler (workers must see the
     audio files and the ``mer`` package). ``manifest``: an explicit manifest path.
+    ``batch_size``: utterances per task and per resumable part (default: between 4 and 32,
+    by corpus size); a resumed run keeps the batch size its parts were cut with.
     """
     from mer.common import manifest as mf
     from mer.extract.store import STORES
@@ -608,7 +610,7 @@ def run_extract(
         raise UsageError(f"--format {fmt!r}: choose one of {', '.join(STORES.names())}")
     if dtype not in ("float32", "float16"):
         raise UsageError(f"--dtype {dtype!r}: choose float32 or float16")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     configs = dict(configs or {})
     for k in configs:
@@ -622,6 +624,10 @@ def run_extract(
     else:
         m = mf.load(dataset, cache, manifest=manifest)
     n = len(m.df)
+    if batch_size is None:
+        # Enough tasks to keep every worker busy to the end (dozens per worker on small
+        # corpora), at most DEFAULT_BATCH utterances each on big ones.
+        batch_size = min(DEFAULT_BATCH, max(4, math.ceil(n / 64)))
     if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
         raise UsageError(f"--device {device!r}: choose auto, cpu or cuda")
 

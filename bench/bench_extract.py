@@ -1,0 +1,158 @@
+"""Benchmark: `mer extract` vs a plain per-file loop, MFCC + mel + eGeMAPS, same machine.
+
+For each corpus size: synthesize an IEMOCAP-layout corpus (mer.common.synth, espeak-ng
+speech, 16 kHz), prepare its manifest (not timed), then time in separate processes
+
+- mer:  ``mer extract --features mfcc,mel,egemaps`` (default workers: one per core), fresh
+        cache, stores written and verified;
+- loop: one file at a time, what a script would do: ``librosa.load``,
+        ``librosa.feature.mfcc``, ``librosa.feature.melspectrogram`` + ``power_to_db``,
+        ``opensmile.Smile.process_file`` for eGeMAPSv02 functionals and again for the LLDs
+        (the same outputs mer stores), results kept in lists and pickled at the end.
+
+Same parameters on both sides (16 kHz, 25 ms window, 10 ms hop, n_fft 512, 40 MFCCs from 40
+mel bands, 64-band log-mel). Peak memory is the peak of the summed PSS (proportional set
+size, so shared libraries are not counted twice) of the process and all its children,
+sampled every 0.2 s. Prints a Markdown table with the speed-up ratio and both peaks.
+
+    python bench/bench_extract.py --per-class 8 32 --out /tmp/mer-bench
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def tree_pss(proc) -> int:
+    import psutil
+
+    total = 0
+    for p in [proc] + proc.children(recursive=True):
+        try:
+            mi = p.memory_full_info()
+            total += getattr(mi, "pss", mi.rss)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
+def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
+    """Wall seconds and peak tree PSS (bytes) of a command."""
+    import psutil
+
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ps = psutil.Process(p.pid)
+    peak = [0]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            try:
+                peak[0] = max(peak[0], tree_pss(ps))
+            except Exception:
+                pass
+            done.wait(0.2)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    out, _ = p.communicate()
+    wall = time.perf_counter() - t0
+    done.set()
+    th.join()
+    if p.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({p.returncode}):\n{out[-3000:]}")
+    return wall, peak[0], out
+
+
+def loop_main(manifest: str, out: str) -> None:
+    """The baseline: a plain per-file loop (run in its own process by the benchmark)."""
+    import librosa
+    import opensmile
+    import pandas as pd
+
+    df = pd.read_parquet(manifest)
+    func = opensmile.Smile(opensmile.FeatureSet.eGeMAPSv02, opensmile.FeatureLevel.Functionals)
+    lld = opensmile.Smile(opensmile.FeatureSet.eGeMAPSv02, opensmile.FeatureLevel.LowLevelDescriptors)
+    res = {"mfcc": [], "mel": [], "egemaps": [], "egemaps_lld": []}
+    for path in df["audio"]:
+        y, sr = librosa.load(path, sr=16000)
+        res["mfcc"].append(librosa.feature.mfcc(y=y, sr=sr, n_mfcc=40, n_mels=40, n_fft=512, win_length=400, hop_length=160))
+        res["mel"].append(librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, n_mels=64, n_fft=512, win_length=400, hop_length=160)))
+        res["egemaps"].append(func.process_file(path).to_numpy())
+        res["egemaps_lld"].append(lld.process_file(path).to_numpy())
+    with open(out, "wb") as f:
+        pickle.dump(res, f)
+
+
+def machine() -> str:
+    import psutil
+
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()[:10]
+    return "\n".join([
+        f"nproc: {os.cpu_count()}",
+        f"RAM: {psutil.virtual_memory().total / 2**30:.1f} GiB",
+        f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        f"python {platform.python_version()}, {platform.platform()}",
+        *lscpu,
+    ])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--per-class", type=int, nargs="+", default=[8, 32], help="synth per_class for each corpus size")
+    ap.add_argument("--sessions", type=int, default=5)
+    ap.add_argument("--out", default="/tmp/mer-bench")
+    ap.add_argument("--workers", type=int, default=None, help="mer --workers (default: one per core)")
+    ap.add_argument("--loop", nargs=2, metavar=("MANIFEST", "OUT"), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.loop:
+        loop_main(*a.loop)
+        return
+    from mer.common.synth import generate
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print("## machine\n```\n" + machine() + "\n```", flush=True)
+    rows = []
+    for pc in a.per_class:
+        corpus = out / f"corpus-{pc}"
+        if not (corpus / "synth_info.json").exists():
+            t = time.perf_counter()
+            generate(corpus, "iemocap", per_class=pc, sessions=a.sessions, seed=0)
+            print(f"synthesized {corpus} in {time.perf_counter() - t:.0f} s", flush=True)
+        cache = out / f"cache-{pc}"
+        env = {**os.environ, "MER_CACHE": str(cache)}
+        subprocess.run([str(BIN / "mer"), "prepare", "--dataset", "iemocap", "--root", str(corpus)], env=env, check=True, capture_output=True)
+        import pandas as pd
+
+        mpath = cache / "iemocap" / "manifest.parquet"
+        df = pd.read_parquet(mpath)
+        hours = float(df["duration"].sum()) / 3600
+        subprocess.run([str(BIN / "mer"), "cache", "rm", "--dataset", "iemocap", "--yes"], env=env, capture_output=True)
+        cmd = [str(BIN / "mer"), "extract", "--dataset", "iemocap", "--features", "mfcc,mel,egemaps", "--quiet"]
+        if a.workers is not None:
+            cmd += ["--workers", str(a.workers)]
+        t_mer, m_mer, _ = run_measured(cmd, env)
+        t_loop, m_loop, _ = run_measured([sys.executable, __file__, "--loop", str(mpath), str(out / f"loop-{pc}.pkl")])
+        rows.append({"utterances": len(df), "audio_min": round(hours * 60, 1), "mer_s": round(t_mer, 1), "loop_s": round(t_loop, 1),
+                     "speedup": round(t_loop / t_mer, 2), "mer_peak_MiB": round(m_mer / 2**20), "loop_peak_MiB": round(m_loop / 2**20)})
+        print(json.dumps(rows[-1]), flush=True)
+    print("\n| utterances | audio (min) | mer (s) | loop (s) | speed-up | mer peak PSS (MiB) | loop peak PSS (MiB) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['utterances']} | {r['audio_min']} | {r['mer_s']} | {r['loop_s']} | {r['speedup']}x | {r['mer_peak_MiB']} | {r['loop_peak_MiB']} |")
+
+
+if __name__ == "__main__":
+    main()
