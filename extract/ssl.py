@@ -39,6 +39,7 @@ from mer.extract.torchutil import (
     inference,
     length_sorted,
     pooled_stats,
+    quiet_transformers,
     resolve_hf_model,
     shared_model,
 )
@@ -169,7 +170,8 @@ class Wav2VecExtractor(NeuralExtractor):
         d = str(self.model_dir)
         _ = self.hf_config  # validates the model type first
         try:
-            model = transformers.AutoModel.from_pretrained(d, local_files_only=True)
+            with quiet_transformers():
+                model = transformers.AutoModel.from_pretrained(d, local_files_only=True)
         except OSError as e:
             raise MerError(f"--wav2vec.model {self.config.model}: cannot load from {d}: {str(e).splitlines()[0]}") from None
         pp = self._preproc()

@@ -40,6 +40,7 @@ from mer.extract.torchutil import (
     hash_model_dir,
     inference,
     length_sorted,
+    quiet_transformers,
     resolve_hf_model,
     shared_model,
 )
@@ -172,8 +173,9 @@ class BertExtractor(NeuralExtractor):
         transformers = require("transformers", "text")
         d = str(self.model_dir)
         try:
-            tok = transformers.AutoTokenizer.from_pretrained(d, local_files_only=True)
-            model = transformers.AutoModel.from_pretrained(d, local_files_only=True)
+            with quiet_transformers():
+                tok = transformers.AutoTokenizer.from_pretrained(d, local_files_only=True)
+                model = transformers.AutoModel.from_pretrained(d, local_files_only=True)
         except OSError as e:
             raise MerError(f"--bert.model {self.config.model}: cannot load from {d}: {str(e).splitlines()[0]}") from None
         model.eval().requires_grad_(False)

@@ -267,6 +267,20 @@ def resolve_hf_model(model: str, option: str) -> Path:
     return d
 
 
+@contextmanager
+def quiet_transformers():
+    """Hide transformers' per-load progress bar: it would garble mer's own progress bars."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 # --------------------------------------------------------------------------- one model per worker
 
 _MODELS: dict[tuple, Any] = {}

@@ -280,7 +280,7 @@ def test_openl3_random_weights_shapes_batching_determinism(input_repr, size, dev
     e = cls(cls.Config(**cfg, batch_size=64), device)
     assert "RANDOM" in e.identity()["weights"] and e.sample_rate == 48000
     assert e.outputs()["frames"].frame_rate == 2.0
-    utts = audio_utts(48000, [1.1, 0.4, 1.6])
+    utts = audio_utts(48000, [1.1, 0.4])
     r = e.process(utts)
     for u, x in zip(utts, r):
         # openl3's framing: half a window of zeros in front, end padded to whole hops.
@@ -294,7 +294,7 @@ def test_openl3_random_weights_shapes_batching_determinism(input_repr, size, dev
     again = [e2.process([u])[0] for u in utts]
     for a, b in zip(r, again):
         np.testing.assert_allclose(a["frames"], b["frames"], rtol=1e-4, atol=1e-4 * float(np.abs(a["frames"]).max()))
-    assert not np.allclose(r[0]["frames"][0], r[2]["frames"][0])   # different audio, different output
+    assert not np.allclose(r[0]["frames"][0], r[1]["frames"][0])   # different audio, different output
 
 
 def test_openl3_frontend_matches_kapre_reference():
@@ -451,8 +451,8 @@ class _Espeak:
 def speech():
     pytest.importorskip("espeakng_loader")
     es = _Espeak()
-    s1 = "The weather is lovely and I want to go for a long walk in the park."
-    s2 = "Please bring me the documents from the office before noon tomorrow."
+    s1 = "The weather is lovely, let us walk in the park."
+    s2 = "Please bring me the documents before noon."
     return {
         "A1": es.say(s1, "en", pitch=25), "A2": es.say(s2, "en", pitch=25),
         "B1": es.say(s1, "en+f3", pitch=75), "B2": es.say(s2, "en+f3", pitch=75),
@@ -527,7 +527,8 @@ def test_wav2vec_matches_transformers_and_batches_exactly(ssl_models, name, devi
     cls = EXTRACTORS.get("wav2vec")
     utts = audio_utts(16000, [1.0, 0.5, 1.0, 0.77], seed=2)
     model = transformers.AutoModel.from_pretrained(path).eval().to(device)
-    for layer in ("last", "avg", "1"):
+    # Every layer choice on one model; the others (same code path) only with the default.
+    for layer in (("last", "avg", "1") if name == "w2v2-layer" else ("last",)):
         e = cls(cls.Config(model=str(path), layer=layer, batch_size=4, dtype="float32"), device)
         assert e.outputs()["frames"].frame_rate == 50.0 and e.outputs()["mean"].dim == 32
         res = e.process(utts)
