@@ -609,3 +609,38 @@ def test_extract_bert_and_dvector_end_to_end(tmp_path, device):
         for i, w in enumerate(want):
             np.testing.assert_allclose(emb[i], w["utterance"], atol=1e-5, rtol=0)
             np.testing.assert_allclose(vals[off[i]:off[i + 1]], w["partials"], atol=1e-5, rtol=0)
+
+
+def test_openl3_and_wav2vec_store_round_trip(tmp_path, ssl_models, device):
+    """Random-weight OpenL3 and a config-built wav2vec through run_extract: what the store reads
+    back equals process() on the same decoded audio (tolerance 1e-5 relative to the scale)."""
+    from test_extract import make_corpus, write_manifest   # the engine tests' tiny corpus helpers
+
+    from mer.common.audio import load as load_audio
+    from mer.extract.engine import run_extract
+    from mer.extract.store import open_store
+
+    cache = tmp_path / "cache"
+    rows = make_corpus(tmp_path / "audio", n=3, min_s=0.4, max_s=1.2)
+    write_manifest(cache, rows)
+    configs = {
+        "openl3": {"random_weights": True, "input_repr": "mel128", "embedding_size": 512, "hop": 0.5},
+        "wav2vec": {"model": str(ssl_models["w2v2-layer"]), "layer": "avg"},
+    }
+    paths = run_extract("iemocap", ["openl3", "wav2vec"], cache=cache, configs=configs, workers=0,
+                        quiet=True, device=device)
+    for feat, sr, fixed in (("openl3", 48000, "mean"), ("wav2vec", 16000, "std")):
+        cls = EXTRACTORS.get(feat)
+        e = cls(cls.Config(**configs[feat]), device)
+        want = e.process([Utterance(r["id"], audio=load_audio(r["audio"], sr), sample_rate=sr) for r in rows])
+        with open_store(paths[feat]) as st:
+            assert st.ids.tolist() == [r["id"] for r in rows] and bool(st.valid.all())
+            assert st.attrs["identity"] == e.identity()
+            vals, off = st.read_ragged("frames")
+            fx = st.read_fixed(fixed)
+            for i, w in enumerate(want):
+                scale = float(np.abs(w["frames"]).max())
+                np.testing.assert_allclose(vals[off[i]:off[i + 1]], w["frames"], atol=1e-5 * scale, rtol=0)
+                np.testing.assert_allclose(fx[i], w[fixed], atol=1e-5 * scale, rtol=0)
+    with open_store(paths["openl3"]) as st:
+        assert "RANDOM" in st.attrs["identity"]["weights"]   # can never pass for real OpenL3
