@@ -8,13 +8,16 @@ operation that mixes time steps, recurrent layers run on packed sequences, atten
 ``-inf`` key masks, batch statistics are computed over real positions only, and pooling
 weighs real positions only. The tests change padded values and compare outputs.
 
-``wants`` (class attribute of every fusion model) tells the data layer which variant of a
-feature to load when a feature offers both (e.g. ``bert.pooled`` and ``bert.tokens``):
-- ``"pooled"``: the model works on utterance vectors; ragged inputs are still accepted and
-  mean-pooled over their real frames inside the model;
-- ``"sequence"``: the model is built for frame/token sequences; fixed inputs are still
-  accepted and read as length-1 sequences;
-- ``"either"``: each input is used in the form it comes in (with a matching branch).
+``wants`` (class attribute of every fusion model) tells the data layer which output of a
+feature to load when the user names only the feature and it offers both (e.g.
+``bert.pooled`` and ``bert.tokens``; see ``mer.train.data.resolve_inputs``):
+- ``"pooled"``: utterance vectors; ragged inputs are still accepted and mean-pooled over
+  their real frames inside the model;
+- ``"sequence"``: frame/token sequences where the feature has them; fixed inputs are still
+  accepted (a paper branch for vectors, or a length-1 sequence).
+Every model here accepts both kinds for every input, so the attribute is a preference,
+never a requirement; models use only these two values, which every version of the data
+layer's vocabulary accepts (``mer.train.data`` also knows ``"both"``, the brief ``"either"``).
 
 torch is imported at module level: this module is only imported by the fusion models,
 which the registry loads lazily (never at CLI start-up).
@@ -27,7 +30,7 @@ from torch import nn
 
 from mer.common.errors import MerError
 
-WANTS = ("pooled", "sequence", "either")
+WANTS = ("pooled", "sequence")
 
 
 # --------------------------------------------------------------------------- masks, pooling
@@ -329,7 +332,7 @@ class FusionBase(nn.Module):
     """
 
     Config: type
-    wants: str = "either"
+    wants: str = "sequence"
 
     def __init__(self, inputs, n_out: int, config=None):
         super().__init__()

@@ -77,7 +77,7 @@ class AttentionFusion(FusionBase):
         cnn_channels: tuple = (32, 48, 64, 80)
         dropout: float = 0.3      # paper: dropout 0.3 (text module)
 
-    wants = "either"
+    wants = "sequence"
 
     @classmethod
     def check_inputs(cls, inputs) -> None:
@@ -138,7 +138,7 @@ class WeightedFusion(FusionBase):
         dropout: float = 0.1      # BERT's default hidden dropout
         eps: float = 1e-12        # BertLayerNorm epsilon
 
-    wants = "either"
+    wants = "sequence"
 
     @classmethod
     def check_inputs(cls, inputs) -> None:

@@ -89,7 +89,7 @@ class HierarchicalFusion(FusionBase):
         sweep_thresholds: list[float] = field(
             default_factory=lambda: [0.20, 0.25, 0.30, 0.35, 0.40, 0.45, 0.50])
 
-    wants = "either"
+    wants = "sequence"
 
     @classmethod
     def check_inputs(cls, inputs) -> None:
