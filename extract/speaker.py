@@ -71,7 +71,7 @@ class DVectorConfig(ExtractorConfig):
     min_coverage: float = 0.75     # keep a zero-padded last partial if it covers this fraction
     preprocess: bool = True        # volume normalisation + VAD silence trimming (Resemblyzer's)
     batch_size: int = 256          # partials per forward pass (halved on GPU OOM)
-    dtype: str = "auto"            # auto (fp32 on CPU, bf16/fp16 on GPU) | float32 | float16 | bfloat16
+    dtype: str = "auto"            # auto (= float32 everywhere for this small LSTM) | float32 | float16 | bfloat16
 
 
 @EXTRACTORS.register("dvector")
@@ -92,6 +92,18 @@ class DVectorExtractor(NeuralExtractor):
         super().__init__(c, device)
         self._weights = weights_file()
         self._hash = None
+
+    @property
+    def torch_dtype(self):
+        """fp32 unless a half dtype is asked for explicitly: the 1.4 M-parameter LSTM gains
+        nothing from half precision, and cuDNN's bf16 LSTM support varies by version."""
+        import torch
+
+        from mer.extract.torchutil import resolve_dtype
+
+        if (self.config.dtype or "auto").lower() == "auto":
+            return torch.float32
+        return resolve_dtype(self.device, self.config.dtype)
 
     def identity(self) -> dict[str, Any]:
         if self._hash is None:

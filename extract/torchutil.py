@@ -18,6 +18,7 @@ torch is imported inside functions: importing this module stays cheap.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import queue
 import threading
@@ -108,7 +109,11 @@ def is_oom(exc: BaseException) -> bool:
     oom = getattr(torch.cuda, "OutOfMemoryError", None)
     if oom is not None and isinstance(exc, oom):
         return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    if not isinstance(exc, RuntimeError):
+        return False
+    msg = str(exc)
+    # cuBLAS/cuDNN report a failed workspace allocation in their own words.
+    return "CUDA out of memory" in msg or "CUBLAS_STATUS_ALLOC_FAILED" in msg or "CUDNN_STATUS_ALLOC_FAILED" in msg
 
 
 class OOMBatcher:
@@ -134,11 +139,16 @@ class OOMBatcher:
         items = list(items)
         while i < len(items):
             chunk = items[i : i + self.batch_size]
+            oom = False
             try:
                 res = fn(chunk)
             except BaseException as e:  # noqa: BLE001 - only OOM is handled, the rest re-raised
                 if not is_oom(e):
                     raise
+                oom = True
+            if oom:
+                # Outside the except block: the exception's traceback (and the activations its
+                # frames hold) is gone, so empty_cache can really return the memory.
                 _empty_cache()
                 if self.batch_size == 1:
                     raise MerError(
@@ -146,6 +156,9 @@ class OOMBatcher:
                         "(use --device cpu or a GPU with more memory)"
                     ) from None
                 new = max(1, self.batch_size // 2)
+                logging.getLogger("mer.extract").warning(
+                    "out of GPU memory at a %s size of %d; retrying with %d", self.what, self.batch_size, new
+                )
                 self.shrinks.append((self.batch_size, new))
                 self.batch_size = new
                 continue
