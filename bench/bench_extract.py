@@ -46,10 +46,14 @@ def tree_pss(proc) -> int:
     return total
 
 
-def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
-    """Wall seconds and peak tree PSS (bytes) of a command."""
+def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, int, float, str]:
+    """Wall seconds, peak tree PSS (bytes) and CPU seconds (user + sys of the command and
+    every descendant it waited for) of a command."""
+    import resource
+
     import psutil
 
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ps = psutil.Process(p.pid)
@@ -72,7 +76,9 @@ def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, int, s
     th.join()
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({p.returncode}):\n{out[-3000:]}")
-    return wall, peak[0], out
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    return wall, peak[0], cpu, out
 
 
 def loop_main(manifest: str, out: str) -> None:
@@ -143,15 +149,19 @@ def main() -> None:
         cmd = [str(BIN / "mer"), "extract", "--dataset", "iemocap", "--features", "mfcc,mel,egemaps", "--quiet"]
         if a.workers is not None:
             cmd += ["--workers", str(a.workers)]
-        t_mer, m_mer, _ = run_measured(cmd, env)
-        t_loop, m_loop, _ = run_measured([sys.executable, __file__, "--loop", str(mpath), str(out / f"loop-{pc}.pkl")])
+        la0 = os.getloadavg()[0]
+        t_mer, m_mer, c_mer, _ = run_measured(cmd, env)
+        t_loop, m_loop, c_loop, _ = run_measured([sys.executable, __file__, "--loop", str(mpath), str(out / f"loop-{pc}.pkl")])
         rows.append({"utterances": len(df), "audio_min": round(hours * 60, 1), "mer_s": round(t_mer, 1), "loop_s": round(t_loop, 1),
-                     "speedup": round(t_loop / t_mer, 2), "mer_peak_MiB": round(m_mer / 2**20), "loop_peak_MiB": round(m_loop / 2**20)})
+                     "speedup": round(t_loop / t_mer, 2), "mer_cpu_s": round(c_mer, 1), "loop_cpu_s": round(c_loop, 1),
+                     "cpu_ratio": round(c_loop / c_mer, 2), "mer_peak_MiB": round(m_mer / 2**20), "loop_peak_MiB": round(m_loop / 2**20),
+                     "load_before": round(la0, 2), "load_after": round(os.getloadavg()[0], 2)})
         print(json.dumps(rows[-1]), flush=True)
-    print("\n| utterances | audio (min) | mer (s) | loop (s) | speed-up | mer peak PSS (MiB) | loop peak PSS (MiB) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| utterances | audio (min) | mer wall (s) | loop wall (s) | speed-up (wall) | mer CPU (s) | loop CPU (s) | CPU ratio | mer peak PSS (MiB) | loop peak PSS (MiB) | load avg before/after |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
-        print(f"| {r['utterances']} | {r['audio_min']} | {r['mer_s']} | {r['loop_s']} | {r['speedup']}x | {r['mer_peak_MiB']} | {r['loop_peak_MiB']} |")
+        print(f"| {r['utterances']} | {r['audio_min']} | {r['mer_s']} | {r['loop_s']} | {r['speedup']}x | {r['mer_cpu_s']} | {r['loop_cpu_s']} | "
+              f"{r['cpu_ratio']}x | {r['mer_peak_MiB']} | {r['loop_peak_MiB']} | {r['load_before']} / {r['load_after']} |")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import os
 import shutil
 import sys
 import time
+import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -505,7 +506,10 @@ class _Dask:
                 self.client.wait_for_workers(1, timeout=60)
             except Exception:
                 raise MerError(f"the Dask scheduler at {scheduler} has no workers (waited 60 s)") from None
-            info = self.client.scheduler_info(n_workers=-1) if "n_workers" in Client.scheduler_info.__code__.co_varnames else self.client.scheduler_info()
+            try:  # recent distributed lists only 5 workers unless asked for all
+                info = self.client.scheduler_info(n_workers=-1)
+            except TypeError:
+                info = self.client.scheduler_info()
             ws = info.get("workers", {})
             self.n_workers = max(1, sum(int(w.get("nthreads", 1)) for w in ws.values()))
             self.gpu_resources = any("GPU" in (w.get("resources") or {}) for w in ws.values())
@@ -536,7 +540,8 @@ class _Dask:
             if t is None:
                 return False
             kw = {"resources": {"GPU": 1}} if (t.gpu and self.gpu_resources) else {}
-            f = self.client.submit(run_batch, *t.args, key=f"mer-{t.name}", pure=False, retries=1, **kw)
+            # A fresh key per submission: a shared cluster may hold another run's results.
+            f = self.client.submit(run_batch, *t.args, key=f"mer-{t.name}-{uuid.uuid4().hex[:12]}", pure=False, retries=1, **kw)
             futs[f.key] = t
             ac.add(f)
             return True
@@ -733,7 +738,7 @@ def _compute(pending: list[Job], rows, n, dtype, max_seconds, workers, scheduler
                     continue
                 brows = rows[b * bs : (b + 1) * bs]
                 specs = [j.spec(dtype) for j in need]
-                tasks.append(_Task(f"{'-'.join(j.feature for j in need)}-{j.key[:8]}-b{b:06d}", b, need, (brows, specs, max_seconds, runner.threads), gpu))
+                tasks.append(_Task(f"{'-'.join(x.feature for x in need)}-b{b:06d}", b, need, (brows, specs, max_seconds, runner.threads), gpu))
         with ExitStack() as bars:
             pbars = {}
             for j in pending:

@@ -89,13 +89,15 @@ class _Spectral(Extractor):
 
         return {"torch": torch.__version__, "librosa": librosa.__version__, "numpy": np.__version__}
 
-    def _log_mel(self, batch: list[Utterance]) -> list[np.ndarray]:
-        """Per utterance: dB mel power spectrogram [n_mels, T] (float32, on CPU)."""
+    def _log_mel(self, batch: list[Utterance], post=None) -> list[np.ndarray]:
+        """Per utterance: dB mel power spectrogram [n_mels, T], or ``post`` of it (a batched
+        torch function of [B, n_mels, T], e.g. the DCT), as float32 numpy on the CPU."""
         if self._fb is None:
             self.setup()
         torch = self._torch
         c = self.config
         out: list[np.ndarray | None] = [None] * len(batch)
+        # Similar lengths together: little padding; bounded padded size per stft call.
         order = sorted(range(len(batch)), key=lambda i: len(batch[i].audio))
         groups, cur, cur_max = [], [], 0
         for i in order:
@@ -107,27 +109,40 @@ class _Spectral(Extractor):
             cur_max = max(cur_max, n)
         if cur:
             groups.append(cur)
+        power = float(getattr(c, "power", 2.0))
         for g in groups:
             lens = [len(batch[i].audio) for i in g]
             x = np.zeros((len(g), max(lens)), np.float32)
             for k, i in enumerate(g):
                 x[k, : lens[k]] = batch[i].audio
+            frames = torch.tensor([1 + n // self.hop_length for n in lens], device=self._dev)
             with torch.no_grad():
                 xt = torch.from_numpy(x).to(self._dev)
                 spec = torch.stft(
                     xt, n_fft=c.n_fft, hop_length=self.hop_length, win_length=self.win_length,
                     window=self._window, center=True, pad_mode="constant", return_complex=True,
                 )
-                p = spec.abs() if getattr(c, "power", 2.0) == 1.0 else spec.abs().pow(getattr(c, "power", 2.0))
+                p = spec.real.square() + spec.imag.square() if power == 2.0 else spec.abs().pow(power)
                 mel = torch.matmul(self._fb, p)  # [B, n_mels, T]
                 db = 10.0 * torch.log10(torch.clamp(mel, min=1e-10))
-                for k, i in enumerate(g):
-                    t = 1 + lens[k] // self.hop_length
-                    d = db[k, :, :t]
-                    if c.top_db is not None:
-                        d = torch.maximum(d, d.max() - float(c.top_db))
-                    out[i] = d.cpu().numpy()
+                if c.top_db is not None:
+                    # librosa's floor is relative to each utterance's own peak: padding frames
+                    # (beyond an utterance's end) are masked out of the max.
+                    valid = torch.arange(db.shape[-1], device=self._dev)[None, :] < frames[:, None]
+                    peak = db.masked_fill(~valid[:, None, :], float("-inf")).amax(dim=(1, 2))
+                    db = torch.maximum(db, (peak - float(c.top_db))[:, None, None])
+                if post is not None:
+                    db = post(db)
+                db = db.cpu().numpy()
+            for k, i in enumerate(g):
+                out[i] = db[k, :, : int(frames[k])]
         return out  # type: ignore[return-value]
+
+
+def torch_matmul(a, b):
+    import torch
+
+    return torch.matmul(a, b)
 
 
 @EXTRACTORS.register("mel")
@@ -181,8 +196,8 @@ class Mfcc(_Spectral):
             self.setup()
         c = self.config
         res = []
-        for m in self._log_mel(batch):
-            mf = (self._dct @ self._torch.from_numpy(m)).numpy()  # [n_mfcc, T]
+        dct = self._dct.to(self._dev)
+        for mf in self._log_mel(batch, post=lambda db: torch_matmul(dct, db)):  # [n_mfcc, T]
             if c.deltas:
                 import librosa
 
