@@ -274,7 +274,7 @@ def _modalities(rng, emo: str, one_modality: float, label_noise: float, noise_po
 
 
 # --------------------------------------------------------------------------------------
-# espeak-ng through ctypes (runs in spawned worker processes)
+# espeak-ng through ctypes (runs in fresh worker processes)
 # --------------------------------------------------------------------------------------
 
 _ENGINE = None
@@ -298,7 +298,6 @@ class Espeak:
                 ("user_data", ctypes.c_void_p), ("id", ctypes.c_char * 8),
             ]
 
-        self._ct = ctypes
         lib = ctypes.CDLL(el.get_library_path())
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.espeak_Initialize.restype = ctypes.c_int
@@ -868,6 +867,11 @@ def generate(
         raise UsageError("IEMOCAP ids hold two session digits: at most 99 sessions")
     if not 0 <= one_modality <= 1 or not 0 <= label_noise < 1:
         raise UsageError("one_modality must be in [0, 1] and label_noise in [0, 1)")
+    # Fail here, with the pip command, rather than inside a worker process.
+    require("espeakng_loader", "synth")
+    require("soxr", "audio")
+    if layout == "meld":
+        require("av", "audio")
     out = Path(out).expanduser()
     if out.exists() and any(out.iterdir()):
         raise MerError(f"{out}: not empty; a synthetic corpus is only written into an empty or new folder")
