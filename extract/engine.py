@@ -168,6 +168,8 @@ def resolve_device(device: str) -> str:
         raise UsageError(f"--device {device!r}: choose auto, cpu or cuda")
     if device == "cpu":
         return "cpu"
+    if device == "auto" and not _maybe_gpu():
+        return "cpu"  # no NVIDIA device node: skip importing torch just to be told so
     try:
         import torch
 
@@ -179,6 +181,12 @@ def resolve_device(device: str) -> str:
     if not ok:
         raise MerError(f"--device {device}: no CUDA device is available here (torch.cuda.is_available() is False)")
     return device
+
+
+def _maybe_gpu() -> bool:
+    import glob
+
+    return bool(glob.glob("/dev/nvidia[0-9]*")) or bool(os.environ.get("CUDA_VISIBLE_DEVICES")) or sys.platform != "linux"
 
 
 # ---------------------------------------------------------------------- worker side --
