@@ -154,6 +154,7 @@ class Job:
         e = self.extractor
         return {
             "feature": self.feature,
+            "module": type(e).__module__,
             "config": e.config.to_dict(),
             "device": e.device,
             "dtype": dtype,
@@ -200,6 +201,10 @@ def _worker_extractor(spec: dict) -> Extractor:
     k = C.canonical([spec["feature"], spec["config"], spec["device"]])
     e = _EXTRACTORS_LOADED.get(k)
     if e is None:
+        if spec.get("module") and spec["feature"] not in EXTRACTORS:
+            import importlib
+
+            importlib.import_module(spec["module"])  # an extractor registered outside mer
         cls = EXTRACTORS.get(spec["feature"])
         e = cls(make_config(cls, spec["config"]), device=spec["device"])
         e.setup()
@@ -524,48 +529,91 @@ class _Dask:
             self.threads = None  # the cluster's owner decides threads
         else:
             n = workers or os.cpu_count() or 1
-            self.cluster = LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                silence_logs=logging.ERROR if quiet else logging.WARNING,
-                # Each worker is one process with one thread; native libraries (torch, BLAS)
-                # get a fair share of the cores instead of all of them each.
-                env={"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n)), "MKL_NUM_THREADS": "1"},
-            )
+            import dask
+
+            # One task per worker process: a death is that task's doing, so it is declared
+            # a KilledWorker at once and split (see run), not retried on every worker.
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                self.cluster = LocalCluster(
+                    n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                    silence_logs=logging.ERROR if quiet else logging.WARNING,
+                    # Each worker is one process with one thread; native libraries (torch,
+                    # BLAS) get a fair share of the cores instead of all of them each.
+                    env={"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n)), "MKL_NUM_THREADS": "1"},
+                )
             self.client = Client(self.cluster)
             self.n_workers = n
             self.threads = max(1, (os.cpu_count() or 1) // n)
             self.gpu_resources = False
 
     def run(self, tasks, on_result, max_in_flight):
-        from distributed import as_completed
+        """Submit with a bounded number in flight; hand each result to ``on_result``.
 
-        it = iter(tasks)
+        A batch whose worker process died (``KilledWorker``: a segfault in a decoder or a
+        native library, the OOM killer) is split into one task per utterance, so the one
+        utterance that kills workers is skipped as "worker crashed" and the rest are kept.
+        """
+        from distributed import KilledWorker, as_completed
+
+        queue = list(tasks)[::-1]   # pop() from the end = submission order
+        suspects: list[_Task] = []  # one-utterance pieces of batches whose worker died
         futs = {}
         ac = as_completed()
+        split: dict[int, dict] = {}  # id(parent task) -> one result slot per utterance
 
-        def submit_next():
-            t = next(it, None)
-            if t is None:
-                return False
+        def submit(t, alone=False):
+            t.alone = alone
             kw = {"resources": {"GPU": 1}} if (t.gpu and self.gpu_resources) else {}
             # A fresh key per submission: a shared cluster may hold another run's results.
             f = self.client.submit(run_batch, *t.args, key=f"mer-{t.name}-{uuid.uuid4().hex[:12]}", pure=False, retries=1, **kw)
             futs[f.key] = t
             ac.add(f)
-            return True
 
-        for _ in range(max_in_flight):
-            if not submit_next():
-                break
-        for f in ac:
+        def refill():
+            # Suspects run one at a time with nothing else in flight: a worker that dies then
+            # was killed by that one utterance, never by a neighbour.
+            if suspects:
+                if not futs:
+                    submit(suspects.pop(), alone=True)
+                return
+            while queue and len(futs) < max_in_flight:
+                submit(queue.pop())
+
+        def done(t, res):
+            if t.parent is None:
+                on_result(t, res)
+                return
+            slots = split[id(t.parent)]
+            slots[t.index] = res
+            if all(p is not None for p in slots):
+                del split[id(t.parent)]
+                on_result(t.parent, _merge_results(slots))
+
+        refill()
+        while futs:
+            f = next(ac)
             t = futs.pop(f.key)
             try:
                 res = f.result()
+            except KilledWorker as e:
+                rows, specs, *rest = t.args
+                if len(rows) > 1:
+                    split[id(t)] = [None] * len(rows)
+                    suspects.extend(_Task(f"{t.name}-u{k}", t.batch, t.jobs, ([rows[k]], specs, *rest), t.gpu, parent=t, index=k)
+                                    for k in range(len(rows) - 1, -1, -1))
+                    refill()
+                    continue
+                if not t.alone:  # maybe a bystander of another task's crash: try it alone
+                    suspects.append(t)
+                    refill()
+                    continue
+                why = f"{rows[0]['id']} killed the worker process ({str(e)[:160]})"
+                res = {sp["feature"]: _pack(1, {}, [(0, "worker crashed", why)], sp["outputs"], sp["dtype"]) for sp in specs}
             except Exception as e:
                 raise MerError(f"batch {t.name} failed on a worker: {type(e).__name__}: {e} (finished batches are kept; run again to resume)") from None
             f.release()
-            on_result(t, res)
-            submit_next()
+            done(t, res)
+            refill()
 
     def close(self):
         try:
@@ -582,6 +630,23 @@ class _Task:
     jobs: list[Job]
     args: tuple
     gpu: bool
+    parent: "_Task | None" = None   # set on the one-utterance pieces of a split batch
+    index: int = 0
+    alone: bool = False              # was the only task in flight when submitted
+
+
+def _merge_results(pieces: list[dict]) -> dict:
+    """Join the per-utterance results of a split batch into one batch result."""
+    out = {}
+    for feat in pieces[0]:
+        parts = [p[feat] for p in pieces]
+        m = {"valid": np.concatenate([p["valid"] for p in parts]),
+             "skips": [(k + i, r, d) for k, p in enumerate(parts) for i, r, d in p["skips"]]}
+        for key in parts[0]:
+            if key not in ("valid", "skips"):
+                m[key] = np.concatenate([p[key] for p in parts])
+        out[feat] = m
+    return out
 
 
 def run_extract(
@@ -673,6 +738,8 @@ def run_extract(
     for j in jobs:
         if complete(j.path):
             j.status = "reused"
+            # Left over when a run died between moving its store in place and cleaning up.
+            shutil.rmtree(j.staging, ignore_errors=True)
     pending = [j for j in jobs if j.status == "pending"]
     results: dict[str, dict] = {}
     with ExitStack() as stack:
@@ -683,6 +750,7 @@ def run_extract(
             stack.enter_context(StoreLock(j.path, say=lambda s: say(s)))
             if complete(j.path):  # finished by the run we waited for
                 j.status = "reused"
+                shutil.rmtree(j.staging, ignore_errors=True)
         pending = [j for j in jobs if j.status == "pending"]
         if pending:
             rows = _rows(m)

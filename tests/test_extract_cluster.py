@@ -9,10 +9,42 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_extract import assert_same_store, make_corpus, write_manifest
+
+from mer.extract.base import EXTRACTORS, Extractor, ExtractorConfig, OutputSpec
+
+
+@dataclass
+class _CrashConfig(ExtractorConfig):
+    pass
+
+
+class CrashTest(Extractor):
+    """Kills its worker process (as a segfaulting native decoder would) on 'crashme'."""
+
+    name = "crashtest"
+    modality = "audio"
+    Config = _CrashConfig
+    sample_rate = 16000
+
+    def outputs(self):
+        return {"rms": OutputSpec("fixed", 1)}
+
+    def process(self, batch):
+        if any(u.id == "crashme" for u in batch):
+            os._exit(11)
+        return [{"rms": np.array([np.sqrt(np.mean(u.audio**2))], np.float32)} for u in batch]
+
+
+# Registered only where asked (the test below, and the Dask workers it starts, which import
+# this module by name and inherit the variable), so other tests never see it.
+if os.environ.get("MER_TEST_CRASHTEST"):
+    EXTRACTORS.register("crashtest")(CrashTest)
 
 BIN = Path(sys.executable).parent
 
@@ -107,3 +139,24 @@ def test_dask_scheduler_and_worker_processes(corpus, reference):
     for feat, ref in reference.items():
         assert got[feat].name == ref.name
         assert_same_store(got[feat], ref)
+
+
+def test_utterance_that_kills_workers_is_skipped(tmp_path):
+    import json
+
+    from mer.extract.engine import run_extract
+    from mer.extract.store import open_store
+
+    os.environ["MER_TEST_CRASHTEST"] = "1"
+    EXTRACTORS.register("crashtest")(CrashTest)
+    rows = make_corpus(tmp_path / "a", n=8)
+    rows[5]["id"] = "crashme"
+    cache = tmp_path / "c"
+    write_manifest(cache, rows)
+    p = run_extract("iemocap", ["crashtest"], cache=cache, workers=1, quiet=True, batch_size=4)["crashtest"]
+    with open_store(p) as r:
+        assert r.attrs["complete"] is True
+        assert r.valid.tolist() == [True] * 5 + [False] + [True] * 2
+        assert np.all(r.read_fixed("rms")[r.valid] > 0)
+    rep = json.loads(Path(str(p) + ".report.json").read_text())
+    assert [(d["id"], d["reason"]) for d in rep["dropped"]] == [("crashme", "worker crashed")]
