@@ -318,10 +318,10 @@ def predict(m, data, n):
 N_TRAIN, N_TEST = 320, 160
 
 LEARN = [
-    ("attention", "pooled", 10), ("attention", "ragged", 8),
-    ("weighted", "pooled", 10), ("weighted", "ragged", 8),
-    ("interaction", "mixed", 10),
-    ("cross", "ragged", 6),
+    ("attention", "pooled", 6), ("attention", "ragged", 4),
+    ("weighted", "pooled", 6), ("weighted", "ragged", 6),
+    ("interaction", "mixed", 6),
+    ("cross", "ragged", 3),
 ]
 
 
