@@ -526,7 +526,7 @@ def single_batch(features: dict[str, np.ndarray], sources: list[InputSource], no
 
 # ----------------------------------------------------------------------------- synthetic data
 def synthetic(n: int = 400, seed: int = 0, text_dim: int = 16, audio_dim: int = 12, noise: float = 1.0,
-              ragged: bool = True, sessions: int = 5):
+              ragged: bool = True, sessions: int = 5, mode: str = "complementary"):
     """A learnable synthetic corpus in IEMOCAP's shape, for tests and benchmarks.
 
     Four classes ``ang hap sad neu`` = two bits: text carries one bit (ang/hap vs sad/neu),
@@ -535,6 +535,10 @@ def synthetic(n: int = 400, seed: int = 0, text_dim: int = 16, audio_dim: int = 
     ``(Manifest, {"bert": FeatureSet, "mfcc": FeatureSet})`` with fixed outputs
     (bert "mean", mfcc "pooled") and, if ``ragged``, sequences (bert "tokens", mfcc
     "frames") whose frame mean carries the same signal.
+
+    ``mode="redundant"``: instead, each modality carries the whole label (one centroid per
+    class, plus noise), for models that read one modality's content only (e.g. masked
+    attention re-weights text tokens; audio only steers the weights).
     """
     import pandas as pd
 
@@ -557,9 +561,15 @@ def synthetic(n: int = 400, seed: int = 0, text_dim: int = 16, audio_dim: int = 
     man = Manifest(df, {"dataset": "iemocap", **content_hashes(df)}, None)
 
     def modality(bit, dim, name_fixed, name_seq, feat, modality_name, offset):
-        direction = np.random.default_rng(seed + offset).normal(size=dim)
-        direction /= np.linalg.norm(direction)
-        centre = (2 * bit - 1)[:, None] * 2.0 * direction[None, :]
+        g = np.random.default_rng(seed + offset)
+        if mode == "redundant":
+            cents = g.normal(size=(4, dim))
+            cents *= 2.0 / np.linalg.norm(cents, axis=1, keepdims=True)
+            centre = cents[y]
+        else:
+            direction = g.normal(size=dim)
+            direction /= np.linalg.norm(direction)
+            centre = (2 * bit - 1)[:, None] * 2.0 * direction[None, :]
         pooled = (centre + noise * rng.normal(size=(n, dim))).astype(np.float32) * 3.0 + 5.0
         outputs = {name_fixed: {"kind": "fixed", "dim": dim}}
         ragged_out = {}
@@ -577,3 +587,44 @@ def synthetic(n: int = 400, seed: int = 0, text_dim: int = 16, audio_dim: int = 
         "mfcc": modality(audio_bit, audio_dim, "pooled", "frames", "mfcc", "audio", 2),
     }
     return man, sets
+
+
+def write_stores(man, sets: dict[str, FeatureSet], cache, fmt: str = "zarr") -> dict[str, Path]:
+    """Write a manifest and feature sets as real stores in ``cache`` (with the store writer
+    of mer.extract.store), so `mer train` finds them exactly as it finds extracted ones.
+    Used by the CLI tests and bench/bench_train.py; returns {feature: store path}."""
+    import time
+
+    from mer.common import manifest as mf
+    from mer.common import paths
+    from mer.extract.cache import canonical, store_path
+    from mer.extract.store import STORE_VERSION, StoreWriter
+
+    m = mf.write(man.df, paths.manifest_path(man.dataset, cache), man.dataset, root=None)
+    out = {}
+    for feat, fs in sets.items():
+        mh = m.modality_hash(fs.modality)
+        import hashlib
+
+        key = hashlib.sha256(canonical({"synthetic": fs.key, "feature": feat, "manifest_hash": mh}).encode()).hexdigest()
+        pos = {u: i for i, u in enumerate(fs.ids)}
+        rows = np.array([pos[u] for u in m.df["id"].astype(str)])  # stores hold rows in manifest order
+        outputs = {n: {"kind": o["kind"], "dim": int(o["dim"]), "frame_rate": o.get("frame_rate"), "dtype": "float32"}
+                   for n, o in fs.outputs.items()}
+        totals = {n: int(np.diff(fs.ragged[n][1])[rows].sum()) for n in fs.ragged}
+        path = store_path(man.dataset, feat, key, fmt, cache)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        w = StoreWriter(path, fmt, list(m.df["id"].astype(str)), outputs, "float32", totals)
+        step = 4096
+        for a in range(0, len(rows), step):
+            r = rows[a : a + step]
+            data = {n: fs.fixed[n][r] for n in fs.fixed}
+            for n, (vals, offs) in fs.ragged.items():
+                data[n] = (np.concatenate([vals[offs[i] : offs[i + 1]] for i in r]), np.diff(offs)[r])
+            w.add(fs.valid[r], data)
+        w.finish({"mer_store_version": STORE_VERSION, "dataset": man.dataset, "feature": feat, "key": key,
+                  "config": fs.config, "identity": {"synthetic": fs.key}, "versions": {}, "manifest_hash": mh,
+                  "modality": fs.modality, "complete": True, "outputs": outputs,
+                  "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        out[feat] = path
+    return out

@@ -195,7 +195,7 @@ def load_models(run, device: str = "cpu"):
 
     from mer.train.data import InputSource, Normalizer, input_specs
     from mer.train.fusion import FUSIONS
-    from mer.train.trainer import model_config
+    from mer.train.trainer import build_model, model_config
 
     cfg = read_config(run)
     cls = FUSIONS.get(cfg["fusion"])
@@ -210,7 +210,7 @@ def load_models(run, device: str = "cpu"):
         t = load_file(str(p), device="cpu")
         norm = Normalizer.from_tensors({k: v.numpy() for k, v in t.items() if k.startswith("norm/")})
         state = {k: v for k, v in t.items() if not k.startswith("norm/")}
-        model = cls(input_specs(sources), n_out, mcfg) if mcfg is not None else cls(input_specs(sources), n_out)
+        model = build_model(cls, input_specs(sources), n_out, mcfg, None if cfg.get("regression") else cfg["classes"])
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise MerError(f"{p}: weights do not fit {cfg['fusion']} (missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -98,6 +98,17 @@ def _coerce(v, default, name):
     return v
 
 
+def build_model(cls, specs, n_out: int, cfg, classes: list[str] | None):
+    """Instantiate a fusion; class names go to models that ask for them (hierarchical needs
+    to know which class is neutral)."""
+    import inspect
+
+    kw = {}
+    if classes and "classes" in inspect.signature(cls.__init__).parameters:
+        kw["classes"] = list(classes)
+    return cls(specs, n_out, cfg, **kw) if cfg is not None else cls(specs, n_out, **kw)
+
+
 @dataclass
 class FoldResult:
     seed: int
@@ -171,7 +182,7 @@ def train_fold(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, devi
     norm = Normalizer.fit(data, fold.train)
     batcher = Batcher(data, norm, device, tc.max_len)
     n_out = 1 if data.regression else len(data.classes)
-    model = (cls(data.specs, n_out, cfg) if cfg is not None else cls(data.specs, n_out)).to(device)
+    model = build_model(cls, data.specs, n_out, cfg, None if data.regression else data.classes).to(device)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay)
     loss_fn = _default_loss(model, data, fold.train, tc, device)
     monitor = tc.monitor if tc.monitor != "auto" else ("loss" if data.regression else "ua")
@@ -201,7 +212,8 @@ def train_fold(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, devi
             tot += loss.item() * len(r)
             n += len(r)
             if not data.regression:
-                correct += int((logits.argmax(-1) == y).sum())
+                with torch.no_grad():  # through predict_proba: some models pack several heads into logits
+                    correct += int((_proba(model, logits).argmax(-1) == y).sum())
         v_loss, v_out, _ = evaluate(model, batcher, fold.valid, loss_fn, data.regression)
         vm = metrics_of(v_out, fold.valid)
         h = {"epoch": epoch + 1, "train_loss": tot / max(n, 1), "valid_loss": v_loss}

@@ -1,0 +1,133 @@
+"""`mer train` / `mer runs` / `mer predict` through the CLI, on real feature stores.
+
+The stores are written with mer.extract.store's writer from the synthetic corpus (no audio
+needed); an end-to-end test with `mer extract` on synthesized speech runs when the
+extraction engine is importable.
+"""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from mer.common.cli import main
+from mer.train.data import synthetic, write_stores
+
+
+def _mer(*args):
+    try:
+        main([str(a) for a in args])
+    except SystemExit as e:  # main() exits only on errors
+        raise AssertionError(f"mer {' '.join(map(str, args))} exited with {e.code}") from None
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache")
+    man, sets = synthetic(300, seed=1, text_dim=12, audio_dim=10, noise=0.7)
+    write_stores(man, sets, root)
+    return root
+
+
+def test_train_writes_complete_run_dirs_and_runs_compares_them(cache, tmp_path, capsys):
+    out = tmp_path / "runs"
+    _mer("train", "-d", "iemocap", "-f", "bert,mfcc", "-f", "mfcc", "--fusion", "concat,late", "--cache", cache,
+         "--out", out, "--epochs", 15, "--seeds", "0,1", "-q")
+    runs = sorted(p for p in out.iterdir())
+    assert len(runs) == 4
+    for run in runs:
+        for f in ("config.yaml", "metrics.json", "predictions.csv", "confusion.png", "curves.png", "history.json",
+                  "data_report.json"):
+            assert (run / f).stat().st_size > 0, f"{run.name}: {f}"
+        m = json.loads((run / "metrics.json").read_text())
+        assert {"dataset", "features", "fusion", "protocol", "folds", "mean", "std"} <= set(m)
+        assert len(m["folds"]) == 10 and m["std_over"] == "seeds"
+        assert {"fold", "accuracy", "ua", "weighted_f1", "macro_f1", "per_class", "confusion"} <= set(m["folds"][0])
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        assert cfg["protocol"]["name"] == "loso" and cfg["seeds"] == [0, 1]
+        assert all(s["key"] and s["path"] for s in cfg["stores"].values())
+        assert len(list((run / "weights").glob("*.safetensors"))) == 10
+        p = pd.read_csv(run / "predictions.csv")
+        assert len(p) == 2 * 300 and {"id", "fold", "true", "predicted", "p_ang", "p_neu"} <= set(p.columns)
+        np.testing.assert_allclose(p[["p_ang", "p_hap", "p_sad", "p_neu"]].sum(1), 1.0, atol=1e-4)
+    fused = [r for r in runs if "bert+mfcc-concat" in r.name][0]
+    audio = [r for r in runs if "-mfcc-concat" in r.name][0]
+    ua = lambda r: json.loads((r / "metrics.json").read_text())["mean"]["ua"]  # noqa: E731
+    assert ua(fused) > ua(audio) + 0.2
+
+    capsys.readouterr()
+    _mer("runs", out, "--filter", "fusion=concat", "--sort", "ua", "--csv", tmp_path / "t.csv",
+         "--markdown", tmp_path / "t.md", "--plot", tmp_path / "t.png")
+    shown = capsys.readouterr().out
+    assert "bert,mfcc" in shown and "late" not in shown.split("wrote")[0]
+    t = pd.read_csv(tmp_path / "t.csv")
+    assert list(t["fusion"]) == ["concat", "concat"] and t["ua"].iloc[0] >= t["ua"].iloc[1]
+    assert (tmp_path / "t.md").read_text().startswith("| run |")
+    assert (tmp_path / "t.png").stat().st_size > 1000
+
+
+def test_saved_weights_reproduce_the_test_predictions(cache, tmp_path):
+    """Read-back equals written: models rebuilt from safetensors give predictions.csv again."""
+    import torch
+
+    from mer.train.data import FeatureSet, InputSource, single_batch
+    from mer.train.rundir import load_models
+
+    _mer("train", "-d", "iemocap", "-f", "bert,mfcc.frames", "--fusion", "concat", "--cache", cache, "--out", tmp_path,
+         "--epochs", 5, "--run-id", "r", "--protocol", "si", "-q", "--no-plots")
+    run = tmp_path / "r"
+    cfg, sources, models = load_models(run)
+    assert [s.key for s in sources] == ["bert.mean", "mfcc.frames"]
+    stores = {f: FeatureSet.from_store(s["path"]) for f, s in cfg["stores"].items()}
+    pred = pd.read_csv(run / "predictions.csv")
+    assert sorted(pred["fold"].unique()) == ["Ses05-F", "Ses05-M"]
+    for (model, norm), wfile in zip(models, cfg["weights"]):
+        fold = wfile.split("-", 1)[1].rsplit(".", 1)[0]
+        sub = pred[pred["fold"] == fold].head(5)
+        for _, row in sub.iterrows():
+            batch = {}
+            for s in sources:
+                fs = stores[s.feature]
+                i = int(np.flatnonzero(fs.ids == row["id"])[0])
+                if s.kind == "fixed":
+                    x = fs.fixed[s.output][i]
+                else:
+                    v, o = fs.ragged[s.output]
+                    x = v[o[i]:o[i + 1]]
+                batch.update(single_batch({s.output: x}, [s], norm))
+            with torch.no_grad():
+                p = torch.softmax(model(batch), -1).numpy()[0]
+            np.testing.assert_allclose(p, row[["p_ang", "p_hap", "p_sad", "p_neu"]].to_numpy(float), atol=2e-5)
+
+
+def test_regression_scheme(tmp_path):
+    from mer.common.manifest import Manifest, content_hashes
+    from mer.train.trainer import run_train
+
+    man, sets = synthetic(300, seed=4, text_dim=8, audio_dim=8, noise=0.5)
+    df = man.df.copy()
+    y = df["emotion"].map({"ang": 0, "hap": 1, "sad": 2, "neu": 3}).to_numpy()
+    rng = np.random.default_rng(0)
+    # sentiment from both bits: text bit -> +-1.5, audio bit -> +-0.8
+    df["score"] = np.where(y < 2, 1.5, -1.5) + np.where(np.isin(y, [0, 2]), 0.8, -0.8) + 0.1 * rng.normal(size=len(df))
+    df["split"] = rng.choice(["train", "valid", "test"], len(df), p=[0.7, 0.1, 0.2])
+    df["dataset"] = "mosi"
+    man = Manifest(df, {"dataset": "mosi", **content_hashes(df)})
+    (run,) = run_train("mosi", "bert,mfcc", "concat", scheme="regression", manifest=man, feature_sets=sets,
+                       out=tmp_path, epochs=60, device="cpu", quiet=True)
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["protocol"] == "official" and set(m["mean"]) >= {"mae", "corr", "acc2", "acc7"}
+    assert m["mean"]["corr"] > 0.9 and m["mean"]["mae"] < 0.6
+    p = pd.read_csv(run / "predictions.csv")
+    assert list(p.columns) == ["id", "seed", "fold", "true", "predicted"]
+
+
+def test_errors_are_one_line(cache, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "-d", "iemocap", "-f", "bert.nope", "--cache", str(cache), "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "no output 'nope'" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        main(["train", "-d", "iemocap", "-f", "egemaps", "--cache", str(cache), "--out", str(tmp_path)])
+    assert "mer extract --dataset iemocap --features egemaps" in capsys.readouterr().err
