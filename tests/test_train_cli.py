@@ -50,7 +50,7 @@ def test_train_writes_complete_run_dirs_and_runs_compares_them(cache, tmp_path, 
         assert len(list((run / "weights").glob("*.safetensors"))) == 10
         p = pd.read_csv(run / "predictions.csv")
         assert len(p) == 2 * 300 and {"id", "fold", "true", "predicted", "p_ang", "p_neu"} <= set(p.columns)
-        np.testing.assert_allclose(p[["p_ang", "p_hap", "p_sad", "p_neu"]].sum(1), 1.0, atol=1e-4)
+        np.testing.assert_allclose(p[["p_ang", "p_hap", "p_sad", "p_neu"]].sum(axis=1), 1.0, atol=1e-4)
     fused = [r for r in runs if "bert+mfcc-concat" in r.name][0]
     audio = [r for r in runs if "-mfcc-concat" in r.name][0]
     ua = lambda r: json.loads((r / "metrics.json").read_text())["mean"]["ua"]  # noqa: E731
@@ -131,3 +131,33 @@ def test_errors_are_one_line(cache, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "-d", "iemocap", "-f", "egemaps", "--cache", str(cache), "--out", str(tmp_path)])
     assert "mer extract --dataset iemocap --features egemaps" in capsys.readouterr().err
+
+
+def test_end_to_end_extract_train_predict(tmp_path, capsys):
+    """Synthesized speech corpus -> prepare -> extract mfcc + bert -> train -> predict."""
+    pytest.importorskip("mer.extract.engine")
+    pytest.importorskip("espeakng_loader")
+    from mer.common.datasets.prepare import prepare
+    from mer.common.synth import generate
+    from mer.extract.engine import run_extract
+
+    corpus, cache = tmp_path / "corpus", tmp_path / "cache"
+    generate(corpus, layout="iemocap", per_class=2, sessions=5, seed=0, quiet=True)
+    man, _ = prepare("iemocap", corpus, cache=cache)
+    run_extract("iemocap", ["mfcc", "bert"], cache=cache, workers=0, quiet=True)
+    _mer("train", "-d", "iemocap", "-f", "bert,mfcc", "--fusion", "concat", "--cache", cache, "--out", tmp_path / "runs",
+         "--run-id", "e2e", "--epochs", 3, "-q")
+    run = tmp_path / "runs" / "e2e"
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert [i["key"] for i in cfg["inputs"]] == ["bert.mean", "mfcc.pooled"] or cfg["inputs"][1]["feature"] == "mfcc"
+    row = man.df.iloc[0]
+    capsys.readouterr()
+    _mer("predict", "--run", run, "--audio", row["audio"], "--text", row["text"], "--out", tmp_path / "p.csv")
+    p = pd.read_csv(tmp_path / "p.csv")
+    probs = p[[c for c in p.columns if c.startswith("p_")]].to_numpy(float)
+    assert p["predicted"].iloc[0] in cfg["classes"] and abs(probs.sum() - 1) < 1e-3
+    # a table of several utterances gives one row each
+    pd.DataFrame({"id": man.df["id"][:3], "audio": man.df["audio"][:3], "text": man.df["text"][:3]}).to_csv(
+        tmp_path / "new.csv", index=False)
+    _mer("predict", "--run", run, "--manifest", tmp_path / "new.csv", "--out", tmp_path / "p3.csv")
+    assert list(pd.read_csv(tmp_path / "p3.csv")["id"]) == list(man.df["id"][:3])
