@@ -12,8 +12,8 @@ speech, 16 kHz), prepare its manifest (not timed), then time in separate process
 
 Same parameters on both sides (16 kHz, 25 ms window, 10 ms hop, n_fft 512, 40 MFCCs from 40
 mel bands, 64-band log-mel). Peak memory is the peak of the summed PSS (proportional set
-size, so shared libraries are not counted twice) of the process and all its children,
-sampled every 0.2 s. Prints a Markdown table with the speed-up ratio and both peaks.
+size, so shared libraries are not counted twice) of the process and all its descendants,
+sampled every 0.2 s; CPU seconds are summed over the same processes. Prints a Markdown table with the speed-up ratio and both peaks.
 
     python bench/bench_extract.py --per-class 8 32 --out /tmp/mer-bench
 """
@@ -33,37 +33,41 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 
 
-def tree_pss(proc) -> int:
+def tree_sample(proc, cpu: dict) -> int:
+    """Summed PSS of ``proc`` and its descendants; records each one's CPU seconds in ``cpu``
+    (pid -> user + system), so processes that end before the command does still count
+    (a forkserver's workers are not reaped by the command, so rusage would miss them)."""
     import psutil
 
     total = 0
     for p in [proc] + proc.children(recursive=True):
         try:
-            mi = p.memory_full_info()
+            with p.oneshot():
+                mi = p.memory_full_info()
+                t = p.cpu_times()
             total += getattr(mi, "pss", mi.rss)
+            cpu[p.pid] = t.user + t.system
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return total
 
 
 def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, int, float, str]:
-    """Wall seconds, peak tree PSS (bytes) and CPU seconds (user + sys of the command and
-    every descendant it waited for) of a command."""
-    import resource
-
+    """Wall seconds, peak tree PSS (bytes) and CPU seconds (user + sys of the command and all
+    its descendants, sampled every 0.2 s) of a command."""
     import psutil
 
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ps = psutil.Process(p.pid)
     peak = [0]
+    cpu: dict[int, float] = {}
     done = threading.Event()
 
     def sample():
         while not done.is_set():
             try:
-                peak[0] = max(peak[0], tree_pss(ps))
+                peak[0] = max(peak[0], tree_sample(ps, cpu))
             except Exception:
                 pass
             done.wait(0.2)
@@ -76,9 +80,7 @@ def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, int, f
     th.join()
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({p.returncode}):\n{out[-3000:]}")
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-    return wall, peak[0], cpu, out
+    return wall, peak[0], sum(cpu.values()), out
 
 
 def loop_main(manifest: str, out: str) -> None:

@@ -245,14 +245,6 @@ def run_batch(rows: list[dict], specs: list[dict], max_seconds: float, threads: 
     from mer.common.audio import AudioError
     from mer.common.audio import load as load_audio
 
-    if threads:
-        try:
-            import torch
-
-            if torch.get_num_threads() != threads:
-                torch.set_num_threads(threads)
-        except ImportError:
-            pass
     b = len(rows)
     decoded: dict[int, list] = {}
     for sr in sorted({s["sample_rate"] for s in specs if s["modality"] == "audio"}):
@@ -276,6 +268,9 @@ def run_batch(rows: list[dict], specs: list[dict], max_seconds: float, threads: 
     result: dict[str, dict] = {}
     for spec in specs:
         ext = _worker_extractor(spec)
+        torch = sys.modules.get("torch")  # only if an extractor uses it: never imported here
+        if threads and torch is not None and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
         utts: list[Utterance] = []
         idx: list[int] = []
         skips: list[tuple[int, str, str]] = []
@@ -502,7 +497,7 @@ class _Local:
 
 
 class _Dask:
-    def __init__(self, workers: int | None, scheduler: str | None, quiet: bool, need_gpu: bool):
+    def __init__(self, workers: int | None, scheduler: str | None, quiet: bool, need_gpu: bool, preload: tuple[str, ...] = ()):
         try:
             from distributed import Client, LocalCluster
         except ImportError:
@@ -533,7 +528,20 @@ class _Dask:
 
             # One task per worker process: a death is that task's doing, so it is declared
             # a KilledWorker at once and split (see run), not retried on every worker.
-            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            cfg = {"distributed.scheduler.allowed-failures": 0}
+            import multiprocessing
+
+            forkserver = "forkserver" in multiprocessing.get_all_start_methods()
+            if forkserver:
+                # Workers are forked from a server process that imported the extractors' heavy
+                # libraries (torch, librosa, opensmile) once: each worker then starts without
+                # importing them again, and shares their memory pages with its siblings.
+                cfg["distributed.worker.multiprocessing-method"] = "forkserver"
+            with dask.config.set(cfg):
+                if forkserver:
+                    from distributed.utils import get_mp_context
+
+                    get_mp_context().set_forkserver_preload(["distributed", "mer.extract.engine", *preload])
                 self.cluster = LocalCluster(
                     n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                     silence_logs=logging.ERROR if quiet else logging.WARNING,
@@ -804,7 +812,12 @@ def _compute(pending: list[Job], rows, n, dtype, max_seconds, workers, scheduler
     if workers == 0 and not scheduler:
         runner = _Local()
     else:
-        runner = _Dask(workers, scheduler, quiet, any(j.on_gpu for j in pending))
+        preload = []
+        for j in pending:
+            for mod in (type(j.extractor).__module__, *getattr(j.extractor, "preload", ())):
+                if mod not in preload:
+                    preload.append(mod)
+        runner = _Dask(workers, scheduler, quiet, any(j.on_gpu for j in pending), tuple(preload))
     try:
         tasks = []
         for (bs, gpu), js in groups.items():

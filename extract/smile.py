@@ -41,6 +41,7 @@ class CompareConfig(SmileConfig):
 class _Smile(Extractor):
     modality = "audio"
     uses_gpu = False
+    preload = ("opensmile",)  # imported once for all local workers (engine)
     feature_set: str = ""
     Config = SmileConfig
 

@@ -55,6 +55,7 @@ class _Spectral(Extractor):
     modality = "audio"
     uses_gpu = False  # cheap enough on CPU workers by default ...
     device_capable = True  # ... but with --device cuda the engine runs it on the GPU
+    preload = ("torch", "librosa.filters")  # imported once for all local workers (engine)
 
     def __init__(self, config=None, device: str = "cpu"):
         super().__init__(config, device)
