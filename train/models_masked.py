@@ -13,7 +13,9 @@ attention matrix over the token positions is formed from its features and keys,
 the fusion matrix is ``W_f = w_t A_t + sum_m w_m A_m + b`` with learned weights. The mask
 matrix holds 0 at token positions and -inf at padding, so after
 ``W_m = softmax(W_f + mask)`` padding gets weight 0. ``Y = W_m X_t`` re-weights the text
-features, followed by Add & Norm with ``X_t`` (as in CM-BERT), a masked mean over real
+features, followed by Add & Norm with ``X_t`` (as in CM-BERT; with ``audio_residual``,
+the default, the token-aligned audio features are added to that residual too, because
+mer's text features are frozen while the paper fine-tunes BERT, see Config), a masked mean over real
 tokens (the features here are frozen, so there is no trained [CLS] to read) and a linear
 classifier.
 
@@ -87,6 +89,11 @@ class MaskedAttentionFusion(FusionBase):
         d: int = 256              # width after the kernel-1 convolutions (paper: not given)
         d_k: int = 64             # query/key size of the per-modality attention matrices
         dropout: float = 0.1      # BERT's default
+        # The paper fine-tunes BERT, so audio reaches the prediction by steering the text
+        # encoder. mer's text features are frozen, and attention alone only re-weights text
+        # tokens: audio could never add content. With audio_residual the token-aligned
+        # audio features join the Add & Norm residual. False = the paper's fusion exactly.
+        audio_residual: bool = True
 
     wants = "sequence"
 
@@ -138,7 +145,10 @@ class MaskedAttentionFusion(FusionBase):
         Wm = torch.softmax(Wf, dim=-1)
         self.last_attention = Wm.detach()
         Y = Wm @ Xt
-        E = self.norm(self.drop(Y) + Xt)                           # Add & Norm
+        residual = Xt
+        if self.config.audio_residual:
+            residual = residual + sum(feats[1:])                    # zero at padded tokens
+        E = self.norm(self.drop(Y) + residual)                     # Add & Norm
         return self.out(self.drop(masked_mean(E, tm)))
 
 
