@@ -218,7 +218,10 @@ def verify_store(path, manifest=None, check_values: bool = True, check_name: boo
     return probs
 
 
-def _count_nonfinite(arr, rows: int = 65536) -> int:
+def _count_nonfinite(arr, rows: int | None = None) -> int:
+    from mer.extract.store import block_rows
+
+    rows = rows or block_rows(arr)
     bad = 0
     for s in range(0, arr.shape[0], rows):
         x = np.asarray(arr[s : s + rows])

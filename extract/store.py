@@ -453,10 +453,18 @@ class StoreReader:
         self.close()
 
 
-def array_checksum(a, rows: int = 65536) -> str:
+def block_rows(a, target: int = 4 << 20) -> int:
+    """Rows per read-back block: about ``target`` bytes, a whole number of chunks."""
+    row = int(np.prod(a.shape[1:], dtype=np.int64)) * max(1, np.dtype(a.dtype).itemsize if a.dtype.kind not in "OT" else 64)
+    chunk = (getattr(a, "chunks", None) or (1,))[0] or 1
+    return int(max(chunk, (target // max(1, row)) // chunk * chunk))
+
+
+def array_checksum(a, rows: int | None = None) -> str:
     """blake2b over an array's values (as stored), read in row blocks to bound memory."""
     h = hashlib.blake2b(digest_size=16)
     n = a.shape[0] if a.shape else 0
+    rows = rows or block_rows(a)
     h.update(repr(tuple(int(x) for x in a.shape)).encode())
     for s in range(0, n, rows):
         x = np.asarray(a[s : s + rows])
