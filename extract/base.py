@@ -30,6 +30,33 @@ EXTRACTORS: Registry[type["Extractor"]] = Registry(
 )
 
 
+# `mer extract` without --features: these, minus any that cannot run here (OpenL3 without
+# weights, say), each left out with a one-line notice. wav2vec needs a model to be named.
+DEFAULT_FEATURES = ("mfcc", "mel", "egemaps", "bert", "dvector", "openl3")
+
+# Config fields that change how fast features are computed, never their values: they are
+# saved in the store but left out of its cache key, so a new batch size reuses the store.
+RUNTIME_FIELDS = frozenset({"batch_size"})
+
+
+def default_features(configs: dict[str, dict] | None = None) -> tuple[list[str], list[str]]:
+    """(features to extract, notices about the ones left out) for a run without --features."""
+    chosen, notices = [], []
+    for name in DEFAULT_FEATURES:
+        cls = EXTRACTORS.get(name)
+        check = getattr(cls, "available", None)
+        if check is not None:
+            from mer.extract.engine import make_config  # lazy: the engine imports this module
+
+            cfg = make_config(cls, (configs or {}).get(name))
+            ok, why = check(cfg)
+            if not ok:
+                notices.append(why)
+                continue
+        chosen.append(name)
+    return chosen, notices
+
+
 @dataclass(frozen=True)
 class OutputSpec:
     kind: str          # "fixed" | "ragged"

@@ -28,11 +28,13 @@ def canonical(obj) -> str:
 
 
 def store_key(manifest_hash: str, feature: str, config: dict, identity: dict, dtype: str) -> str:
+    from mer.extract.base import RUNTIME_FIELDS
+
     payload = {
         "mer_store_version": STORE_VERSION,
         "manifest_hash": manifest_hash,
         "feature": feature,
-        "config": config,
+        "config": {k: v for k, v in config.items() if k not in RUNTIME_FIELDS},
         "identity": identity,
         "dtype": str(np.dtype(dtype)),
     }

@@ -45,7 +45,8 @@ def _features_help() -> str:
 @click.option("--root", "-r", type=click.Path(exists=True, file_okay=False), default=None,
               help="Corpus folder: (re)prepare the manifest from it first.")
 @cache_option
-@click.option("--features", "-f", required=True, help="Comma-separated extractors, e.g. mfcc,mel,egemaps.")
+@click.option("--features", "-f", default=None,
+              help="Comma-separated extractors, e.g. mfcc,mel,egemaps (default: mfcc,mel,egemaps,bert,dvector, and openl3 when its weights are set).")
 @click.option("--format", "fmt", type=click.Choice(["zarr", "hdf5"]), default="zarr", show_default=True, help="Store format.")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True, help="Storage dtype of features.")
 @click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda for tensor extractors (mfcc, mel, neural ones).")
@@ -72,6 +73,13 @@ def extract(dataset, root, cache, features, fmt, dtype, device, workers, schedul
             continue
         _, feat, fld = k.split("__", 2)
         configs.setdefault(feat, {})[fld] = v
+    if not features:
+        from mer.extract.base import default_features
+
+        chosen, notices = default_features(configs)
+        for n in notices:
+            click.echo(f"note: {n}", err=True)
+        features = ",".join(chosen)
     paths = run_extract(
         dataset, features, cache=cache, root=root, configs=configs, fmt=fmt, device=device, workers=workers,
         scheduler=scheduler, dtype=dtype, batch_size=batch_size, quiet=quiet, max_seconds=max_seconds, manifest=manifest,

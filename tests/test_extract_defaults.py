@@ -1,0 +1,29 @@
+"""The default feature list and which config fields key a store."""
+from mer.extract import cache as C
+from mer.extract.base import DEFAULT_FEATURES, RUNTIME_FIELDS, default_features
+
+
+def test_default_features_leave_openl3_out_without_weights(monkeypatch):
+    monkeypatch.delenv("MER_OPENL3_WEIGHTS", raising=False)
+    chosen, notices = default_features()
+    assert "openl3" in DEFAULT_FEATURES and "openl3" not in chosen
+    assert chosen[:3] == ["mfcc", "mel", "egemaps"] and "bert" in chosen
+    assert len(notices) == 1 and "openl3" in notices[0] and "MER_OPENL3_WEIGHTS" in notices[0]
+
+
+def test_default_features_take_openl3_when_weights_exist(monkeypatch, tmp_path):
+    w = tmp_path / "openl3.safetensors"
+    w.write_bytes(b"0")
+    monkeypatch.setenv("MER_OPENL3_WEIGHTS", str(w))
+    chosen, notices = default_features()
+    assert "openl3" in chosen and not notices
+
+
+def test_runtime_fields_do_not_change_the_key_but_settings_do():
+    base = {"n_mfcc": 40, "batch_size": 64}
+    k = C.store_key("h", "mfcc", base, {}, "float32")
+    assert "batch_size" in RUNTIME_FIELDS
+    assert C.store_key("h", "mfcc", {**base, "batch_size": 8}, {}, "float32") == k
+    assert C.store_key("h", "mfcc", {**base, "n_mfcc": 13}, {}, "float32") != k
+    assert C.store_key("h2", "mfcc", base, {}, "float32") != k
+    assert C.store_key("h", "mfcc", base, {}, "float16") != k
