@@ -16,7 +16,6 @@ is never written into.
 """
 from __future__ import annotations
 
-import importlib
 import shutil
 import time
 from pathlib import Path
@@ -35,21 +34,6 @@ def _say(msg: str) -> None:
     import click
 
     click.echo(msg, err=True)
-
-
-def _stage(module: str, attr: str):
-    """The stage's entry point, or None while its module is not built yet.
-
-    Only the absence of the module itself counts as "not built": an ImportError raised
-    inside it (a missing dependency, a bug) propagates.
-    """
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name == module:
-            return None
-        raise
-    return getattr(mod, attr, None)
 
 
 def corpus_params(per_class: int, seed: int) -> dict:
@@ -108,21 +92,15 @@ def run_demo(cache=None, out=None, per_class: int = 20, seed: int = 0, quick: bo
     summary["manifest"] = str(m.path)
 
     # 3. features
-    run_extract = _stage("mer.extract.engine", "run_extract")
-    if run_extract is None:
-        _say("demo: feature extraction (mer.extract.engine) is not built yet; stopping after the corpus step.")
-        _print_summary(summary)
-        return summary
+    from mer.extract.engine import run_extract
+    from mer.train.rundir import runs_table
+    from mer.train.trainer import run_train
+
     features = QUICK_FEATURES if quick else FEATURES
     stores = run_extract("iemocap", features, cache=demo_cache)
     summary["features"] = {k: str(v) for k, v in stores.items()}
 
     # 4. training: the fusion of both modalities, and each modality alone, leave-one-session-out
-    run_train = _stage("mer.train.trainer", "run_train")
-    if run_train is None:
-        _say("demo: training (mer.train.trainer) is not built yet; stopping after feature extraction.")
-        _print_summary(summary)
-        return summary
     audio = [f for f in features if f != "bert"]
     runs_dir = demo_cache / "runs"
     epochs = QUICK_EPOCHS if quick else None
@@ -131,12 +109,10 @@ def run_demo(cache=None, out=None, per_class: int = 20, seed: int = 0, quick: bo
     runs += run_train("iemocap", ["bert", ",".join(audio)], "concat", protocol="loso",
                       cache=demo_cache, out=runs_dir, epochs=epochs, plots=not quick)
     summary["runs"] = [str(r) for r in runs]
-    runs_table = _stage("mer.train.rundir", "runs_table")
-    if runs_table is not None:
-        t = runs_table([str(r) for r in runs])
-        cols = [c for c in ("features", "fusion", "protocol", "ua", "ua_std", "weighted_f1", "accuracy") if c in t.columns]
-        if len(t):
-            summary["table"] = t[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    t = runs_table([str(r) for r in runs])
+    cols = [c for c in ("features", "fusion", "protocol", "ua", "ua_std", "weighted_f1", "accuracy") if c in t.columns]
+    if len(t):
+        summary["table"] = t[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}")
     _print_summary(summary)
     return summary
 

@@ -311,7 +311,12 @@ def run_batch(rows: list[dict], specs: list[dict], max_seconds: float, threads: 
                     skips.append((i, *bad))
                 else:
                     outs[i] = out
-        result[spec["feature"]] = _pack(b, outs, skips, spec["outputs"], spec["dtype"])
+        part = _pack(b, outs, skips, spec["outputs"], spec["dtype"])
+        # Repairs and notes the extractor made (a truncated text, padded short audio): they
+        # go into the store's report with the skips, so nothing is changed silently.
+        pop = getattr(ext, "pop_events", None)
+        part["events"] = [list(e) for e in pop()] if pop else []
+        result[spec["feature"]] = part
     return result
 
 
@@ -348,8 +353,9 @@ def _part_path(job: Job, b: int) -> Path:
 
 
 def _write_part(job: Job, b: int, part: dict) -> None:
-    arrays = {k: v for k, v in part.items() if k != "skips"}
+    arrays = {k: v for k, v in part.items() if k not in ("skips", "events")}
     arrays["skips"] = np.array(json.dumps([list(s) for s in part["skips"]]))
+    arrays["events"] = np.array(json.dumps(part.get("events", [])))
     tmp = job.staging / f".batch-{b:06d}.{os.getpid()}.tmp.npz"
     np.savez(tmp, **arrays)
     os.replace(tmp, _part_path(job, b))  # atomic: a part is whole or absent
@@ -402,12 +408,15 @@ def _finalize(job: Job, m, fmt: str, dtype: str, dataset: str) -> dict:
     tmp = job.staging / f"store{STORES.get(fmt).suffix}"
     w = StoreWriter(tmp, fmt, ids, job.outputs, dtype, totals)
     report = Report(f"mer extract --dataset {dataset} --features {job.feature}: {job.path.name}")
+    file_of = dict(zip(ids, files))
     try:
         for b in range(job.n_batches):
             p = _read_part(job, b)
             base = b * job.batch_size
             for i, reason, detail in json.loads(str(p["skips"])):
                 report.drop(ids[base + i], files[base + i], reason, detail)
+            for kind, uid, reason, detail in json.loads(str(p["events"])) if "events" in p else []:
+                getattr(report, kind)(uid, file_of.get(uid, job.feature), reason, detail)
             data = {}
             for name, o in job.outputs.items():
                 data[name] = p[name] if o["kind"] == "fixed" else (p[f"{name}.values"], p[f"{name}.lengths"])
@@ -649,9 +658,10 @@ def _merge_results(pieces: list[dict]) -> dict:
     for feat in pieces[0]:
         parts = [p[feat] for p in pieces]
         m = {"valid": np.concatenate([p["valid"] for p in parts]),
-             "skips": [(k + i, r, d) for k, p in enumerate(parts) for i, r, d in p["skips"]]}
+             "skips": [(k + i, r, d) for k, p in enumerate(parts) for i, r, d in p["skips"]],
+             "events": [e for p in parts for e in p.get("events", [])]}
         for key in parts[0]:
-            if key not in ("valid", "skips"):
+            if key not in ("valid", "skips", "events"):
                 m[key] = np.concatenate([p[key] for p in parts])
         out[feat] = m
     return out

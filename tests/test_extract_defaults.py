@@ -27,3 +27,20 @@ def test_runtime_fields_do_not_change_the_key_but_settings_do():
     assert C.store_key("h", "mfcc", {**base, "n_mfcc": 13}, {}, "float32") != k
     assert C.store_key("h2", "mfcc", base, {}, "float32") != k
     assert C.store_key("h", "mfcc", base, {}, "float16") != k
+
+
+def test_extractor_notes_reach_the_store_report(tmp_path):
+    """bert truncating a text (--bert.max_tokens) is listed in the store's report, per utterance."""
+    import json
+
+    from test_extract import make_corpus, write_manifest  # the engine tests' tiny corpus helpers
+
+    from mer.extract.engine import run_extract
+
+    cache = tmp_path / "cache"
+    rows = make_corpus(tmp_path / "audio", n=3, min_s=0.4, max_s=0.6)
+    write_manifest(cache, rows)
+    paths = run_extract("iemocap", ["bert"], cache=cache, configs={"bert": {"max_tokens": 3}}, workers=0, quiet=True)
+    rep = json.loads((paths["bert"].parent / (paths["bert"].name + ".report.json")).read_text())
+    noted = {n["id"] for n in rep["notes"] if n["reason"] == "text truncated to max_tokens"}
+    assert noted == {r["id"] for r in rows}
