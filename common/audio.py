@@ -115,17 +115,26 @@ def probe(path) -> AudioInfo:
     return _probe_av(path)
 
 
-def _probe_av(path: Path) -> AudioInfo:
+def _import_av(path: Path):
     try:
         import av
     except ImportError:
         raise AudioError(path, "unreadable audio", "PyAV is needed for this format: pip install 'mer[audio]'") from None
+    return av
+
+
+def _audio_stream(container, path: Path):
+    streams = [s for s in container.streams if s.type == "audio"]
+    if not streams:
+        raise AudioError(path, "no audio stream")
+    return streams[0]
+
+
+def _probe_av(path: Path) -> AudioInfo:
+    av = _import_av(path)
     try:
         with av.open(str(path)) as c:
-            streams = [s for s in c.streams if s.type == "audio"]
-            if not streams:
-                raise AudioError(path, "no audio stream")
-            s = streams[0]
+            s = _audio_stream(c, path)
             sr = int(s.codec_context.sample_rate or s.rate or 0)
             dur = None
             if s.duration is not None and s.time_base is not None:
@@ -203,16 +212,10 @@ def load(path, sample_rate: int = 16000, start: float | None = None, end: float 
 
 
 def _decode_av(path: Path, start: float | None, end: float | None) -> tuple[np.ndarray, int]:
-    try:
-        import av
-    except ImportError:
-        raise AudioError(path, "unreadable audio", "PyAV is needed for this format: pip install 'mer[audio]'") from None
+    av = _import_av(path)
     try:
         with av.open(str(path)) as c:
-            streams = [s for s in c.streams if s.type == "audio"]
-            if not streams:
-                raise AudioError(path, "no audio stream")
-            s = streams[0]
+            s = _audio_stream(c, path)
             sr = int(s.codec_context.sample_rate)
             # Decode to float planar and mix down ourselves: exact and format-independent.
             chunks = []

@@ -203,14 +203,9 @@ def hash_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     with _HASH_LOCK:
         if key in _HASH_CACHE:
             return _HASH_CACHE[key]
-    h = hashlib.blake2b(digest_size=16)
-    with open(p, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    d = h.hexdigest()
+    from mer.common.audio import file_hash  # the one content hash of the project
+
+    d = file_hash(p, chunk)
     with _HASH_LOCK:
         _HASH_CACHE[key] = d
     return d
