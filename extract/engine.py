@@ -155,6 +155,7 @@ class Job:
         return {
             "feature": self.feature,
             "module": type(e).__module__,
+            "class": type(e).__qualname__,
             "config": e.config.to_dict(),
             "device": e.device,
             "dtype": dtype,
@@ -202,9 +203,17 @@ def _worker_extractor(spec: dict) -> Extractor:
     e = _EXTRACTORS_LOADED.get(k)
     if e is None:
         if spec.get("module") and spec["feature"] not in EXTRACTORS:
+            # An extractor registered outside mer (a plugin, a notebook, a test): import its
+            # module; if that module registers it only at run time (the worker may have been
+            # forked before), register the class found there under the same name.
             import importlib
 
-            importlib.import_module(spec["module"])  # an extractor registered outside mer
+            mod = importlib.import_module(spec["module"])
+            if spec["feature"] not in EXTRACTORS and spec.get("class"):
+                obj = mod
+                for part in spec["class"].split("."):
+                    obj = getattr(obj, part)
+                EXTRACTORS.register(spec["feature"])(obj)
         cls = EXTRACTORS.get(spec["feature"])
         e = cls(make_config(cls, spec["config"]), device=spec["device"])
         e.setup()
@@ -785,9 +794,16 @@ def run_extract(
                 _open_staging(j, n, batch_size, rows_hash)
                 j.status = "resumed" if j.done else "computed"
             _compute(pending, rows, n, dtype, max_seconds, workers, scheduler, quiet, say)
+            # Stores are independent: assemble and verify them side by side (compression and
+            # file I/O release the GIL), instead of one after the other at the end of the run.
+            from concurrent.futures import ThreadPoolExecutor
+
             for j in pending:
                 say(f"{j.feature}: writing and verifying {j.path.name}")
-                results[j.feature] = _finalize(j, m, fmt, dtype, dataset)
+            with ThreadPoolExecutor(max(1, min(len(pending), os.cpu_count() or 1))) as pool:
+                done = {j.feature: pool.submit(_finalize, j, m, fmt, dtype, dataset) for j in pending}
+            for j in pending:
+                results[j.feature] = done[j.feature].result()
     for j in jobs:
         if j.status == "reused":
             from mer.extract.store import open_store
