@@ -46,6 +46,14 @@ def register(name: str, description: str):
     return deco
 
 
+def note_unnamed(report, files, named: set, reason: str, key=lambda p: p.name, uid=lambda p: p.stem, detail: str = "") -> None:
+    """Count and list media files in a corpus folder that no label row names (the releases
+    ship some); they are ignored, never silently."""
+    for p in sorted(files):
+        if key(p) not in named:
+            report.note(uid(p), p, reason, detail)
+
+
 def find_one(root, name: str, kind: str = "file"):
     """Search below ``root`` for ``name`` (users unpack corpora at different depths)."""
     from pathlib import Path

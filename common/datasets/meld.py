@@ -32,7 +32,7 @@ import io
 import re
 from pathlib import Path
 
-from mer.common.datasets import register
+from mer.common.datasets import note_unnamed, register
 from mer.common.errors import CorpusError, MerError
 from mer.common.report import Report
 
@@ -227,9 +227,7 @@ def scan(root: Path, report: Report, **_) -> list[dict]:
         if n_missing:
             report.note(split, csv_path, "CSV rows whose mp4 is missing", f"{n_missing} of {len(seen)} rows (dropped by the audio check)")
         if vdir.is_dir():
-            for p in sorted(vdir.glob("*.mp4")):
-                if p.name not in named:
-                    report.note(p.stem, p, "mp4 not named by any CSV row: ignored", csv_name)
+            note_unnamed(report, vdir.glob("*.mp4"), named, "mp4 not named by any CSV row: ignored", detail=csv_name)
     if not found_any:
         raise MerError(f"none of {', '.join(c for c, _ in SPLITS.values())} found under {root}")
     return rows

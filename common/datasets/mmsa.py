@@ -22,7 +22,7 @@ import io
 import math
 from pathlib import Path
 
-from mer.common.datasets import register
+from mer.common.datasets import note_unnamed, register
 from mer.common.errors import CorpusError, MerError
 from mer.common.report import Report
 
@@ -124,9 +124,8 @@ def scan_mmsa(root: Path, report: Report, corpus: str) -> list[dict]:
     if n_missing:
         report.note(corpus, label_csv, "label.csv rows whose mp4 is missing", f"{n_missing} of {len(rows)} rows (dropped by the audio check)")
     if raw.is_dir():
-        for p in sorted(raw.rglob("*.mp4")):
-            if p not in named:
-                report.note(f"{p.parent.name}_{p.stem}", p, "mp4 not named by label.csv: ignored")
+        note_unnamed(report, raw.rglob("*.mp4"), named, "mp4 not named by label.csv: ignored",
+                     key=lambda p: p, uid=lambda p: f"{p.parent.name}_{p.stem}")
     return rows
 
 

@@ -21,7 +21,7 @@ import io
 import math
 from pathlib import Path
 
-from mer.common.datasets import register
+from mer.common.datasets import note_unnamed, register
 from mer.common.errors import CorpusError, MerError
 from mer.common.report import Report
 
@@ -148,9 +148,7 @@ def scan(root: Path, report: Report, **_) -> list[dict]:
         if n_missing:
             report.note(split, tsv, "tsv rows whose flac is missing", f"{n_missing} of {len(records)} rows (dropped by the audio check)")
         if adir.is_dir():
-            for p in sorted(adir.glob("*.flac")):
-                if p.name not in named:
-                    report.note(p.stem, p, "flac not named by any tsv row: ignored", tsv_name)
+            note_unnamed(report, adir.glob("*.flac"), named, "flac not named by any tsv row: ignored", detail=tsv_name)
     if not found_any:
         raise MerError(f"no labelled SLUE-VoxCeleb tsv ({FILES['fine-tune'][0]}, {FILES['dev'][0]}) under {root}")
     return rows
