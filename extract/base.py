@@ -10,6 +10,7 @@ store's cache key hashes (manifest modality hash, name, config, ``identity()``).
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
@@ -88,7 +89,7 @@ class ExtractorConfig:
         return fields(cls)
 
 
-class Extractor:
+class Extractor(ABC):
     name: ClassVar[str]
     modality: ClassVar[str]            # "audio" | "text"
     Config: ClassVar[type[ExtractorConfig]]
@@ -115,9 +116,10 @@ class Extractor:
         """Library versions to record in the store attributes."""
         return {}
 
+    @abstractmethod
     def outputs(self) -> dict[str, OutputSpec]:
-        raise NotImplementedError  # abstract: every extractor defines its outputs
+        """Output name -> OutputSpec; every extractor defines its own."""
 
+    @abstractmethod
     def process(self, batch: list[Utterance]) -> list[dict[str, np.ndarray]]:
         """One dict per utterance: output name -> array ([D] for fixed, [T, D] for ragged)."""
-        raise NotImplementedError  # abstract

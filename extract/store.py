@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import shutil
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def chunk_rows(dim: int, itemsize: int, total: int) -> int:
     return int(max(1, min(max(total, 1), CHUNK_BYTES // max(1, dim * itemsize))))
 
 
-class StoreFormat:
+class StoreFormat(ABC):
     """A store format: how to create, write and open one store on disk."""
 
     name: str
@@ -55,32 +56,38 @@ class StoreFormat:
         self.path = Path(path)
         self.mode = mode
 
+    @abstractmethod
     def create_array(self, name: str, shape: tuple, dtype, chunks: tuple) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def write(self, name: str, sl: slice, data: np.ndarray) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def set_attrs(self, attrs: dict) -> None:
-        raise NotImplementedError
+        ...
 
     # -- reading -----------------------------------------------------------------------------
+    @abstractmethod
     def get_attrs(self) -> dict:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def array(self, name: str):
         """The backend's lazy array object (zarr.Array / h5py.Dataset): supports slicing."""
-        raise NotImplementedError
 
+    @abstractmethod
     def has(self, name: str) -> bool:
-        raise NotImplementedError
+        ...
 
     def close(self) -> None:
         pass
 
     @staticmethod
+    @abstractmethod
     def remove(path: Path) -> None:
-        raise NotImplementedError
+        ...
 
 
 @STORES.register("zarr")

@@ -22,6 +22,7 @@ import logging
 import os
 import queue
 import threading
+from abc import abstractmethod
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence, TypeVar
@@ -419,8 +420,9 @@ class NeuralExtractor(Extractor):
         """The engine's hook, called once per worker before the first batch."""
         self.load()
 
-    def _load(self):  # pragma: no cover - each subclass loads its own model
-        raise NotImplementedError
+    @abstractmethod
+    def _load(self):
+        """Load and return the model (each subclass loads its own)."""
 
     # -- recording repairs: into the engine's Report when it gave us one, always into events
     def _record(self, kind: str, uid: str, reason: str, detail: str = "") -> None:

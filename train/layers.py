@@ -24,6 +24,8 @@ which the registry loads lazily (never at CLI start-up).
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -324,7 +326,7 @@ def require_modalities(name: str, inputs, audio: int = 1, text: int = 1, exact_t
 
 # --------------------------------------------------------------------------- base class
 
-class FusionBase(nn.Module):
+class FusionBase(nn.Module, ABC):
     """What every fusion model in this package shares: config handling and input checks.
 
     ``config`` may be the model's ``Config`` dataclass, a plain dict of its fields (as read
@@ -365,5 +367,6 @@ class FusionBase(nn.Module):
         raise MerError(f"{cls.__name__}: config must be {cls.Config.__name__}, a dict or None")
 
     @classmethod
-    def check_inputs(cls, inputs) -> None:  # pragma: no cover - every model overrides
-        raise NotImplementedError
+    @abstractmethod
+    def check_inputs(cls, inputs) -> None:
+        """Raise MerError when the chosen inputs do not fit the model (every model says how)."""
