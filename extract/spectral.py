@@ -13,11 +13,15 @@ torchaudio is not used: it does not import beside the pinned torch (see environm
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from mer.extract.base import EXTRACTORS, Extractor, ExtractorConfig, OutputSpec, Utterance
+
+# The last batch's power spectrograms, per thread (see _Spectral._power).
+_LAST = threading.local()
 
 # Samples (padded) per torch.stft call: bounds the complex spectrogram to ~tens of MB.
 MAX_BATCH_SAMPLES = 2_000_000
@@ -90,14 +94,21 @@ class _Spectral(Extractor):
 
         return {"torch": torch.__version__, "librosa": librosa.__version__, "numpy": np.__version__}
 
-    def _log_mel(self, batch: list[Utterance], post=None) -> list[np.ndarray]:
-        """Per utterance: dB mel power spectrogram [n_mels, T], or ``post`` of it (a batched
-        torch function of [B, n_mels, T], e.g. the DCT), as float32 numpy on the CPU."""
-        if self._fb is None:
-            self.setup()
+    def _power(self, batch: list[Utterance]) -> list[tuple[list[int], "object", "object"]]:
+        """Power spectrograms of ``batch`` in padded groups: [(indices, frames, P [B, F, T])].
+
+        Computed once per batch for every spectral extractor with the same STFT settings:
+        ``mfcc`` and ``mel`` in the same run share one ``torch.stft``, which is most of
+        their cost. The cache keeps only the last batch (per thread) and holds the audio
+        arrays it was keyed on, so their ids cannot be reused by other arrays meanwhile.
+        """
         torch = self._torch
         c = self.config
-        out: list[np.ndarray | None] = [None] * len(batch)
+        power = float(getattr(c, "power", 2.0))
+        key = (c.n_fft, self.hop_length, self.win_length, power, str(self._dev), tuple(id(u.audio) for u in batch))
+        hit = getattr(_LAST, "entry", None)
+        if hit is not None and hit[0] == key:
+            return hit[2]
         # Similar lengths together: little padding; bounded padded size per stft call.
         order = sorted(range(len(batch)), key=lambda i: len(batch[i].audio))
         groups, cur, cur_max = [], [], 0
@@ -110,7 +121,7 @@ class _Spectral(Extractor):
             cur_max = max(cur_max, n)
         if cur:
             groups.append(cur)
-        power = float(getattr(c, "power", 2.0))
+        res = []
         for g in groups:
             lens = [len(batch[i].audio) for i in g]
             x = np.zeros((len(g), max(lens)), np.float32)
@@ -124,6 +135,20 @@ class _Spectral(Extractor):
                     window=self._window, center=True, pad_mode="constant", return_complex=True,
                 )
                 p = spec.real.square() + spec.imag.square() if power == 2.0 else spec.abs().pow(power)
+            res.append((g, frames, p))
+        _LAST.entry = (key, [u.audio for u in batch], res)
+        return res
+
+    def _log_mel(self, batch: list[Utterance], post=None) -> list[np.ndarray]:
+        """Per utterance: dB mel power spectrogram [n_mels, T], or ``post`` of it (a batched
+        torch function of [B, n_mels, T], e.g. the DCT), as float32 numpy on the CPU."""
+        if self._fb is None:
+            self.setup()
+        torch = self._torch
+        c = self.config
+        out: list[np.ndarray | None] = [None] * len(batch)
+        for g, frames, p in self._power(batch):
+            with torch.no_grad():
                 mel = torch.matmul(self._fb, p)  # [B, n_mels, T]
                 db = 10.0 * torch.log10(torch.clamp(mel, min=1e-10))
                 if c.top_db is not None:

@@ -167,6 +167,66 @@ def test_smile_equals_opensmile(clips, name):
             np.testing.assert_allclose(o["lld"], lld.process_signal(u.audio, SR).to_numpy(), rtol=1e-6, atol=1e-6)
 
 
+def test_smile_instance_reused_across_utterances_equals_fresh_opensmile():
+    """One openSMILE instance per worker thread is reset between utterances instead of
+    rebuilt: twelve utterances of mixed lengths in a row, with one that fails in the middle
+    (too short), must each equal a fresh ``opensmile.Smile`` bit for bit."""
+    import opensmile
+
+    from mer.extract.base import Utterance
+    from mer.extract.smile import EGeMAPS
+
+    ext = EGeMAPS()
+    func = opensmile.Smile(opensmile.FeatureSet.eGeMAPSv02, opensmile.FeatureLevel.Functionals)
+    lld = opensmile.Smile(opensmile.FeatureSet.eGeMAPSv02, opensmile.FeatureLevel.LowLevelDescriptors)
+    lens = [2.3, 0.4, 1.1, 3.0, 0.25, 1.7, 0.6, 2.0, 0.9, 1.4, 0.3, 2.6]
+    for k, s in enumerate(lens):
+        if k == 6:  # a failure mid-way: the next utterance gets a fresh instance
+            with pytest.raises(ValueError, match="too short"):
+                ext.process([Utterance("tiny", np.full(40, 0.1, np.float32), SR)])
+        x = speechlike(s, 10 + k)
+        (o,) = ext.process([Utterance(f"u{k}", x, SR)])
+        ref_f = func.process_signal(x, SR).to_numpy()[0].astype(np.float32)
+        ref_l = lld.process_signal(x, SR).to_numpy().astype(np.float32)
+        assert np.array_equal(o["functionals"], ref_f), k
+        assert o["lld"].shape == ref_l.shape and np.array_equal(o["lld"], ref_l), k
+
+
+def test_mfcc_and_mel_share_one_stft_with_unchanged_results(clips):
+    """In one task mfcc and mel reuse the same power spectrogram (engine.run_batch runs
+    them on the same decoded arrays): each must still equal what it gives on its own."""
+    from mer.extract import spectral
+    from mer.extract.spectral import Mel, MelConfig, Mfcc, MfccConfig
+
+    alone_mel = Mel(MelConfig(n_mels=64)).process(clips)
+    spectral._LAST.entry = None
+    alone_mfcc = Mfcc(MfccConfig(n_mfcc=20, n_mels=40)).process(clips)
+    spectral._LAST.entry = None
+    calls = []
+    real = spectral._Spectral._power
+
+    def counting(self, batch):  # records whether this call computed an STFT
+        before = getattr(spectral._LAST, "entry", None)
+        out = real(self, batch)
+        calls.append(spectral._LAST.entry is not before)
+        return out
+
+    spectral._Spectral._power = counting
+    try:
+        mel = Mel(MelConfig(n_mels=64)).process(clips)
+        mfcc = Mfcc(MfccConfig(n_mfcc=20, n_mels=40)).process(clips)
+        other = Mfcc(MfccConfig(n_mfcc=20, n_mels=40, n_fft=1024)).process(clips)  # other STFT: recomputed
+    finally:
+        spectral._Spectral._power = real
+    assert calls == [True, False, True]
+    for a, b in zip(alone_mel, mel):
+        assert np.array_equal(a["frames"], b["frames"])
+    for a, b in zip(alone_mfcc, mfcc):
+        assert np.array_equal(a["frames"], b["frames"]) and np.array_equal(a["mean"], b["mean"])
+    assert other[2]["frames"].shape == mfcc[2]["frames"].shape
+    assert not np.array_equal(other[2]["frames"], mfcc[2]["frames"])
+
+
 # ----------------------------------------------------------------------------- engine --
 
 
