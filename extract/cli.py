@@ -52,7 +52,7 @@ def _features_help() -> str:
 @click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda for tensor extractors (mfcc, mel, neural ones).")
 @click.option("--workers", type=int, default=None, help="Local worker processes (default: one per core; 0: no cluster, run in this process).")
 @click.option("--scheduler", default=None, metavar="ADDRESS", help="Use an existing dask.distributed scheduler, e.g. tcp://10.0.0.5:8786.")
-@click.option("--batch-size", type=int, default=None, help="Utterances per task and per resumable part (default: 4..32 by corpus size).")
+@click.option("--batch-size", type=int, default=None, help="Utterances per task and per resumable part (default: 16 on CPU workers, 64 on a GPU).")
 @click.option("--max-seconds", type=float, default=600.0, show_default=True, help="Skip utterances longer than this (reported as 'too long').")
 @click.option("--manifest", type=click.Path(dir_okay=False, exists=True), default=None, help="Use this manifest file instead of the cache's.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary table.")

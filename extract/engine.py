@@ -46,7 +46,12 @@ from mer.common.errors import MerError, UsageError
 from mer.extract import cache as C
 from mer.extract.base import EXTRACTORS, Extractor, Utterance
 
-DEFAULT_BATCH = 32
+# Utterances per task (and per resumable part). A constant, not a function of the corpus
+# size, so a worker's memory does not grow with the corpus (bench/RESULTS.md shows it flat
+# from 175 to 2,120 utterances). Small enough to keep two CPU workers evenly busy on a
+# corpus of a few hundred utterances; bigger on a GPU, where a task is one forward pass.
+DEFAULT_BATCH = 16
+DEFAULT_GPU_BATCH = 64
 DEFAULT_MAX_SECONDS = 600.0
 FLOAT16_MAX = 65504.0
 
@@ -546,7 +551,15 @@ class _Dask:
 
             # One task per worker process: a death is that task's doing, so it is declared
             # a KilledWorker at once and split (see run), not retried on every worker.
-            cfg = {"distributed.scheduler.allowed-failures": 0}
+            cfg = {
+                "distributed.scheduler.allowed-failures": 0,
+                # The workers' statistical profiler samples every thread's stack 100 times a
+                # second for the dashboard, which mer does not start: it cost ~7% of the
+                # workers' CPU here. Resource monitors once a second instead of 10 times.
+                "distributed.worker.profile.enabled": False,
+                "distributed.admin.system-monitor.interval": "1s",
+                "distributed.worker.memory.monitor-interval": "1s",
+            }
             import multiprocessing
 
             forkserver = "forkserver" in multiprocessing.get_all_start_methods()
@@ -698,8 +711,9 @@ def run_extract(
     ``workers``: local worker processes (default: one per core; 0 = run in this process).
     ``scheduler``: address of an existing dask.distributed scheduler (workers must see the
     audio files and the ``mer`` package). ``manifest``: an explicit manifest path.
-    ``batch_size``: utterances per task and per resumable part (default: between 4 and 32,
-    by corpus size); a resumed run keeps the batch size its parts were cut with.
+    ``batch_size``: utterances per task and per resumable part (default: DEFAULT_BATCH on
+    CPU workers, DEFAULT_GPU_BATCH for features computed on a GPU); a resumed run keeps the
+    batch size its parts were cut with.
     """
     from mer.common import manifest as mf
     from mer.extract.store import STORES
@@ -729,10 +743,6 @@ def run_extract(
     else:
         m = mf.load(dataset, cache, manifest=manifest)
     n = len(m.df)
-    if batch_size is None:
-        # Enough tasks to keep every worker busy to the end (dozens per worker on small
-        # corpora), at most DEFAULT_BATCH utterances each on big ones.
-        batch_size = min(DEFAULT_BATCH, max(4, math.ceil(n / 64)))
     if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
         raise UsageError(f"--device {device!r}: choose auto, cpu or cuda")
 
@@ -791,7 +801,7 @@ def run_extract(
                 j.on_gpu = dev != "cpu"
                 j.extractor.device = dev
             for j in pending:
-                _open_staging(j, n, batch_size, rows_hash)
+                _open_staging(j, n, batch_size or (DEFAULT_GPU_BATCH if j.on_gpu else DEFAULT_BATCH), rows_hash)
                 j.status = "resumed" if j.done else "computed"
             _compute(pending, rows, n, dtype, max_seconds, workers, scheduler, quiet, say)
             # Stores are independent: assemble and verify them side by side (compression and
