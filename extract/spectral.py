@@ -3,7 +3,7 @@
 The arithmetic follows librosa 0.11 step for step so that the numbers match it (the tests
 check this): periodic Hann window of ``win_length`` zero-padded to ``n_fft``, centred frames
 with zero (``constant``) padding, power spectrum, Slaney-normalised mel filterbank from
-``librosa.filters.mel``, ``power_to_db`` with ``ref=1``, ``amin=1e-10`` and a per-utterance
+``librosa.filters.mel`` (rebuilt here in numpy, see ``slaney_mel``), ``power_to_db`` with ``ref=1``, ``amin=1e-10`` and a per-utterance
 ``top_db`` floor, and an orthonormal DCT-II for MFCCs. Utterances are sorted by length and
 stacked into padded batches of bounded size, so one ``torch.stft`` call covers many
 utterances; zero padding beyond an utterance's end changes none of its frames because
@@ -19,6 +19,39 @@ from dataclasses import dataclass
 import numpy as np
 
 from mer.extract.base import EXTRACTORS, Extractor, ExtractorConfig, OutputSpec, Utterance
+
+def _hz_to_mel(f):
+    """Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, log above."""
+    f = np.asanyarray(f, dtype=np.float64)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, min_log_hz) / min_log_hz) / logstep, f / f_sp)
+
+
+def _mel_to_hz(m):
+    m = np.asanyarray(m, dtype=np.float64)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+
+def slaney_mel(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+    """Mel filterbank [n_mels, 1 + n_fft // 2], float32: triangles on Slaney's mel scale with
+    area normalisation, the same matrix as ``librosa.filters.mel`` with its defaults (the
+    tests compare the two). Built here because importing ``librosa.filters`` (scipy.signal,
+    numba) took 1.1 s of every extraction run's start-up, for one small matrix."""
+    fmax = sr / 2 if fmax is None else fmax
+    fft_f = np.fft.rfftfreq(n_fft, 1.0 / sr)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fft_f[None, :]
+    lower = -ramps[:n_mels] / fdiff[:n_mels, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    # float32 triangles, then the float64 area normalisation, cast back: the same rounding
+    # steps as librosa, so the matrices are equal bit for bit.
+    w = np.maximum(0.0, np.minimum(lower, upper)).astype(np.float32)
+    return (w * (2.0 / (mel_f[2:] - mel_f[:n_mels]))[:, None]).astype(np.float32)
+
 
 # The last batch's power spectrograms, per thread (see _Spectral._power).
 _LAST = threading.local()
@@ -59,7 +92,7 @@ class _Spectral(Extractor):
     modality = "audio"
     uses_gpu = False  # cheap enough on CPU workers by default ...
     device_capable = True  # ... but with --device cuda the engine runs it on the GPU
-    preload = ("torch", "librosa.filters")  # imported once for all local workers (engine)
+    preload = ("torch",)  # imported once for all local workers (engine)
 
     def __init__(self, config=None, device: str = "cpu"):
         super().__init__(config, device)
@@ -74,11 +107,10 @@ class _Spectral(Extractor):
         self._fb = None
 
     def setup(self) -> None:
-        import librosa
         import torch
 
         c = self.config
-        fb = librosa.filters.mel(sr=c.sample_rate, n_fft=c.n_fft, n_mels=c.n_mels, fmin=c.fmin, fmax=c.fmax)
+        fb = slaney_mel(sr=c.sample_rate, n_fft=c.n_fft, n_mels=c.n_mels, fmin=c.fmin, fmax=c.fmax)
         self._torch = torch
         self._dev = torch.device(self.device)
         self._fb = torch.from_numpy(fb.astype(np.float32)).to(self._dev)
@@ -89,10 +121,12 @@ class _Spectral(Extractor):
         return self.sample_rate / self.hop_length
 
     def versions(self) -> dict[str, str]:
-        import librosa
-        import torch
+        import importlib.metadata as md
 
-        return {"torch": torch.__version__, "librosa": librosa.__version__, "numpy": np.__version__}
+        out = {"torch": md.version("torch"), "numpy": np.__version__}
+        if getattr(self.config, "deltas", False):  # librosa.feature.delta computes them
+            out["librosa"] = md.version("librosa")
+        return out
 
     def _power(self, batch: list[Utterance]) -> list[tuple[list[int], "object", "object"]]:
         """Power spectrograms of ``batch`` in padded groups: [(indices, frames, P [B, F, T])].

@@ -100,6 +100,21 @@ def clips():
     return [Utterance(f"c{i}", speechlike(s, i), SR) for i, s in enumerate(lens)]
 
 
+@pytest.mark.parametrize("sr,n_fft,n_mels,fmin,fmax", [
+    (16000, 512, 40, 0.0, None), (16000, 512, 128, 0.0, 7000.0), (22050, 2048, 128, 20.0, None), (8000, 256, 23, 100.0, 3800.0),
+])
+def test_mel_filterbank_equals_librosa(sr, n_fft, n_mels, fmin, fmax):
+    """mer builds the Slaney filterbank itself (librosa.filters costs 1 s of import per run):
+    it must be librosa's matrix exactly."""
+    import librosa
+
+    from mer.extract.spectral import slaney_mel
+
+    ours = slaney_mel(sr, n_fft, n_mels, fmin, fmax)
+    ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    assert ours.dtype == ref.dtype and np.array_equal(ours, ref)
+
+
 @pytest.mark.parametrize("n_mels,top_db,fmax", [(64, 80.0, None), (128, None, 7000.0)])
 def test_mel_matches_librosa(clips, n_mels, top_db, fmax):
     import librosa
