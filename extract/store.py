@@ -101,16 +101,20 @@ class ZarrFormat(StoreFormat):
 
         self._zarr = zarr
         self.g = zarr.open_group(str(path), mode=mode, zarr_format=3 if mode == "w" else None)
+        self._arrays: dict = {}  # opened once: g[name] reads the array's metadata from disk
 
     def create_array(self, name, shape, dtype, chunks):
         from zarr.codecs import BloscCodec
 
         comp = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle") if np.dtype(dtype).kind in "fiub" else None
         kw = {"compressors": comp} if comp is not None else {}
-        self.g.create_array(name, shape=shape, dtype=dtype if dtype is not str else str, chunks=chunks, fill_value=None if dtype is str else 0, **kw)
+        self._arrays[name] = self.g.create_array(name, shape=shape, dtype=dtype if dtype is not str else str, chunks=chunks, fill_value=None if dtype is str else 0, **kw)
 
     def write(self, name, sl, data):
-        self.g[name][sl] = data
+        a = self._arrays.get(name)
+        if a is None:
+            a = self._arrays[name] = self.g[name]
+        a[sl] = data
 
     def set_attrs(self, attrs):
         self.g.attrs.update(_jsonable(attrs))
