@@ -122,6 +122,7 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=5)
     ap.add_argument("--out", default="/tmp/mer-bench")
     ap.add_argument("--workers", type=int, default=None, help="mer --workers (default: one per core)")
+    ap.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up run of both sides")
     ap.add_argument("--loop", nargs=2, metavar=("MANIFEST", "OUT"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.loop:
@@ -133,7 +134,16 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     print("## machine\n```\n" + machine() + "\n```", flush=True)
     rows = []
-    for pc in a.per_class:
+    sizes = list(a.per_class)
+    if not a.no_warmup:
+        # An untimed run of both sides on a tiny corpus first: whichever side ran first would
+        # otherwise pay for loading torch, openSMILE, librosa and dask from a cold disk cache
+        # (seen: 20 s of mer's start-up after the machine sat idle).
+        sizes = [0] + sizes
+    for pc in sizes:
+        warm = pc == 0
+        if warm:
+            pc = 1
         corpus = out / f"corpus-{pc}"
         if not (corpus / "synth_info.json").exists():
             t = time.perf_counter()
@@ -154,6 +164,9 @@ def main() -> None:
         la0 = os.getloadavg()[0]
         t_mer, m_mer, c_mer, _ = run_measured(cmd, env)
         t_loop, m_loop, c_loop, _ = run_measured([sys.executable, __file__, "--loop", str(mpath), str(out / f"loop-{pc}.pkl")])
+        if warm:
+            print(f"warm-up on {len(df)} utterances: mer {t_mer:.1f} s, loop {t_loop:.1f} s (not reported)", flush=True)
+            continue
         rows.append({"utterances": len(df), "audio_min": round(hours * 60, 1), "mer_s": round(t_mer, 1), "loop_s": round(t_loop, 1),
                      "speedup": round(t_loop / t_mer, 2), "mer_cpu_s": round(c_mer, 1), "loop_cpu_s": round(c_loop, 1),
                      "cpu_ratio": round(c_loop / c_mer, 2), "mer_peak_MiB": round(m_mer / 2**20), "loop_peak_MiB": round(m_loop / 2**20),
@@ -164,6 +177,12 @@ def main() -> None:
     for r in rows:
         print(f"| {r['utterances']} | {r['audio_min']} | {r['mer_s']} | {r['loop_s']} | {r['speedup']}x | {r['mer_cpu_s']} | {r['loop_cpu_s']} | "
               f"{r['cpu_ratio']}x | {r['mer_peak_MiB']} | {r['loop_peak_MiB']} | {r['load_before']} / {r['load_after']} |")
+    if len(rows) > 1:
+        a0, a1 = rows[0], rows[-1]
+        print(f"\nmer peak memory: {a0['mer_peak_MiB']} MiB at {a0['utterances']} utterances, {a1['mer_peak_MiB']} MiB at "
+              f"{a1['utterances']} ({a1['utterances'] / a0['utterances']:.1f}x the corpus): {a1['mer_peak_MiB'] / a0['mer_peak_MiB']:.2f}x")
+        print(f"loop peak memory: {a0['loop_peak_MiB']} MiB -> {a1['loop_peak_MiB']} MiB: {a1['loop_peak_MiB'] / a0['loop_peak_MiB']:.2f}x")
+        print("speed-up (loop wall / mer wall): " + ", ".join(f"{r['speedup']}x at {r['utterances']}" for r in rows))
 
 
 if __name__ == "__main__":

@@ -573,13 +573,20 @@ class _Dask:
                     from distributed.utils import get_mp_context
 
                     get_mp_context().set_forkserver_preload(["distributed", "mer.extract.engine", *preload])
-                self.cluster = LocalCluster(
-                    n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                    silence_logs=logging.ERROR if quiet else logging.WARNING,
-                    # Each worker is one process with one thread; native libraries (torch,
-                    # BLAS) get a fair share of the cores instead of all of them each.
-                    env={"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n)), "MKL_NUM_THREADS": "1"},
-                )
+                try:
+                    self.cluster = LocalCluster(
+                        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                        silence_logs=logging.ERROR if quiet else logging.WARNING,
+                        # Each worker is one process with one thread; native libraries (torch,
+                        # BLAS) get a fair share of the cores instead of all of them each.
+                        env={"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n)), "MKL_NUM_THREADS": "1"},
+                    )
+                except Exception as e:
+                    raise MerError(
+                        f"the local Dask workers did not start ({type(e).__name__}: {e}). If run_extract is called "
+                        f"from a script, the call must sit under `if __name__ == \"__main__\":` (each worker imports "
+                        f"the script); or run in this process with workers=0 / --workers 0"
+                    ) from None
             self.client = Client(self.cluster)
             self.n_workers = n
             self.threads = max(1, (os.cpu_count() or 1) // n)
@@ -718,6 +725,15 @@ def run_extract(
     from mer.common import manifest as mf
     from mer.extract.store import STORES
 
+    if (workers != 0 or scheduler) and _importing_main_in_child():
+        # We are a new worker process importing the user's script (multiprocessing runs it
+        # as __mp_main__ to rebuild its functions): starting workers from here would recurse,
+        # and the parent would wait for this worker forever.
+        raise MerError(
+            "run_extract was called while a worker process imported the calling script: put the call under "
+            "`if __name__ == \"__main__\":`, or pass workers=0 to run in this process"
+        )
+
     t_start = time.time()
     say = (lambda *a: None) if quiet else _printer()
     features = [f.strip() for f in (features.split(",") if isinstance(features, str) else features) if f.strip()]
@@ -826,6 +842,17 @@ def run_extract(
     if all(results[j.feature]["valid"] == 0 for j in jobs):
         raise MerError(f"nothing usable was extracted for {dataset}: every utterance was skipped (see the reports next to the stores)")
     return {j.feature: j.path for j in jobs}
+
+
+def _importing_main_in_child() -> bool:
+    """True while multiprocessing (spawn/forkserver) re-imports the main script in a child."""
+    f = sys._getframe(1)
+    spawn = os.path.join("multiprocessing", "spawn.py")
+    while f is not None:
+        if f.f_code.co_name in ("_fixup_main_from_path", "_fixup_main_from_name") and f.f_code.co_filename.endswith(spawn):
+            return True
+        f = f.f_back
+    return False
 
 
 def _reasons(path: Path) -> dict:

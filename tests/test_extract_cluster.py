@@ -160,3 +160,22 @@ def test_utterance_that_kills_workers_is_skipped(tmp_path):
         assert np.all(r.read_fixed("rms")[r.valid] > 0)
     rep = json.loads(Path(str(p) + ".report.json").read_text())
     assert [(d["id"], d["reason"]) for d in rep["dropped"]] == [("crashme", "worker crashed")]
+
+
+def test_script_without_main_guard_fails_with_advice(corpus, tmp_path):
+    """A script that calls run_extract at import level (no ``if __name__ == "__main__":``)
+    makes every worker process import it and call run_extract again. That used to hang; it
+    must now end, non-zero, with the fix in the message."""
+    base, rows = corpus
+    cache = tmp_path / "cache"
+    write_manifest(cache, rows)
+    script = tmp_path / "noguard.py"
+    script.write_text(
+        "from mer.extract.engine import run_extract\n"
+        f"run_extract('iemocap', ['mfcc'], cache={str(cache)!r}, workers=1, quiet=True)\n"
+        "print('finished')\n"
+    )
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240, env=_env(cache))
+    assert r.returncode != 0, r.stdout
+    assert "finished" not in r.stdout
+    assert '__name__ == "__main__"' in r.stderr, r.stderr[-2000:]
