@@ -13,7 +13,7 @@ speech, 16 kHz), prepare its manifest (not timed), then time in separate process
 Same parameters on both sides (16 kHz, 25 ms window, 10 ms hop, n_fft 512, 40 MFCCs from 40
 mel bands, 64-band log-mel). Peak memory is the peak of the summed PSS (proportional set
 size, so shared libraries are not counted twice) of the process and all its descendants,
-sampled every 0.2 s; CPU seconds are summed over the same processes. Prints a Markdown table with the speed-up ratio and both peaks.
+sampled every 0.5 s; CPU seconds are summed over the same processes. Prints a Markdown table with the speed-up ratio and both peaks.
 
     python bench/bench_extract.py --per-class 8 32 --out /tmp/mer-bench
 """
@@ -31,6 +31,11 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+# Reading a process's PSS (/proc/PID/smaps_rollup) costs ~5 ms of CPU once torch is loaded;
+# mer's tree has five processes, the loop one. At 0.2 s the sampler itself took ~13% of a
+# core while mer ran (2.6% for the loop), on the same two cores it measures. Peaks are
+# plateaus (batches of bounded size), so 0.5 s does not miss them.
+SAMPLE_S = 0.5
 
 
 def tree_sample(proc, cpu: dict) -> int:
@@ -54,7 +59,7 @@ def tree_sample(proc, cpu: dict) -> int:
 
 def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, int, float, str]:
     """Wall seconds, peak tree PSS (bytes) and CPU seconds (user + sys of the command and all
-    its descendants, sampled every 0.2 s) of a command."""
+    its descendants, sampled every SAMPLE_S) of a command."""
     import psutil
 
     t0 = time.perf_counter()
@@ -70,7 +75,7 @@ def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, int, f
                 peak[0] = max(peak[0], tree_sample(ps, cpu))
             except Exception:
                 pass
-            done.wait(0.2)
+            done.wait(SAMPLE_S)
 
     th = threading.Thread(target=sample, daemon=True)
     th.start()
