@@ -83,9 +83,9 @@ class _Smile(Extractor):
 
     def _runner(self) -> "_SmileRunner":
         # One openSMILE instance per thread, initialized once and reset between utterances:
-        # parsing the config and building the component graph cost as much as a third of
-        # the processing of a 3 s utterance. Per thread because a Dask worker may run tasks
-        # in several threads on the same extractor.
+        # parsing the config, building the component graph and freeing it took 8.5 ms per
+        # utterance against 3.4 ms for a reset (a 3 s utterance takes ~45 ms to process).
+        # Per thread because a Dask worker may run tasks in several threads on one extractor.
         r = getattr(self._tls, "runner", None)
         if r is None:
             r = self._tls.runner = _SmileRunner(self)
