@@ -2,9 +2,9 @@
 
 The arithmetic follows librosa 0.11 step for step so that the numbers match it (the tests
 check this): periodic Hann window of ``win_length`` zero-padded to ``n_fft``, centred frames
-with zero (``constant``) padding, power spectrum, Slaney-normalised mel filterbank from
-``librosa.filters.mel`` (rebuilt here in numpy, see ``slaney_mel``), ``power_to_db`` with ``ref=1``, ``amin=1e-10`` and a per-utterance
-``top_db`` floor, and an orthonormal DCT-II for MFCCs. Utterances are sorted by length and
+with zero (``constant``) padding, power spectrum, Slaney-normalised mel filterbank equal to
+``librosa.filters.mel`` (built here in numpy, see ``slaney_mel``), ``power_to_db`` with
+``ref=1``, ``amin=1e-10`` and a per-utterance ``top_db`` floor, and an orthonormal DCT-II for MFCCs. Utterances are sorted by length and
 stacked into padded batches of bounded size, so one ``torch.stft`` call covers many
 utterances; zero padding beyond an utterance's end changes none of its frames because
 centred constant padding already feeds zeros there.
@@ -20,19 +20,21 @@ import numpy as np
 
 from mer.extract.base import EXTRACTORS, Extractor, ExtractorConfig, OutputSpec, Utterance
 
+# Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, log above.
+_F_SP = 200.0 / 3
+_MIN_LOG_HZ = 1000.0
+_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
+_LOGSTEP = np.log(6.4) / 27.0
+
+
 def _hz_to_mel(f):
-    """Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, log above."""
     f = np.asanyarray(f, dtype=np.float64)
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
-    return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, min_log_hz) / min_log_hz) / logstep, f / f_sp)
+    return np.where(f >= _MIN_LOG_HZ, _MIN_LOG_MEL + np.log(np.maximum(f, _MIN_LOG_HZ) / _MIN_LOG_HZ) / _LOGSTEP, f / _F_SP)
 
 
 def _mel_to_hz(m):
     m = np.asanyarray(m, dtype=np.float64)
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
-    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+    return np.where(m >= _MIN_LOG_MEL, _MIN_LOG_HZ * np.exp(_LOGSTEP * (m - _MIN_LOG_MEL)), _F_SP * m)
 
 
 def slaney_mel(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:

@@ -496,11 +496,6 @@ def scan_array(a, rows: int | None = None) -> tuple[str, int]:
     return h.hexdigest(), bad
 
 
-def array_checksum(a, rows: int | None = None) -> str:
-    """blake2b over an array's values (as stored), read in row blocks to bound memory."""
-    return scan_array(a, rows)[0]
-
-
 def open_store(path) -> StoreReader:
     return StoreReader(path)
 
