@@ -22,7 +22,7 @@ EXTRACTORS: Registry[type["Extractor"]] = Registry(
     "feature",
     modules=(
         "mer.extract.spectral",   # mfcc, mel
-        "mer.extract.smile",      # egemaps, gemaps, compare
+        "mer.extract.smile",      # egemaps, gemaps, compare, emobase, is09-is13, smile (any .conf)
         "mer.extract.text",       # bert
         "mer.extract.openl3",     # openl3
         "mer.extract.speaker",    # dvector

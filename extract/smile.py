@@ -1,4 +1,19 @@
-"""openSMILE feature sets (eGeMAPSv02, GeMAPSv01b, ComParE_2016) via the `opensmile` package.
+"""openSMILE feature sets via the `opensmile` package: every set it ships, and any .conf file.
+
+Names (``--features``), one per set of ``opensmile.FeatureSet`` in opensmile 2.6 (its
+config folder ``opensmile/core/config``), functionals / LLDs per 10 ms frame:
+
+- ``egemaps`` eGeMAPSv02 (88 / 25), ``egemaps_v01b`` (88 / 23), ``egemaps_v01a`` (88 / 23)
+- ``gemaps`` GeMAPSv01b (62 / 18), ``gemaps_v01a`` (62 / 18)
+- ``compare`` ComParE_2016 (6,373 / 65)
+- ``emobase`` (988 / 26)
+- ``is09`` IS09_emotion (384 / 16), ``is10`` IS10_paraling_compat (1,582 / 38),
+  ``is11`` IS11_speaker_state (4,368 / 59), ``is12`` IS12_speaker_trait_compat (6,125 / 64),
+  ``is13`` IS13_ComParE (6,373 / 65)
+- ``smile``: any openSMILE config the user points to (``--smile.config PATH``), e.g.
+  openSMILE's ``config/misc/emo_large.conf`` (6,552 functionals, seed 004). Its text and the
+  text of every file it includes are hashed into the store key, so editing the file (or an
+  included one) makes a new store.
 
 Functionals and frame-level LLDs come out of ONE openSMILE pass per utterance: the package's
 own multi-sink output config (``standard_external_data_output_multi.conf.inc``) attaches an
@@ -11,21 +26,44 @@ worker processes in parallel.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import threading
 from ctypes import memmove
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from mer.common.errors import MerError, UsageError
 from mer.extract.base import EXTRACTORS, Extractor, ExtractorConfig, OutputSpec
 
-# Known sizes (opensmile 2.6); checked against the library at setup() so a change is loud.
-DIMS = {
-    "eGeMAPSv02": (88, 25),
-    "GeMAPSv01b": (62, 18),
-    "ComParE_2016": (6373, 65),
+# mer name -> (opensmile.FeatureSet member, functionals, LLDs, LLDs stored by default).
+# Sizes as opensmile 2.6 gives them; checked against the library at setup() so a change is
+# loud. Large sets keep LLDs off by default: their functionals are what papers use.
+SETS = {
+    "egemaps": ("eGeMAPSv02", 88, 25, True),
+    "egemaps_v01b": ("eGeMAPSv01b", 88, 23, True),
+    "egemaps_v01a": ("eGeMAPSv01a", 88, 23, True),
+    "gemaps": ("GeMAPSv01b", 62, 18, True),
+    "gemaps_v01a": ("GeMAPSv01a", 62, 18, True),
+    "compare": ("ComParE_2016", 6373, 65, False),
+    "emobase": ("emobase", 988, 26, True),
+    "is09": ("IS09", 384, 16, True),
+    "is10": ("IS10", 1582, 38, False),
+    "is11": ("IS11", 4368, 59, False),
+    "is12": ("IS12", 6125, 64, False),
+    "is13": ("IS13", 6373, 65, False),
 }
+DIMS = {fs: (nf, nl) for fs, nf, nl, _ in SETS.values()}
+LLD_RATE = 100.0  # every shipped set: 10 ms frame step
+
+# The two placeholders opensmile-python fills with its external audio source and sinks; a
+# config run through the package must contain both (emo_large.conf as released reads a
+# wave file and writes ARFF instead: see the README for the two-line change).
+SOURCE_PLACEHOLDER = "\\cm[source{?}"
+SINK_PLACEHOLDER = "\\cm[sink{?}"
 
 
 @dataclass
@@ -35,9 +73,8 @@ class SmileConfig(ExtractorConfig):
 
 
 @dataclass
-class CompareConfig(SmileConfig):
-    # ComParE LLDs are 65 x 100 per second: kept off by default, the 6,373 functionals are
-    # what papers use (seed 004).
+class LargeSmileConfig(SmileConfig):
+    # ComParE-sized sets have 65 LLDs x 100 per second: off by default.
     lld: bool = False
 
 
@@ -54,17 +91,34 @@ class _Smile(Extractor):
         self._func = None
         self._tls = threading.local()
 
+    # What the runner needs: an opensmile.Smile for options/config path, the level names,
+    # the sizes. Built-in sets know their sizes; the generic `smile` asks the library.
+    lld_level = "lld"
+    func_level = "func"
+
+    def _feature_set_arg(self):
+        import opensmile
+
+        return getattr(opensmile.FeatureSet, self.feature_set)
+
+    def dims(self) -> tuple[int, int]:
+        return DIMS[self.feature_set]
+
+    def lld_rate(self) -> float:
+        return LLD_RATE
+
     def setup(self) -> None:
         import opensmile
 
-        fs = getattr(opensmile.FeatureSet, self.feature_set)
-        self._func = opensmile.Smile(feature_set=fs, feature_level=opensmile.FeatureLevel.Functionals)
-        self._lld = opensmile.Smile(feature_set=fs, feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
-        nf, nl = len(self._func.feature_names), len(self._lld.feature_names)
-        if (nf, nl) != DIMS[self.feature_set]:
-            from mer.common.errors import MerError
+        fs = self._feature_set_arg()
+        self._func = opensmile.Smile(feature_set=fs, feature_level=self.func_level)
+        nf = len(self._func.feature_names)
+        nl = len(opensmile.Smile(feature_set=fs, feature_level=self.lld_level).feature_names) if self.wants_lld() else self.dims()[1]
+        if (nf, nl) != self.dims():
+            raise MerError(f"{self.name}: openSMILE {opensmile.__version__} gives {nf} functionals / {nl} LLDs, expected {self.dims()}")
 
-            raise MerError(f"{self.name}: openSMILE {opensmile.__version__} gives {nf} functionals / {nl} LLDs, expected {DIMS[self.feature_set]}")
+    def wants_lld(self) -> bool:
+        return bool(self.config.lld)
 
     def versions(self) -> dict[str, str]:
         import opensmile
@@ -75,10 +129,11 @@ class _Smile(Extractor):
         return {"feature_set": self.feature_set}
 
     def outputs(self):
-        nf, nl = DIMS[self.feature_set]
-        out = {"functionals": OutputSpec("fixed", nf, None, "float32", f"openSMILE {self.feature_set} functionals")}
-        if self.config.lld:
-            out["lld"] = OutputSpec("ragged", nl, 100.0, "float32", f"openSMILE {self.feature_set} low-level descriptors per 10 ms frame")
+        nf, nl = self.dims()
+        what = self.feature_set or "config"
+        out = {"functionals": OutputSpec("fixed", nf, None, "float32", f"openSMILE {what} functionals")}
+        if self.wants_lld():
+            out["lld"] = OutputSpec("ragged", nl, self.lld_rate(), "float32", f"openSMILE {what} low-level descriptors per frame")
         return out
 
     def _runner(self) -> "_SmileRunner":
@@ -119,29 +174,127 @@ class _Smile(Extractor):
         return res
 
 
-@EXTRACTORS.register("egemaps")
-class EGeMAPS(_Smile):
-    """eGeMAPSv02: 88 functionals, 25 LLDs per frame."""
-
-    name = "egemaps"
-    feature_set = "eGeMAPSv02"
-
-
-@EXTRACTORS.register("gemaps")
-class GeMAPS(_Smile):
-    """GeMAPSv01b: 62 functionals, 18 LLDs per frame."""
-
-    name = "gemaps"
-    feature_set = "GeMAPSv01b"
+def _register_builtin(name: str, feature_set: str, nf: int, nl: int, lld_default: bool) -> None:
+    """One class per shipped set, made from the SETS row (the name is written once)."""
+    cls = type(f"Smile_{name}", (_Smile,), {
+        "__doc__": f"openSMILE {feature_set}: {nf} functionals, {nl} LLDs per frame.",
+        "__module__": __name__,
+        "name": name,
+        "feature_set": feature_set,
+        "Config": SmileConfig if lld_default else LargeSmileConfig,
+    })
+    globals()[cls.__name__] = cls  # a module attribute, so instances pickle to Dask workers
+    EXTRACTORS.register(name)(cls)
 
 
-@EXTRACTORS.register("compare")
-class ComParE(_Smile):
-    """ComParE_2016: 6,373 functionals (65 LLDs per frame with --compare.lld true)."""
+for _name, _row in SETS.items():
+    _register_builtin(_name, *_row)
+EGeMAPS, GeMAPS, ComParE = Smile_egemaps, Smile_gemaps, Smile_compare  # noqa: F821 (made above)
 
-    name = "compare"
-    feature_set = "ComParE_2016"
-    Config = CompareConfig
+
+# ----------------------------------------------------------------------- any .conf file
+_INCLUDE = re.compile(r"^\s*\\\{(?!\\cm\[)(.+)\}\s*$")
+
+
+def _active_lines(p: Path) -> list[str]:
+    """The lines of a config that openSMILE reads: comments (``//``, ``;``, ``%``) left out."""
+    return [ln for ln in p.read_text(errors="replace").splitlines() if not ln.lstrip().startswith(("//", ";", "%"))]
+
+
+def config_files(path: str | Path) -> list[Path]:
+    """``path`` and every file it includes (``\\{file}`` lines, resolved against the
+    including file's folder, recursively), in reading order. The package's own
+    placeholders (``\\{\\cm[source{?}...]}``) are filled by opensmile-python and belong to
+    its version, not to the user's file."""
+    seen: list[Path] = []
+
+    def visit(p: Path, chain: tuple[str, ...]):
+        p = p.resolve()
+        if p in seen:
+            return
+        if not p.is_file():
+            where = f" (included from {chain[-1]})" if chain else ""
+            raise UsageError(f"--smile.config: {p}: no such file{where}")
+        seen.append(p)
+        for line in _active_lines(p):
+            m = _INCLUDE.match(line)
+            if m:
+                visit(p.parent / m.group(1).strip(), chain + (str(p),))
+
+    visit(Path(path).expanduser(), ())
+    return seen
+
+
+def config_hash(path: str | Path) -> str:
+    """sha256 over the config file and every file it includes (names relative to the first)."""
+    files = config_files(path)
+    base = files[0].parent
+    h = hashlib.sha256()
+    for f in files:
+        h.update(os.path.relpath(f, base).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+@dataclass
+class CustomSmileConfig(ExtractorConfig):
+    config: str = ""          # path to an openSMILE .conf (with opensmile-python's source/sink placeholders)
+    func_level: str = "func"  # data-memory level the functionals are read from
+    lld_level: str = ""       # level of the frame-level LLDs to store as well ("" = none)
+    lld_rate: float = 100.0   # frames per second of that level (the conf's frameStep: 0.01 s -> 100)
+    sample_rate: int = 16000
+
+
+@EXTRACTORS.register("smile")
+class CustomSmile(_Smile):
+    """Any openSMILE config file (``--smile.config PATH``); sizes read from the config."""
+
+    name = "smile"
+    feature_set = ""
+    Config = CustomSmileConfig
+
+    def __init__(self, config=None, device: str = "cpu"):
+        super().__init__(config, device)
+        c = self.config
+        if not c.config:
+            raise UsageError("smile: name an openSMILE config file with --smile.config PATH")
+        self.path = Path(c.config).expanduser().resolve()
+        self.func_level = c.func_level
+        self.lld_level = c.lld_level or c.func_level  # read (and ignored) when no LLDs are wanted
+        text = "\n".join(_active_lines(config_files(self.path)[0]))
+        missing = [p for p in (SOURCE_PLACEHOLDER, SINK_PLACEHOLDER) if p not in text]
+        if missing:
+            raise UsageError(
+                f"--smile.config {self.path}: lacks {' and '.join(m + ']' for m in missing)}; opensmile-python feeds audio "
+                "and reads features through these includes (replace the file's wave source section with "
+                "\\{\\cm[source{?}:include external source]} and its output include with \\{\\cm[sink{?}:include external sink]})"
+            )
+        self._hash = config_hash(self.path)
+        self._dims: tuple[int, int] | None = None
+
+    def _feature_set_arg(self):
+        return str(self.path)
+
+    def wants_lld(self) -> bool:
+        return bool(self.config.lld_level)
+
+    def lld_rate(self) -> float:
+        return float(self.config.lld_rate)
+
+    def dims(self) -> tuple[int, int]:
+        if self._dims is None:
+            import opensmile
+
+            def size(level):
+                try:
+                    return len(opensmile.Smile(feature_set=str(self.path), feature_level=level).feature_names)
+                except Exception as e:  # openSMILE's own message says what is wrong in the file
+                    raise MerError(f"--smile.config {self.path}: openSMILE cannot read level {level!r}: {e}") from None
+
+            self._dims = (size(self.func_level), size(self.lld_level) if self.wants_lld() else 0)
+        return self._dims
+
+    def identity(self) -> dict:
+        return {"config_sha256": self._hash}
 
 
 class _SmileRunner:
@@ -164,13 +317,13 @@ class _SmileRunner:
         root = func.default_config_root
         opts.pop("sinkLevel", None)
         opts["sink"] = os.path.join(root, oscfg.EXTERNAL_OUTPUT_MULTI_CONFIG)
-        opts["sinkLevelLLD"] = "lld"
-        opts["sinkLevelFunc"] = "func"
         opts["source"] = os.path.join(root, oscfg.EXTERNAL_INPUT_CONFIG)
         opts["sampleRate"] = ext.sample_rate
         opts["nBits"] = 16
-        self.nf, self.nl = DIMS[ext.feature_set]
-        self.want_lld = bool(ext.config.lld)
+        opts["sinkLevelLLD"] = ext.lld_level
+        opts["sinkLevelFunc"] = ext.func_level
+        self.nf, self.nl = ext.dims()
+        self.want_lld = ext.wants_lld()
         self.rate = ext.sample_rate
         self.smile = OpenSMILE()
         self.smile.initialize(config_file=func.config_path, options=opts, loglevel=func.loglevel, log_file=func.logfile, debug=False)

@@ -182,6 +182,83 @@ def test_smile_equals_opensmile(clips, name):
             np.testing.assert_allclose(o["lld"], lld.process_signal(u.audio, SR).to_numpy(), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:Feature set:UserWarning")  # opensmile flags the v01 sets as deprecated
+@pytest.mark.parametrize("name", ["emobase", "is09", "is10", "is11", "is12", "is13", "egemaps_v01b", "egemaps_v01a", "gemaps_v01a"])
+def test_every_shipped_smile_set_equals_opensmile(clips, name):
+    """Each set opensmile ships is an extractor whose functionals (and LLDs where stored by
+    default) equal the package run directly on the same signal (same library, same int16
+    input: bit for bit; the tolerance only absorbs the float32 -> float64 of pandas)."""
+    import opensmile
+
+    from mer.extract.base import EXTRACTORS
+    from mer.extract.smile import SETS
+
+    ext = EXTRACTORS.get(name)()
+    member, nf, nl, lld_default = SETS[name]
+    fs = getattr(opensmile.FeatureSet, member)
+    assert ext.outputs()["functionals"].dim == nf and ("lld" in ext.outputs()) == lld_default
+    (o,) = ext.process([clips[2]])
+    ref = opensmile.Smile(feature_set=fs, feature_level=opensmile.FeatureLevel.Functionals).process_signal(clips[2].audio, SR)
+    assert ref.shape[1] == nf
+    np.testing.assert_allclose(o["functionals"], ref.to_numpy()[0], rtol=1e-6, atol=1e-6)
+    if lld_default:
+        lld = opensmile.Smile(feature_set=fs, feature_level=opensmile.FeatureLevel.LowLevelDescriptors).process_signal(clips[2].audio, SR)
+        assert o["lld"].shape == lld.shape and lld.shape[1] == nl
+        np.testing.assert_allclose(o["lld"], lld.to_numpy(), rtol=1e-6, atol=1e-6)
+
+
+SMILE_CONF = Path(__file__).parent / "fixtures" / "smile_small.conf"
+
+
+def test_smile_config_file_equals_opensmile(clips, tmp_path):
+    """``smile`` runs any .conf (here a small emo_large-shaped one): functionals and LLDs
+    equal opensmile.Smile(feature_set=<that file>) run directly; its sizes come from the file."""
+    import opensmile
+
+    from mer.extract.smile import CustomSmile, CustomSmileConfig
+
+    ext = CustomSmile(CustomSmileConfig(config=str(SMILE_CONF), lld_level="lld"))
+    outs = ext.outputs()
+    assert outs["functionals"].dim == 224 and outs["lld"].dim == 16 and outs["lld"].frame_rate == 100.0
+    func = opensmile.Smile(feature_set=str(SMILE_CONF), feature_level="func")
+    lld = opensmile.Smile(feature_set=str(SMILE_CONF), feature_level="lld")
+    for u, o in zip(clips[1:], ext.process(clips[1:])):
+        np.testing.assert_allclose(o["functionals"], func.process_signal(u.audio, SR).to_numpy()[0], rtol=1e-6, atol=1e-6)
+        ref = lld.process_signal(u.audio, SR).to_numpy()
+        assert o["lld"].shape == ref.shape
+        np.testing.assert_allclose(o["lld"], ref, rtol=1e-6, atol=1e-6)
+    assert "lld" not in CustomSmile(CustomSmileConfig(config=str(SMILE_CONF))).outputs()  # LLDs only when a level is named
+
+
+def test_smile_config_key_follows_content_of_file_and_includes(tmp_path):
+    """The store key hashes the config's text and its includes: same text elsewhere, same
+    identity; an edit to the included file, a new one. A file opensmile-python cannot feed
+    (no source/sink placeholders) or a missing include is refused by name."""
+    import shutil
+
+    from mer.common.errors import UsageError
+    from mer.extract.smile import CustomSmile, CustomSmileConfig
+
+    d = tmp_path / "conf"
+    shutil.copytree(SMILE_CONF.parent, d)
+    a = CustomSmile(CustomSmileConfig(config=str(SMILE_CONF))).identity()
+    b = CustomSmile(CustomSmileConfig(config=str(d / SMILE_CONF.name))).identity()
+    assert a == b
+    inc = d / "smile_small_func.conf.inc"
+    inc.write_text(inc.read_text().replace("Moments.kurtosis = 1", "Moments.kurtosis = 0"))
+    c = CustomSmile(CustomSmileConfig(config=str(d / SMILE_CONF.name)))
+    assert c.identity() != a and c.outputs()["functionals"].dim == 224 - 32
+    bad = d / "plain.conf"
+    bad.write_text((d / SMILE_CONF.name).read_text().replace("\\{\\cm[sink{?}:include external sink]}", ""))
+    with pytest.raises(UsageError, match=r"plain.conf: lacks .*sink"):
+        CustomSmile(CustomSmileConfig(config=str(bad)))
+    inc.unlink()
+    with pytest.raises(UsageError, match=r"smile_small_func.conf.inc: no such file \(included from"):
+        CustomSmile(CustomSmileConfig(config=str(d / SMILE_CONF.name)))
+    with pytest.raises(UsageError, match="--smile.config PATH"):
+        CustomSmile()
+
+
 def test_smile_instance_reused_across_utterances_equals_fresh_opensmile():
     """One openSMILE instance per worker thread is reset between utterances instead of
     rebuilt: twelve utterances of mixed lengths in a row, with one that fails in the middle
@@ -424,3 +501,37 @@ def test_lock_excludes_and_dies_with_holder(tmp_path):
             assert time.time() - t0 < 10
     finally:
         proc.kill()
+
+
+def test_cli_extracts_smile_config_and_a_shipped_set(small, tmp_path):
+    """`mer extract --features smile --smile.config PATH` (how seed 004's emo_large is run)
+    and a shipped set (is09) from the command line; an edited include gives a new store."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from mer.common.cli import cli
+    from mer.extract.cache import find_store
+    from mer.extract.store import open_store
+
+    cache, rows = small
+    d = tmp_path / "conf"
+    shutil.copytree(SMILE_CONF.parent, d)
+    args = ["extract", "--dataset", "iemocap", "--cache", str(cache), "--features", "smile,is09", "--workers", "0",
+            "--max-seconds", "2", "--smile.config", str(d / SMILE_CONF.name), "--smile.lld_level", "lld"]
+    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    p = find_store("iemocap", "smile", cache)
+    with open_store(p) as r:
+        assert r.read_fixed("functionals").shape == (len(rows), 224) and r.attrs["outputs"]["lld"]["dim"] == 16
+        assert r.attrs["identity"]["config_sha256"] and int(np.sum(r.valid)) == 10
+    with open_store(find_store("iemocap", "is09", cache)) as r:
+        assert r.read_fixed("functionals").shape == (len(rows), 384)
+    inc = d / "smile_small_func.conf.inc"
+    inc.write_text(inc.read_text().replace("Means.amean = 1", "Means.amean = 0"))
+    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    p2 = find_store("iemocap", "smile", cache)
+    assert p2 != p and p.exists()
+    with open_store(p2) as r:
+        assert r.read_fixed("functionals").shape == (len(rows), 224 - 32)
