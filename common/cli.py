@@ -22,6 +22,7 @@ COMMANDS = {
     "cache": "mer.extract.cli:cache",
     "train": "mer.train.cli:train",
     "runs": "mer.train.cli:runs",
+    "compare": "mer.train.cli:compare",
     "predict": "mer.train.cli:predict",
 }
 
@@ -32,6 +33,7 @@ HELP = {
     "cache": "List, verify, export or remove feature stores.",
     "train": "Train fusion models on cached features and write a run directory.",
     "runs": "Compare run directories as a table (and CSV/Markdown/PNG).",
+    "compare": "Paired significance tests between runs on the same folds (table + PNG).",
     "predict": "Predict labels for new audio/text with a trained run.",
 }
 
@@ -82,7 +84,8 @@ cache_option = click.option(
 @click.option("--dataset", "-d", type=dataset_choice(), required=True, help="Corpus adapter.")
 @click.option("--root", "-r", type=click.Path(exists=True, file_okay=False), required=True, help="Corpus folder, as unpacked.")
 @cache_option
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the manifest here instead of the cache.")
+@click.option("--out", type=click.Path(), default=None,
+              help="Write the manifest here instead of the cache: a .parquet file, or a folder (gets manifest.parquet).")
 @click.option("--workers", type=int, default=8, show_default=True, help="Threads for checking and hashing audio.")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
               help="Adapter option, e.g. -o manifest_file=labels.jsonl for --dataset csv.")

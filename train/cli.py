@@ -105,7 +105,9 @@ def train(dataset, features, fusion, protocol, scheme, seeds, seed, cache, manif
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), default=None, help="Also write the table as Markdown.")
 @click.option("--plot", "png_path", type=click.Path(dir_okay=False), default=None, help="Bar chart of one metric (--plot-metric) per run.")
 @click.option("--plot-metric", default=None, help="Metric for --plot (default: --sort if a metric, else ua or mae).")
-def runs(roots, filters, sort, ascending, metrics, csv_path, md_path, png_path, plot_metric):
+@click.option("--baseline", type=click.Path(exists=True, file_okay=False), default=None,
+              help="A run directory: add each run's UA difference to it and the paired permutation test's p-value.")
+def runs(roots, filters, sort, ascending, metrics, csv_path, md_path, png_path, plot_metric, baseline):
     """Compare run directories as a table (ROOTS: run dirs or folders of them; default: runs/)."""
     from pathlib import Path
 
@@ -118,6 +120,15 @@ def runs(roots, filters, sort, ascending, metrics, csv_path, md_path, png_path, 
         raise MerError(f"no finished runs under {', '.join(roots)}" + (" matching the filters" if filters else ""))
     id_cols = ["run", "dataset", "features", "fusion", "protocol", "scheme", "seeds", "folds", "n"]
     metric_cols = [c for c in df.columns if c not in id_cols + ["path"] and not c.endswith("_std")]
+    if baseline:
+        from mer.train.compare import baseline_columns
+
+        cols, notes = baseline_columns(baseline, list(df["path"]))
+        df["d_ua"] = [cols.get(p, (float("nan"), None))[0] for p in df["path"]]
+        df["p_ua"] = [cols.get(p, (None, float("nan")))[1] for p in df["path"]]
+        metric_cols = [c for c in metric_cols if c not in ("d_ua", "p_ua")] + ["d_ua", "p_ua"]
+        for n in notes:
+            click.echo(f"note: {n}", err=True)
     if metrics:
         want = [m.strip() for m in metrics.split(",")]
         bad = [m for m in want if m not in metric_cols]
@@ -130,7 +141,7 @@ def runs(roots, filters, sort, ascending, metrics, csv_path, md_path, png_path, 
         shown[m] = [f"{v:.4f}" + (f" ± {s:.4f}" if s is not None and s == s else "") if v == v else "nan"
                     for v, s in zip(df[m], std if std is not None else [None] * len(df))]
     click.echo(shown.to_string(index=False))
-    full = df[id_cols + [c for m in metric_cols for c in (m, f"{m}_std")] + ["path"]]
+    full = df[id_cols + [c for m in metric_cols for c in (m, f"{m}_std") if c in df.columns] + ["path"]]
     if csv_path:
         full.to_csv(csv_path, index=False)
         click.echo(f"wrote {csv_path}")
@@ -146,6 +157,49 @@ def runs(roots, filters, sort, ascending, metrics, csv_path, md_path, png_path, 
         labels = [f"{r.fusion} [{r.features}] {r.protocol}" for r in df.itertuples()]
         runs_bar_png(labels, df[pm].astype(float).tolist(), df.get(f"{pm}_std", [None] * len(df)).tolist(), pm, Path(png_path))
         click.echo(f"wrote {png_path}")
+
+
+@click.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--plot", "png_path", type=click.Path(dir_okay=False), default="compare.png", show_default=True,
+              help="PNG of the differences with their 95% intervals.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write every figure as JSON.")
+@click.option("--markdown", "md_path", type=click.Path(dir_okay=False), default=None, help="Also write the table as Markdown.")
+@click.option("--bootstrap", "n_boot", type=int, default=2000, show_default=True, help="Bootstrap resamples.")
+@click.option("--permutations", "n_perm", type=int, default=10000, show_default=True, help="Permutations for the UA test.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the resampling.")
+def compare(run_dirs, png_path, json_path, md_path, n_boot, n_perm, seed):
+    """Paired tests of runs made with the same folds: RUN_A (the baseline) vs RUN_B [RUN_C ...].
+
+    Differences in UA, WA and weighted F1 with paired bootstrap 95% intervals, McNemar's test
+    on correctness, a paired permutation test for UA, a t-test across seeds where there are
+    enough; Holm-corrected when more than two runs are compared.
+    """
+    import json
+    from pathlib import Path
+
+    from mer.train.compare import compare_runs, comparison_png, table, to_json
+
+    if len(run_dirs) < 2:
+        from mer.common.errors import UsageError
+
+        raise UsageError("give at least two run directories (the first is the baseline)")
+    cmp = compare_runs(run_dirs, n_boot=n_boot, n_perm=n_perm, seed=seed)
+    t = table(cmp)
+    b = cmp.baseline
+    click.echo(f"baseline {b.name} ({b.label}): " + ", ".join(
+        f"{k} {cmp.rows[0]['bootstrap'][k]['a']:.4f}" for k in ("ua", "accuracy", "weighted_f1")))
+    click.echo(t.to_string(index=False))
+    for n in cmp.notes:
+        click.echo(f"note: {n}")
+    comparison_png(cmp, Path(png_path))
+    click.echo(f"wrote {png_path}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(to_json(cmp), indent=1))
+        click.echo(f"wrote {json_path}")
+    if md_path:
+        Path(md_path).write_text(_markdown(t) + "\n")
+        click.echo(f"wrote {md_path}")
 
 
 def _markdown(df) -> str:

@@ -10,6 +10,7 @@ when a model defines them.
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -309,11 +310,23 @@ def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, 
     out_root = Path(out) if out else Path("runs")
     written: list[Path] = []
     data_cache: dict[tuple, tuple[TrainData, Report]] = {}
+    skipped: list[str] = []
     for reqs in requests:
         for fname in fusion_names:
             cls = classes_of[fname]
             cfg = model_config(cls, options)
             sources = resolve_inputs(reqs, fcache, getattr(cls, "wants", "pooled"))
+            why = _unbuildable(cls, cfg, sources, n_classes=1 if sch.is_regression else len(classes),
+                               classes=None if sch.is_regression else classes)
+            if why is not None:
+                # One pair of a grid (attention on text alone, say) must not stop the others.
+                if n_runs == 1:
+                    raise MerError(why)
+                note = f"skipped {fname} [{','.join(r.text for r in reqs)}]: {why}"
+                skipped.append(note)
+                if not quiet:
+                    print(f"note: {note}", file=sys.stderr)
+                continue
             dkey = tuple(sources)
             if dkey not in data_cache:  # fusions that want the same inputs share the aligned arrays
                 rep = Report(f"training data: {dataset}, scheme {sch.name}, features {','.join(r.text for r in reqs)}")
@@ -346,7 +359,26 @@ def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, 
                 mean = json.loads((run_dir / "metrics.json").read_text())["mean"]
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in mean.items() if isinstance(v, float))
                 print(f"{run_dir}: {shown}")
+    if skipped:
+        if not written:
+            raise MerError(f"none of the {n_runs} (feature set, fusion) pairs can be built: " + "; ".join(skipped))
+        if not quiet:
+            print(f"{len(written)} of {n_runs} runs written; {len(skipped)} skipped:", file=sys.stderr)
+            for n in skipped:
+                print(f"  {n}", file=sys.stderr)
     return written
+
+
+def _unbuildable(cls, cfg, sources, n_classes: int, classes) -> str | None:
+    """Why a fusion cannot be built on these inputs (its own check, e.g. "needs at least 1 audio
+    feature"), or None. Builds the model once on the input specs, which costs milliseconds."""
+    from mer.train.data import input_specs
+
+    try:
+        build_model(cls, input_specs(sources), n_classes, cfg, classes)
+    except MerError as e:
+        return str(e)
+    return None
 
 
 def _postfix(r: FoldResult, regression: bool) -> str:

@@ -106,7 +106,7 @@ def prepare(
 
     df = mf.to_frame(good)
     report.counts = {"found": n_found, "kept": len(df), "dropped": len(report.dropped), "repaired": len(report.repaired)}
-    target = Path(out) if out else paths.manifest_path(dataset, cache)
+    target = manifest_target(out) if out else paths.manifest_path(dataset, cache)
     m = mf.write(df, target, dataset, str(root), {"report": target.stem + ".report.json"})
     stem = target.with_name(target.stem + ".report")
     _, report_txt = report.write(stem)
@@ -124,6 +124,17 @@ def prepare(
         c.print(table.to_string())
         c.print(f"manifest: {target}\nreport:   {report_txt}")
     return m, report
+
+
+def manifest_target(out) -> Path:
+    """``--out``: a ``.parquet`` file path, or a folder (existing, or named without a suffix)
+    that gets ``manifest.parquet`` inside, next to its meta, report and summary files."""
+    p = Path(out).expanduser()
+    if p.is_dir() or (not p.exists() and p.suffix.lower() != ".parquet"):
+        return p / "manifest.parquet"
+    if p.suffix.lower() != ".parquet":
+        raise MerError(f"--out {p}: an existing file that is not a .parquet manifest; give a folder or a .parquet path")
+    return p
 
 
 def summary_table(m: mf.Manifest) -> pd.DataFrame:
