@@ -82,6 +82,15 @@ class Scheme:
         return out, list(self.classes)
 
 
+    def unlabelled(self, df: pd.DataFrame, labels: pd.Series) -> dict[str, int]:
+        """How many utterances this scheme leaves without a label, by raw ``source`` value
+        (MELD ``emo6``: ``{"fear": n}``), for the training data report."""
+        miss = pd.Series(labels).isna().to_numpy()
+        raw = df[self.source].astype("string").fillna("(missing)").to_numpy()[miss]
+        values, counts = np.unique(raw.astype(str), return_counts=True)
+        return {str(v): int(c) for v, c in zip(values, counts)}
+
+
 def scheme(dataset: str, name: str | None = None) -> Scheme:
     spec = dataset_spec(dataset)
     name = name or spec["default_scheme"]

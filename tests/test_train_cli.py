@@ -161,3 +161,33 @@ def test_end_to_end_extract_train_predict(tmp_path, capsys):
         tmp_path / "new.csv", index=False)
     _mer("predict", "--run", run, "--manifest", tmp_path / "new.csv", "--out", tmp_path / "p3.csv")
     assert list(pd.read_csv(tmp_path / "p3.csv")["id"]) == list(man.df["id"][:3])
+
+
+def test_meld_emo6_stratified_counts_fear_and_splits_each_class_80_20(tmp_path):
+    """Seed 002's MELD setting: scheme emo6 leaves fear out (counted in the data report by
+    its raw label) and protocol `stratified` pools MELD's splits, then splits 80/20 by class."""
+    from mer.common.manifest import Manifest, content_hashes
+    from mer.common.schemes import scheme
+    from mer.train.trainer import run_train
+
+    man, sets = synthetic(300, seed=5, text_dim=8, audio_dim=8, noise=0.5)
+    df = man.df.copy()
+    df["emotion"] = df["emotion"].map({"ang": "anger", "hap": "joy", "sad": "sadness", "neu": "neutral"})
+    df.loc[df.index[:30], "emotion"] = "fear"
+    df["split"] = np.random.default_rng(1).choice(["train", "dev", "test"], len(df), p=[0.7, 0.1, 0.2])
+    df["dataset"] = "meld"
+    man = Manifest(df, {"dataset": "meld", **content_hashes(df)})
+    lab, classes = scheme("meld", "emo6").apply(df)
+    assert classes == ["neutral", "joy", "surprise", "anger", "sadness", "disgust"] and int(lab.isna().sum()) == 30
+    (run,) = run_train("meld", "bert,mfcc", "concat", scheme="emo6", protocol="stratified", manifest=man,
+                       feature_sets=sets, out=tmp_path, epochs=3, device="cpu", quiet=True, plots=False)
+    rep = json.loads((run / "data_report.json").read_text())
+    assert rep["counts"]["without a label under the scheme: emotion fear"] == 30
+    p = pd.read_csv(run / "predictions.csv")
+    assert len(p) == round(0.2 * 270) and "fear" not in set(p["true"])
+    test_split = df.set_index("id").loc[p["id"], "split"]
+    assert set(test_split) == {"train", "dev", "test"}  # the release's splits are pooled
+    whole = df[df["emotion"] != "fear"]["emotion"].value_counts(normalize=True)
+    share = p["true"].value_counts(normalize=True)
+    for c in whole.index:  # each class in the test fold within 2 points of its share of the corpus
+        assert abs(share[c] - whole[c]) < 0.02, c

@@ -330,6 +330,8 @@ def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, 
             dkey = tuple(sources)
             if dkey not in data_cache:  # fusions that want the same inputs share the aligned arrays
                 rep = Report(f"training data: {dataset}, scheme {sch.name}, features {','.join(r.text for r in reqs)}")
+                for raw, n in sch.unlabelled(man.df, labels).items():  # e.g. MELD emo6: the fear rows
+                    rep.counts[f"without a label under the scheme: {sch.source} {raw}"] = n
                 data_cache[dkey] = (build_data(man.df, labels, classes, sources, fcache, sch.is_regression, rep), rep)
             data, rep = data_cache[dkey]
             rep = copy.deepcopy(rep)
