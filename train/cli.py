@@ -38,6 +38,14 @@ def _options(ctx, param, value):
     return out
 
 
+def _check_optimizer(ctx, param, value):
+    from mer.train.trainer import OPTIMIZERS
+
+    if value not in OPTIMIZERS:
+        raise click.BadParameter(f"unknown optimizer {value!r}; choose from: {', '.join(OPTIMIZERS)}")
+    return value
+
+
 class _FusionHelp(click.Option):
     """--fusion's help lists the registry's names, computed only when help is shown."""
 
@@ -62,19 +70,23 @@ class _FusionHelp(click.Option):
 @click.option("--epochs", type=int, default=60, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--optimizer", default="adamw", show_default=True, callback=_check_optimizer,
+              help="adamw (decoupled weight decay), adam (weight decay as an L2 term, as seeds 002/004), sgd (momentum 0.9).")
+@click.option("--weight-decay", type=float, default=1e-4, show_default=True, help="Weight decay (L2 for adam/sgd).")
+@click.option("--grad-clip", type=float, default=5.0, show_default=True, help="Clip the gradient's global norm to this (0: no clipping).")
 @click.option("--patience", type=int, default=10, show_default=True, help="Early stopping: epochs without validation improvement.")
 @click.option("--monitor", type=click.Choice(["auto", "ua", "accuracy", "weighted_f1", "macro_f1", "loss"]), default="auto",
               show_default=True, help="Validation metric for early stopping (auto: ua, or loss for regression).")
-@click.option("--balanced/--no-balanced", default=False, show_default=True, help="Class-weighted loss (weights from the training rows).")
+@click.option("--balanced/--no-balanced", default=False, show_default=True, help="Class-weighted loss (weights from the training rows); every classification model supports it, regression refuses it.")
 @click.option("--max-len", type=int, default=None, help="Cap frames/tokens per sequence input.")
 @click.option("--set", "options", multiple=True, callback=_options, metavar="NAME=VALUE",
-              help="Fusion config field, e.g. --set hidden=128 --set dropout=0.2 (applies to every fusion that has it).")
+              help="Fusion config field, e.g. --set hidden=128 --set dropout=0.2 (applies to every fusion that has it; a name no fusion has is an error).")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA if available), cpu, cuda, cuda:1.")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads (0: torch's default); small models train fastest on 1.")
 @click.option("--no-plots", is_flag=True, help="Skip confusion.png and curves.png.")
 @click.option("--quiet", "-q", is_flag=True)
 def train(dataset, features, fusion, protocol, scheme, seeds, seed, cache, manifest, out, run_id, epochs, batch_size, lr,
-          patience, monitor, balanced, max_len, options, device, threads, no_plots, quiet):
+          optimizer, weight_decay, grad_clip, patience, monitor, balanced, max_len, options, device, threads, no_plots, quiet):
     """Train fusion models on cached features and write one run directory per
     (feature set, fusion): config.yaml, metrics.json, predictions.csv, weights, plots.
 
@@ -86,8 +98,8 @@ def train(dataset, features, fusion, protocol, scheme, seeds, seed, cache, manif
     """
     from mer.train.trainer import TrainConfig, run_train
 
-    tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, monitor=monitor,
-                     balanced=balanced, max_len=max_len, device=device, threads=threads)
+    tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
+                     grad_clip=grad_clip, patience=patience, monitor=monitor, balanced=balanced, max_len=max_len, device=device, threads=threads)
     run_train(dataset, list(features), fusion, protocol=protocol, scheme=scheme,
               seeds=[seed] if seed is not None else seeds, cache=cache, out=out, device=device, manifest=manifest,
               options=options, config=tc, run_id=run_id, command="mer " + shlex.join(sys.argv[1:]),

@@ -35,6 +35,14 @@ from mer.common.errors import MerError
 WANTS = ("pooled", "sequence")
 
 
+def balanced_weights(counts):
+    """Class weights N / (K * n_c) (classes absent from training get 0), as sklearn's 'balanced'."""
+    import numpy as np
+
+    counts = np.asarray(counts, np.float64)
+    return np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max(len(counts), 1), 0.0)
+
+
 # --------------------------------------------------------------------------- masks, pooling
 
 def get_mask(batch: dict, key: str, x: torch.Tensor) -> torch.Tensor:

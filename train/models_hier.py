@@ -39,7 +39,7 @@ from torch import nn
 
 from mer.common.errors import MerError
 from mer.train.fusion import FUSIONS, by_modality
-from mer.train.layers import FusionBase, PackedRNN, check_dims, get_mask, mlp, require_modalities
+from mer.train.layers import FusionBase, balanced_weights, PackedRNN, check_dims, get_mask, mlp, require_modalities
 
 NEUTRAL_NAMES = ("neu", "neutral")
 
@@ -137,15 +137,27 @@ class HierarchicalFusion(FusionBase):
             raise MerError(f"hierarchical: expected {self.n_logits} packed logits, got {logits.shape[-1]}")
         return logits[:, :2], logits[:, 2:C + 1], logits[:, C + 1:]
 
-    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, y: torch.Tensor, class_counts=None) -> torch.Tensor:
+        """Sum of the three heads' cross-entropies. ``class_counts`` (training rows per class,
+        given with ``--balanced``) weights each head by its own classes: neutral vs emotional
+        for Model 1, the emotions for Model 2, all classes for Model 3."""
         l1, l2, l3 = self.split(logits)
         y = y.long()
         emotional = y != self.neutral
-        loss = F.cross_entropy(l1, emotional.long()) + F.cross_entropy(l3, y)
+        w1 = w2 = w3 = None
+        if class_counts is not None:
+            import numpy as np
+
+            c = np.asarray(class_counts, np.float64)
+            t = lambda w: torch.tensor(w, dtype=logits.dtype, device=logits.device)  # noqa: E731
+            w1 = t(balanced_weights([c[self.neutral], c[self.emotions].sum()]))
+            w2 = t(balanced_weights(c[self.emotions]))
+            w3 = t(balanced_weights(c))
+        loss = F.cross_entropy(l1, emotional.long(), weight=w1) + F.cross_entropy(l3, y, weight=w3)
         if emotional.any():
             # class index among the emotions: labels above neutral shift down by one
             ye = y[emotional] - (y[emotional] > self.neutral).long()
-            loss = loss + F.cross_entropy(l2[emotional], ye)
+            loss = loss + F.cross_entropy(l2[emotional], ye, weight=w2)
         return loss
 
     # ---------------------------------------------------------------- decision
