@@ -27,6 +27,7 @@ EXTRACTORS: Registry[type["Extractor"]] = Registry(
         "mer.extract.openl3",     # openl3
         "mer.extract.speaker",    # dvector
         "mer.extract.ssl",        # wav2vec
+        "mer.extract.prosody",    # prosody (seed 003)
     ),
 )
 
