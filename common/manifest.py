@@ -27,6 +27,11 @@ audio_hash     str      blake2b of the audio file's bytes
 Label schemes (which raw labels map to which classes) and protocols (folds, splits) are
 named data in ``manifests/<dataset>.yaml``, applied at training time, never baked in here.
 
+A corpus may lack a modality (a lab's ``path,label`` CSV has no transcripts, a text-only
+CSV no audio): the column is then null throughout, and ``manifest.meta.json`` records the
+modalities present as ``modalities`` (e.g. ``["audio"]``); extraction skips features of a
+missing modality and training refuses them, saying so.
+
 ``manifest.meta.json`` next to it records the content hashes: ``hash`` (all columns),
 ``audio_hash`` (ids + audio content + spans) and ``text_hash`` (ids + text). Feature stores
 key on the modality hash they depend on, so editing a transcript never invalidates MFCCs.
@@ -100,6 +105,20 @@ def content_hashes(df: pd.DataFrame) -> dict[str, str]:
     }
 
 
+MODALITIES = ("audio", "text")
+
+
+def modalities_of(df: pd.DataFrame) -> list[str]:
+    """The modalities a manifest's rows carry: audio where rows name audio, text where rows
+    have a transcript."""
+    out = []
+    if df["audio"].notna().any():
+        out.append("audio")
+    if df["text"].notna().any():
+        out.append("text")
+    return out
+
+
 @dataclass
 class Manifest:
     """A loaded manifest: the table plus its metadata."""
@@ -115,6 +134,18 @@ class Manifest:
     @property
     def hash(self) -> str:
         return self.meta["hash"]
+
+    @property
+    def modalities(self) -> list[str]:
+        got = self.meta.get("modalities")
+        return list(got) if got is not None else modalities_of(self.df)
+
+    def lacks(self, modality: str) -> str | None:
+        """None if the corpus has ``modality``, else a sentence saying it has not."""
+        if modality in self.modalities:
+            return None
+        return (f"the {self.dataset} corpus has no {modality} (its manifest records modalities: "
+                f"{', '.join(self.modalities) or 'none'})")
 
     def modality_hash(self, modality: str) -> str:
         return self.meta[{"audio": "audio_hash", "text": "text_hash"}[modality]]
@@ -136,6 +167,7 @@ def write(df: pd.DataFrame, path: Path, dataset: str, root: str | None, extra_me
         "root": str(root) if root else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "n": int(len(df)),
+        "modalities": modalities_of(df),
         **content_hashes(df),
         **(extra_meta or {}),
     }

@@ -758,6 +758,7 @@ def run_extract(
         m, _ = prepare(dataset, root, cache=cache, quiet=quiet)
     else:
         m = mf.load(dataset, cache, manifest=manifest)
+    features = applicable_features(features, m)
     n = len(m.df)
     if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
         raise UsageError(f"--device {device!r}: choose auto, cpu or cuda")
@@ -842,6 +843,22 @@ def run_extract(
     if all(results[j.feature]["valid"] == 0 for j in jobs):
         raise MerError(f"nothing usable was extracted for {dataset}: every utterance was skipped (see the reports next to the stores)")
     return {j.feature: j.path for j in jobs}
+
+
+def applicable_features(features: list[str], m) -> list[str]:
+    """The features whose modality the corpus has; each one left out gets one line on stderr
+    (an audio-only corpus asked for bert, say), also with --quiet, like the notes about
+    default features left out. Nothing applicable is an error."""
+    kept = []
+    for name in features:
+        why = m.lacks(EXTRACTORS.get(name).modality)
+        if why is None:
+            kept.append(name)
+        else:
+            print(f"note: skipping {name}: {why}", file=sys.stderr)
+    if not kept:
+        raise UsageError(f"none of --features {','.join(features)} applies: {m.lacks(EXTRACTORS.get(features[0]).modality)}")
+    return kept
 
 
 def _importing_main_in_child() -> bool:

@@ -382,3 +382,45 @@ def make_csv_corpus(tmp: Path, fmt: str = "csv", name: str | None = None, overri
             w.writerow({k: "" if v is None else v for k, v in r.items()})
         (root / fname).write_text(buf.getvalue(), encoding="utf-8")
     return root
+
+
+# --- single-modality CSV corpora (issue 13) ----------------------------------------------
+
+MODALITY_CLASSES = ("angry", "happy", "sad", "neutral")
+# Each class has its own pitch (audio) and its own words (text), so either modality alone is
+# learnable: a unimodal model on such a corpus must reach well above chance.
+MODALITY_FREQS = {"angry": 220.0, "happy": 440.0, "sad": 880.0, "neutral": 1760.0}
+MODALITY_WORDS = {
+    "angry": ("furious", "outraged", "livid", "enraged"),
+    "happy": ("delighted", "cheerful", "glad", "joyful"),
+    "sad": ("miserable", "gloomy", "heartbroken", "tearful"),
+    "neutral": ("ordinary", "usual", "plain", "regular"),
+}
+
+
+def make_modality_csv(tmp: Path, columns: tuple = ("path", "label"), per_class: int = 10, seconds: float = 0.4) -> Path:
+    """corpus/metadata.csv with only ``columns`` (of path, text, label, speaker): an
+    audio-only corpus is ``("path", "label")``, a text-only one ``("text", "label")``. Audio is a
+    class-specific sine with a per-row detune; text a class word in a varying sentence."""
+    root = Path(tmp) / "corpus"
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    w.writeheader()
+    k = 0
+    for label in MODALITY_CLASSES:
+        for i in range(per_class):
+            rec = {"label": label, "speaker": f"spk{i % 5}"}
+            if "path" in columns:
+                p = root / "audio" / f"{label}_{i:02d}.wav"
+                f = MODALITY_FREQS[label] * float(rng.uniform(0.95, 1.05))
+                write_wav(p, seconds, freq=f)
+                rec["path"] = f"audio/{p.name}"
+            if "text" in columns:
+                word = MODALITY_WORDS[label][i % 4]
+                rec["text"] = ("I feel {} today", "that was {}", "they were so {}", "honestly {} news")[k % 4].format(word)
+            w.writerow({c: rec[c] for c in columns})
+            k += 1
+    (root / "metadata.csv").write_text(buf.getvalue(), encoding="utf-8")
+    return root

@@ -359,6 +359,7 @@ def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, 
     man, sch, labels, classes = load_labels(dataset, scheme, cache, manifest)
     for n, c in classes_of.items():
         check_balanced(c, n, tc, sch.is_regression)
+    _check_modalities(man, requests, feature_sets)
     # find_store checks each store against this manifest's modality hashes.
     fcache = FeatureCache(dataset, cache, man, sets=feature_sets)
     out_root = Path(out) if out else Path("runs")
@@ -372,6 +373,9 @@ def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, 
             sources = resolve_inputs(reqs, fcache, getattr(cls, "wants", "pooled"))
             why = _unbuildable(cls, cfg, sources, n_classes=1 if sch.is_regression else len(classes),
                                classes=None if sch.is_regression else classes)
+            absent = [man.lacks(m) for m in ("audio", "text") if man.lacks(m)]
+            if why is not None and absent:
+                why += f"; {absent[0]}, so {fname} cannot run on it"
             if why is not None:
                 # One pair of a grid (attention on text alone, say) must not stop the others.
                 if n_runs == 1:
@@ -423,6 +427,25 @@ def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, 
             for n in skipped:
                 print(f"  {n}", file=sys.stderr)
     return written
+
+
+def _check_modalities(man, requests, feature_sets) -> None:
+    """Refuse, before any work, a feature of a modality the corpus does not have (bert on a
+    path,label CSV): its store cannot exist, and "no store" would not say why."""
+    from mer.extract.base import EXTRACTORS
+
+    known = set(EXTRACTORS.names())
+    for reqs in requests:
+        for r in reqs:
+            if feature_sets and r.feature in feature_sets:
+                mod = feature_sets[r.feature].modality
+            elif r.feature in known:
+                mod = EXTRACTORS.get(r.feature).modality
+            else:
+                continue  # not a registered extractor: find_store will say what is missing
+            why = man.lacks(mod)
+            if why:
+                raise UsageError(f"--features {r.text}: {r.feature} is a {mod} feature, and {why}")
 
 
 def _unbuildable(cls, cfg, sources, n_classes: int, classes) -> str | None:

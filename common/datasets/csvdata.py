@@ -9,8 +9,8 @@ One row (CSV) or object (JSONL) per utterance:
 =========  =========  ==========================================================
 column     required   meaning
 =========  =========  ==========================================================
-path       yes        audio file; relative paths resolve against the file's folder
-text       yes        transcript
+path       (yes)      audio file; relative paths resolve against the file's folder
+text       (yes)      transcript
 label      yes        class label, stored in the manifest's ``emotion`` column
 speaker    no         speaker id
 start/end  no         span in seconds inside ``path`` (both or neither)
@@ -18,6 +18,10 @@ split      no         train / dev (or valid) / test
 id         no         utterance id (default: the audio file's stem, numbered if not unique)
 gender, session, dialog  no   copied as they are
 =========  =========  ==========================================================
+
+``path`` and ``text`` are each optional, but one of them must be there: a file with
+``path,label`` is an audio-only corpus, one with ``text,label`` a text-only corpus (the
+manifest records which modalities it has; features of a missing modality are skipped).
 
 Impossible values (a span that ends before it starts, a start that is not a number, two
 rows with the same explicit id) raise ``CorpusError`` naming the row; columns the adapter
@@ -36,7 +40,8 @@ from mer.common.datasets import register
 from mer.common.errors import CorpusError, MerError
 from mer.common.report import Report
 
-REQUIRED = ("path", "text", "label")
+REQUIRED = ("label",)
+MODALITY_COLUMNS = ("path", "text")   # at least one: audio-only and text-only corpora are fine
 OPTIONAL = ("id", "speaker", "start", "end", "split", "gender", "session", "dialog")
 DEFAULT_NAMES = ("metadata.csv", "metadata.jsonl")
 
@@ -121,29 +126,36 @@ def scan(root: Path, report: Report, manifest_file: str | Path | None = None, **
     missing = [c for c in REQUIRED if c not in cols]
     if missing:
         raise CorpusError(f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(sorted(cols))})")
-    unused = sorted(cols - set(REQUIRED) - set(OPTIONAL))
+    if not any(c in cols for c in MODALITY_COLUMNS):
+        raise CorpusError(f"{path}: needs a path (audio) or a text column, or both (has: {', '.join(sorted(cols))})")
+    has_audio = "path" in cols
+    unused = sorted(cols - set(REQUIRED) - set(MODALITY_COLUMNS) - set(OPTIONAL))
     if unused:
         report.note("-", path, "columns not used", ", ".join(unused))
 
     rows: list[dict] = []
     for lineno, rec in records:
         where = f"{path}:{lineno}"
-        p = _str(rec.get("path"))
-        if p is None:
-            raise CorpusError(f"{where}: empty path")
-        audio = Path(p).expanduser()
-        audio = audio if audio.is_absolute() else (base / audio)
+        audio = None
+        if has_audio:
+            p = _str(rec.get("path"))
+            if p is None:
+                raise CorpusError(f"{where}: empty path")
+            audio = Path(p).expanduser()
+            audio = audio if audio.is_absolute() else (base / audio)
         start = _num(rec.get("start"), "start", where)
         end = _num(rec.get("end"), "end", where)
         if (start is None) != (end is None):
             raise CorpusError(f"{where}: give both start and end, or neither")
         if start is not None and not (0 <= start < end):
-            raise CorpusError(f"{_str(rec.get('id')) or audio.stem} ({where}): impossible span [{start} - {end}]")
+            raise CorpusError(f"{_str(rec.get('id')) or (audio.stem if audio else where)} ({where}): impossible span [{start} - {end}]")
+        if start is not None and audio is None:
+            raise CorpusError(f"{where}: start/end given, but there is no path column to cut them from")
         text = rec.get("text")
         rows.append(
             {
                 "id": _str(rec.get("id")),
-                "audio": str(audio.resolve()),
+                "audio": str(audio.resolve()) if audio is not None else None,
                 "start": float("nan") if start is None else start,
                 "end": float("nan") if end is None else end,
                 "text": None if text is None else str(text),
@@ -160,6 +172,12 @@ def scan(root: Path, report: Report, manifest_file: str | Path | None = None, **
     if dup:
         first = next(r for r in rows if r["id"] == dup[0])
         raise CorpusError(f"{dup[0]} ({first['_source']}): id given to {given[dup[0]]} rows")
+    if not has_audio:  # no file stem to name a row by: its line number does
+        for r in rows:
+            if r["id"] is None:
+                r["id"] = f"line{r['_source'].rsplit(':', 1)[1]}"
+                if r["id"] in given:
+                    raise CorpusError(f"{r['id']} ({r['_source']}): the derived id is also given to another row")
     stems = Counter(Path(r["audio"]).stem for r in rows if r["id"] is None)
     taken = set(given)
     k: Counter = Counter()

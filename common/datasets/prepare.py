@@ -54,6 +54,11 @@ def prepare(
         raise MerError(f"no utterances found for {dataset} under {root}")
     n_found = len(rows)
 
+    # A corpus without transcripts (or without audio) is fine: that modality is then simply
+    # absent (recorded in the manifest's meta), and rows are not dropped for lacking it.
+    has_text = any(_present(r.get("text")) for r in rows)
+    has_audio = any(r.get("audio") for r in rows)
+
     # Level 2a: labels and text.
     known = schemes.raw_labels(dataset)
     kept = []
@@ -69,15 +74,16 @@ def prepare(
         if all(r.get(c) is None or (isinstance(r.get(c), float) and math.isnan(r.get(c))) for c in ("emotion", "sentiment", "score", "valence")):
             report.drop(r["id"], src, "no label")
             continue
-        text = r.get("text")
-        # NaN counts as empty: pandas-read tables give NaN, not None, for a blank cell.
-        if text is None or (isinstance(text, float) and math.isnan(text)) or not str(text).strip():
+        if has_text and not _present(r.get("text")):
             report.drop(r["id"], src, "empty transcript")
+            continue
+        if has_audio and not r.get("audio"):
+            report.drop(r["id"], src, "no audio file named")
             continue
         kept.append(r)
 
     # Level 2b: audio, once per distinct file, in threads (I/O bound).
-    files = sorted({r["audio"] for r in kept})
+    files = sorted({r["audio"] for r in kept if r.get("audio")})
     checked: dict[str, tuple] = {}
     with ThreadPoolExecutor(max(1, workers)) as ex, progress(len(files), "checking audio", disable=quiet) as bar:
         for f, res in zip(files, ex.map(_check_file, files)):
@@ -85,6 +91,10 @@ def prepare(
             bar.update(1)
     good = []
     for r in kept:
+        if not has_audio:
+            r["duration"], r["audio_hash"], r["dataset"] = float("nan"), None, dataset
+            good.append(r)
+            continue
         info, h, err = checked[r["audio"]]
         if err is not None:
             report.drop(r["id"], r["audio"], err.reason, err.detail)
@@ -116,7 +126,8 @@ def prepare(
         from rich.console import Console
 
         c = Console(stderr=True)
-        c.print(f"[bold]{dataset}[/]: {n_found} utterances found, {len(df)} kept, {len(report.dropped)} dropped, {len(report.repaired)} repaired")
+        c.print(f"[bold]{dataset}[/]: {n_found} utterances found, {len(df)} kept, {len(report.dropped)} dropped, "
+                f"{len(report.repaired)} repaired; modalities: {', '.join(m.modalities)}")
         for reason, n in sorted(report.reasons("dropped").items()):
             c.print(f"  dropped {n:5d}  {reason}")
         for reason, n in sorted(report.reasons("repaired").items()):
@@ -124,6 +135,11 @@ def prepare(
         c.print(table.to_string())
         c.print(f"manifest: {target}\nreport:   {report_txt}")
     return m, report
+
+
+def _present(text) -> bool:
+    # NaN counts as empty: pandas-read tables give NaN, not None, for a blank cell.
+    return not (text is None or (isinstance(text, float) and math.isnan(text)) or not str(text).strip())
 
 
 def manifest_target(out) -> Path:
