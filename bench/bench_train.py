@@ -1,6 +1,6 @@
 """Benchmark: 5-fold LOSO on pooled features of a 10,000-utterance synthetic corpus.
 
-Builds the corpus directly as feature stores (mer.train.data.synthetic + write_stores, the
+Builds the corpus directly as feature stores (mer.train.synthetic_features.synthetic + write_stores, the
 store writer of mer.extract.store: no audio needed; bert-like 384-d text vectors and
 80-d MFCC-like pooled vectors), then times, in this one process:
 
@@ -36,7 +36,8 @@ def main():
     import numpy as np
     import torch
 
-    from mer.train.data import FeatureCache, synthetic, write_stores
+    from mer.train.data import FeatureCache
+    from mer.train.synthetic_features import synthetic, write_stores
     from mer.train.fusion import FUSIONS
     from mer.train.trainer import TrainConfig, run_train
 

@@ -14,7 +14,26 @@ Layout under the cache root::
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+from mer.common.errors import UsageError
+
+# A name that becomes one path component (a dataset, a run id): letters, digits and ._+@-,
+# not starting with a dot. Anything else could climb out of its folder (``..``, ``a/../..``)
+# or replace it (an absolute path).
+_NAME = re.compile(r"[A-Za-z0-9_+@-][A-Za-z0-9_.+@-]*")
+
+
+def check_name(name, what: str) -> str:
+    """``name`` if it is a plain folder name, else a UsageError naming ``what`` (e.g. --run-id)."""
+    s = str(name)
+    if not _NAME.fullmatch(s) or len(s) > 200:
+        raise UsageError(
+            f"{what} {s!r}: must be a plain name (letters, digits, and . _ + @ -, not starting with a dot; "
+            "no / or ..), so it stays inside its folder"
+        )
+    return s
 
 
 def cache_root(cache: str | os.PathLike | None = None) -> Path:
@@ -29,7 +48,7 @@ def cache_root(cache: str | os.PathLike | None = None) -> Path:
 
 
 def dataset_dir(dataset: str, cache: str | os.PathLike | None = None) -> Path:
-    return cache_root(cache) / dataset
+    return cache_root(cache) / check_name(dataset, "dataset")
 
 
 def manifest_path(dataset: str, cache: str | os.PathLike | None = None) -> Path:

@@ -48,8 +48,6 @@ def default_features(configs: dict[str, dict] | None = None) -> tuple[list[str],
         cls = EXTRACTORS.get(name)
         check = getattr(cls, "available", None)
         if check is not None:
-            from mer.extract.engine import make_config  # lazy: the engine imports this module
-
             cfg = make_config(cls, (configs or {}).get(name))
             ok, why = check(cfg)
             if not ok:
@@ -57,6 +55,14 @@ def default_features(configs: dict[str, dict] | None = None) -> tuple[list[str],
                 continue
         chosen.append(name)
     return chosen, notices
+
+
+def make_config(cls: type["Extractor"], values: dict | None):
+    """The extractor's Config with ``values`` (CLI strings or Python values) applied;
+    unknown fields are a UsageError listing the valid ones."""
+    from mer.common.config import make_config as _make
+
+    return _make(cls.Config, values, owner=cls.name, option=f"--{cls.name}.{{}}")
 
 
 @dataclass(frozen=True)

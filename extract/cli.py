@@ -14,8 +14,8 @@ from mer.common.cli import cache_option, dataset_choice
 
 def _feature_options(f):
     """Decorate ``f`` with ``--<extractor>.<field>`` for every registered extractor."""
+    from mer.common.config import field_types as _field_types
     from mer.extract.base import EXTRACTORS
-    from mer.extract.engine import _field_types
 
     for name in reversed(EXTRACTORS.names()):
         cls = EXTRACTORS.get(name)

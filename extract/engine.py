@@ -36,15 +36,16 @@ import sys
 import time
 import uuid
 from contextlib import ExitStack
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mer.common import device as _device
 from mer.common.errors import MerError, UsageError
 from mer.extract import cache as C
-from mer.extract.base import EXTRACTORS, Extractor, Utterance
+from mer.extract.base import EXTRACTORS, Extractor, Utterance, make_config  # noqa: F401 - make_config re-exported
 
 # Utterances per task (and per resumable part). A constant, not a function of the corpus
 # size, so a worker's memory does not grow with the corpus (bench/RESULTS.md shows it flat
@@ -54,79 +55,6 @@ DEFAULT_BATCH = 16
 DEFAULT_GPU_BATCH = 64
 DEFAULT_MAX_SECONDS = 600.0
 FLOAT16_MAX = 65504.0
-
-
-# ---------------------------------------------------------------------------- configs --
-
-
-def _field_types(cls) -> dict[str, Any]:
-    import typing
-
-    try:
-        return typing.get_type_hints(cls)
-    except Exception:  # a config with unresolvable annotations: fall back to the strings
-        return {f.name: f.type for f in fields(cls)}
-
-
-def coerce(value, tp, where: str):
-    """Turn a CLI string (or a Python value) into the dataclass field's type."""
-    import types
-    import typing
-
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
-            if type(None) in args:
-                return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return coerce(value, a, where)
-            except UsageError:
-                continue
-        raise UsageError(f"{where}: cannot read {value!r} as {tp}")
-    if not isinstance(value, str):
-        if tp is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        return value
-    try:
-        if tp is bool:
-            v = value.strip().lower()
-            if v in ("1", "true", "yes", "on"):
-                return True
-            if v in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if tp in (int, float, str):
-            return tp(value)
-        if origin in (list, tuple) or tp in (list, tuple):
-            try:
-                seq = json.loads(value)
-            except ValueError:
-                seq = [s for s in value.split(",") if s.strip()]
-            inner = args[0] if args else str
-            seq = [coerce(s, inner, where) if isinstance(s, str) else s for s in seq]
-            return tuple(seq) if (origin is tuple or tp is tuple) else list(seq)
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    except (TypeError, ValueError):
-        raise UsageError(f"{where}: cannot read {value!r} as {getattr(tp, '__name__', tp)}") from None
-
-
-def make_config(cls: type[Extractor], values: dict | None):
-    """The extractor's Config with ``values`` applied; unknown fields are a UsageError."""
-    values = dict(values or {})
-    types_ = _field_types(cls.Config)
-    names = [f.name for f in fields(cls.Config)]
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise UsageError(f"{cls.name}: no option {', '.join(unknown)}; options are: {', '.join(names)}")
-    kw = {k: coerce(v, types_.get(k, str), f"--{cls.name}.{k}") for k, v in values.items()}
-    return cls.Config(**kw)
 
 
 # ------------------------------------------------------------------------------- jobs --
@@ -171,29 +99,7 @@ class Job:
 
 
 def resolve_device(device: str) -> str:
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise UsageError(f"--device {device!r}: choose auto, cpu or cuda")
-    if device == "cpu":
-        return "cpu"
-    if device == "auto" and not _maybe_gpu():
-        return "cpu"  # no NVIDIA device node: skip importing torch just to be told so
-    try:
-        import torch
-
-        ok = torch.cuda.is_available()
-    except ImportError:
-        ok = False
-    if device == "auto":
-        return "cuda" if ok else "cpu"
-    if not ok:
-        raise MerError(f"--device {device}: no CUDA device is available here (torch.cuda.is_available() is False)")
-    return device
-
-
-def _maybe_gpu() -> bool:
-    import glob
-
-    return bool(glob.glob("/dev/nvidia[0-9]*")) or bool(os.environ.get("CUDA_VISIBLE_DEVICES")) or sys.platform != "linux"
+    return _device.choose(device)
 
 
 # ---------------------------------------------------------------------- worker side --
@@ -760,8 +666,7 @@ def run_extract(
         m = mf.load(dataset, cache, manifest=manifest)
     features = applicable_features(features, m)
     n = len(m.df)
-    if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise UsageError(f"--device {device!r}: choose auto, cpu or cuda")
+    device = _device.check(device)
 
     jobs: list[Job] = []
     for name in features:

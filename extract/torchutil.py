@@ -1,7 +1,6 @@
 """Shared plumbing for the neural extractors (bert, openl3, dvector, wav2vec).
 
-- ``pick_device``: "auto" | "cpu" | "cuda[:N]" -> a concrete device string, failing loudly when
-  CUDA is asked for and absent (a silent CPU fallback would turn a 2-minute GPU job into hours).
+- ``pick_device``: ``mer.common.device.choose`` (the one device choice of extract and train).
 - ``resolve_dtype`` / ``autocast``: fp16/bf16 on CUDA only; CPU always computes in fp32.
 - ``OOMBatcher``: runs a function over sub-batches and halves the sub-batch size on CUDA
   out-of-memory, retrying the same items; the smaller size sticks for the rest of the run.
@@ -29,6 +28,7 @@ from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence, TypeVa
 
 import numpy as np
 
+from mer.common.device import choose as pick_device  # noqa: F401 - the one device choice, used below
 from mer.common.errors import MerError, UsageError
 from mer.extract.base import Extractor, Utterance
 
@@ -36,35 +36,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 # --------------------------------------------------------------------------- devices, dtypes
-
-
-def cuda_available() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
-def pick_device(device: str | None = "auto") -> str:
-    """Resolve ``auto`` to ``cuda`` when a GPU is visible, else ``cpu``; validate the rest."""
-    d = (device or "auto").strip().lower()
-    if d == "auto":
-        return "cuda" if cuda_available() else "cpu"
-    if d == "cpu":
-        return "cpu"
-    if d == "cuda" or d.startswith("cuda:"):
-        if not cuda_available():
-            raise UsageError(
-                f"--device {device}: no CUDA GPU is visible to torch here "
-                "(use --device cpu, or --device auto to pick a GPU only when there is one)"
-            )
-        if ":" in d:
-            import torch
-
-            idx = d.split(":", 1)[1]
-            if not idx.isdigit() or int(idx) >= torch.cuda.device_count():
-                raise UsageError(f"--device {device}: there are {torch.cuda.device_count()} CUDA device(s)")
-        return d
-    raise UsageError(f"--device {device!r}: choose auto, cpu, cuda or cuda:N")
 
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from mer.common.cli import main
-from mer.train.data import synthetic, write_stores
+from mer.train.synthetic_features import synthetic, write_stores
 
 
 def _mer(*args):

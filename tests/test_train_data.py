@@ -14,8 +14,8 @@ from mer.train.data import (
     pad_ragged,
     parse_features,
     resolve_inputs,
-    synthetic,
 )
+from mer.train.synthetic_features import synthetic
 
 
 def test_parse_features():

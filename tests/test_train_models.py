@@ -1,7 +1,7 @@
 """Every registered fusion, through the one trainer: it learns the synthetic corpus, and
 padding never changes its output on ragged inputs.
 
-The synthetic corpus (mer.train.data.synthetic) hides one bit of the 4-class label in the
+The synthetic corpus (mer.train.synthetic_features.synthetic) hides one bit of the 4-class label in the
 text vectors and the other in the audio vectors: chance is 25%, either modality alone tops
 out near 50%, and only a model that uses both gets far above that.
 """
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from mer.train.data import FeatureCache, Normalizer, Batcher, build_data, parse_features, resolve_inputs, synthetic
+from mer.train.data import FeatureCache, Normalizer, Batcher, build_data, parse_features, resolve_inputs
+from mer.train.synthetic_features import synthetic
 from mer.train.fusion import FUSIONS
 from mer.train.trainer import TrainConfig, build_model, run_train
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mer.common.errors import UsageError
 from mer.common.registry import Registry
 
 FUSIONS: Registry[type] = Registry(
@@ -45,3 +46,28 @@ class InputSpec:
 
 def by_modality(inputs: list[InputSpec], modality: str) -> list[InputSpec]:
     return [i for i in inputs if i.modality == modality]
+
+
+def model_config(cls, overrides: dict | None):
+    """The fusion's dataclass config with ``--set name=value`` overrides (typed by the field);
+    a name the fusion does not have is left out (it may be for another fusion of the run)."""
+    from mer.common.config import make_config
+
+    Config = getattr(cls, "Config", None)
+    if Config is None:
+        if overrides:
+            raise UsageError(f"fusion {cls.__name__} has no config to set {sorted(overrides)} on")
+        return None
+    # ":" separates list items in --set (hidden_sizes=128:64), whose values sit in one token.
+    return make_config(Config, overrides, owner=f"fusion {cls.__name__}", option="--set {}", unknown="ignore", seq_sep=":")
+
+
+def build_model(cls, specs, n_out: int, cfg, classes: list[str] | None):
+    """Instantiate a fusion; class names go to models that ask for them (hierarchical needs
+    to know which class is neutral)."""
+    import inspect
+
+    kw = {}
+    if classes and "classes" in inspect.signature(cls.__init__).parameters:
+        kw["classes"] = list(classes)
+    return cls(specs, n_out, cfg, **kw) if cfg is not None else cls(specs, n_out, **kw)

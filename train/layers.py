@@ -358,6 +358,8 @@ class FusionBase(nn.Module, ABC):
     def make_config(cls, config):
         from dataclasses import fields, is_dataclass
 
+        from mer.common.config import make_config
+
         if config is None:
             return cls.Config()
         if isinstance(config, cls.Config):
@@ -365,13 +367,7 @@ class FusionBase(nn.Module, ABC):
         if is_dataclass(config):
             config = {f.name: getattr(config, f.name) for f in fields(config)}
         if isinstance(config, dict):
-            known = {f.name for f in fields(cls.Config)}
-            unknown = sorted(set(config) - known)
-            if unknown:
-                raise MerError(
-                    f"{cls.__name__}: unknown config option(s) {unknown}; known: {sorted(known)}"
-                )
-            return cls.Config(**config)
+            return make_config(cls.Config, config, owner=cls.__name__, option="{}")
         raise MerError(f"{cls.__name__}: config must be {cls.Config.__name__}, a dict or None")
 
     @classmethod

@@ -85,7 +85,7 @@ def predict_items(run, items: list[Item], device: str = "auto") -> tuple[list[st
 
     from mer.train.data import single_batch
     from mer.train.rundir import load_models
-    from mer.train.trainer import pick_device
+    from mer.common.device import choose as pick_device
 
     dev = pick_device(device)
     cfg, sources, models = load_models(run, dev)

@@ -68,7 +68,12 @@ def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, se
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     feats = ",".join(r.text for r in requests)
-    rid = run_id or _run_id(out_root, dataset, feats.replace(",", "+"), fusion, protocol["name"])
+    if run_id:
+        from mer.common.paths import check_name
+
+        rid = check_name(run_id, "--run-id")
+    else:
+        rid = _run_id(out_root, dataset, feats.replace(",", "+"), fusion, protocol["name"])
     run = out_root / rid
     run.mkdir(parents=True, exist_ok=True)
 
@@ -194,8 +199,7 @@ def load_models(run, device: str = "cpu"):
     from safetensors.torch import load_file
 
     from mer.train.data import InputSource, Normalizer, input_specs
-    from mer.train.fusion import FUSIONS
-    from mer.train.trainer import build_model, model_config
+    from mer.train.fusion import FUSIONS, build_model, model_config
 
     cfg = read_config(run)
     cls = FUSIONS.get(cfg["fusion"])

@@ -12,11 +12,12 @@ from __future__ import annotations
 import copy
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
+from mer.common.device import choose as pick_device
 from mer.common.errors import MerError, UsageError
 from mer.common.report import Report
 from mer.train.data import (
@@ -29,6 +30,8 @@ from mer.train.data import (
     parse_features,
     resolve_inputs,
 )
+# Built by name from the fusion registry (re-exported: callers import them from here too).
+from mer.train.fusion import build_model, model_config  # noqa: F401
 
 
 @dataclass
@@ -82,68 +85,11 @@ def check_options(fusion_classes: dict, options: dict | None) -> None:
         raise UsageError(f"--set {', '.join(bad)}: no such config field (valid for {per})")
 
 
-def pick_device(device: str = "auto") -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: no CUDA device is available")
-    return device
-
-
 def parse_list(v, what: str) -> list[str]:
     items = [x.strip() for x in (v.split(",") if isinstance(v, str) else v) if str(x).strip()]
     if not items:
         raise UsageError(f"{what}: nothing named")
     return items
-
-
-def model_config(cls, overrides: dict | None):
-    """The fusion's dataclass config with ``--set name=value`` overrides (typed by the field)."""
-    Config = getattr(cls, "Config", None)
-    if Config is None:
-        if overrides:
-            raise UsageError(f"fusion {cls.__name__} has no config to set {sorted(overrides)} on")
-        return None
-    known = {f.name: f for f in fields(Config)}
-    kwargs = {}
-    for k, v in (overrides or {}).items():
-        if k not in known:
-            continue  # an option for another fusion trained in the same command
-        default = getattr(Config(), k)
-        kwargs[k] = _coerce(v, default, k)
-    return Config(**kwargs)
-
-
-def _coerce(v, default, name):
-    if not isinstance(v, str):
-        return v
-    try:
-        if isinstance(default, bool):
-            if v.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise ValueError(v)
-            return v.lower() in ("1", "true", "yes")
-        if isinstance(default, int):
-            return int(v)
-        if isinstance(default, float):
-            return float(v)
-        if isinstance(default, (list, tuple)):
-            return type(default)(type(default[0])(x) if default else x for x in v.split(":"))
-    except ValueError:
-        raise UsageError(f"--set {name}={v}: expected a {type(default).__name__}") from None
-    return v
-
-
-def build_model(cls, specs, n_out: int, cfg, classes: list[str] | None):
-    """Instantiate a fusion; class names go to models that ask for them (hierarchical needs
-    to know which class is neutral)."""
-    import inspect
-
-    kw = {}
-    if classes and "classes" in inspect.signature(cls.__init__).parameters:
-        kw["classes"] = list(classes)
-    return cls(specs, n_out, cfg, **kw) if cfg is not None else cls(specs, n_out, **kw)
 
 
 @dataclass
@@ -320,6 +266,10 @@ def run_train(dataset: str, features, fusions, protocol: str | None = None, sche
     overrides by field name (``{"hidden": "128"}``); ``feature_sets``: in-memory stores by
     feature name (tests, benchmarks), used instead of the cache.
     """
+    if run_id is not None:
+        from mer.common.paths import check_name
+
+        check_name(run_id, "--run-id")  # a name inside --out, never a path out of it
     tc = copy.deepcopy(config) if config is not None else TrainConfig()
     if epochs is not None:
         tc.epochs = int(epochs)

@@ -1,0 +1,127 @@
+"""Synthetic feature stores for tests and benchmarks (no audio, no extractor).
+
+``synthetic()`` builds a learnable corpus directly as in-memory feature sets;
+``write_stores()`` writes them as real, verifiable stores (the key is the one
+``mer.extract.cache.store_key`` computes from the stores' own attributes, so
+``verify_store`` accepts them) for code that goes through the cache, as `mer train` does.
+Not part of the training code path: nothing in mer.train imports this module.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mer.train.data import FeatureSet
+
+
+def synthetic(n: int = 400, seed: int = 0, text_dim: int = 16, audio_dim: int = 12, noise: float = 1.0,
+              ragged: bool = True, sessions: int = 5, mode: str = "complementary"):
+    """A learnable synthetic corpus in IEMOCAP's shape, for tests and benchmarks.
+
+    Four classes ``ang hap sad neu`` = two bits: text carries one bit (ang/hap vs sad/neu),
+    audio the other (ang/sad vs hap/neu). Each modality alone can reach about 50%
+    accuracy; both together far more, so fusion has something real to find. Returns
+    ``(Manifest, {"bert": FeatureSet, "mfcc": FeatureSet})`` with fixed outputs
+    (bert "mean", mfcc "pooled") and, if ``ragged``, sequences (bert "tokens", mfcc
+    "frames") whose frame mean carries the same signal.
+
+    ``mode="redundant"``: instead, each modality carries the whole label (one centroid per
+    class, plus noise), for models that read one modality's content only (e.g. masked
+    attention re-weights text tokens; audio only steers the weights).
+    """
+    from mer.common.manifest import Manifest, content_hashes, to_frame
+
+    rng = np.random.default_rng(seed)
+    classes = ["ang", "hap", "sad", "neu"]
+    y = rng.integers(0, 4, n)
+    text_bit, audio_bit = (y < 2).astype(float), np.isin(y, [0, 2]).astype(float)
+    sess = rng.integers(1, sessions + 1, n)
+    gender = np.where(rng.random(n) < 0.5, "F", "M")
+    ids = np.array([f"Ses{s:02d}{g}_synth_{g}{i:05d}" for i, (s, g) in enumerate(zip(sess, gender))])
+    rows = [
+        {"id": i, "dataset": "iemocap", "audio": f"/synthetic/{i}.wav", "duration": 1.0, "text": "synthetic",
+         "emotion": classes[c], "speaker": f"Ses{s:02d}_{g}", "gender": g, "session": f"Ses{s:02d}",
+         "dialog": f"Ses{s:02d}{g}_synth", "audio_hash": i}
+        for i, c, s, g in zip(ids, y, sess, gender)
+    ]
+    df = to_frame(rows)
+    man = Manifest(df, {"dataset": "iemocap", **content_hashes(df)}, None)
+
+    def modality(bit, dim, name_fixed, name_seq, feat, modality_name, offset):
+        g = np.random.default_rng(seed + offset)
+        if mode == "redundant":
+            cents = g.normal(size=(4, dim))
+            cents *= 2.0 / np.linalg.norm(cents, axis=1, keepdims=True)
+            centre = cents[y]
+        else:
+            direction = g.normal(size=dim)
+            direction /= np.linalg.norm(direction)
+            centre = (2 * bit - 1)[:, None] * 2.0 * direction[None, :]
+        pooled = (centre + noise * rng.normal(size=(n, dim))).astype(np.float32) * 3.0 + 5.0
+        outputs = {name_fixed: {"kind": "fixed", "dim": dim}}
+        ragged_out = {}
+        if ragged:
+            lengths = rng.integers(3, 13, n)
+            offs = np.zeros(n + 1, np.int64)
+            np.cumsum(lengths, out=offs[1:])
+            vals = (np.repeat(pooled, lengths, axis=0) + noise * rng.normal(size=(offs[-1], dim))).astype(np.float32)
+            outputs[name_seq] = {"kind": "ragged", "dim": dim}
+            ragged_out[name_seq] = (vals, offs)
+        return FeatureSet(feat, modality_name, ids, outputs, {name_fixed: pooled}, ragged_out, key=f"synthetic{seed}")
+
+    sets = {
+        "bert": modality(text_bit, text_dim, "mean", "tokens", "bert", "text", 1),
+        "mfcc": modality(audio_bit, audio_dim, "pooled", "frames", "mfcc", "audio", 2),
+    }
+    return man, sets
+
+
+def write_stores(man, sets: dict[str, FeatureSet], cache, fmt: str = "zarr") -> dict[str, Path]:
+    """Write a manifest and feature sets as real stores in ``cache`` (with the store writer
+    of mer.extract.store), so `mer train` finds them exactly as it finds extracted ones.
+    Used by the CLI tests and bench/bench_train.py; returns {feature: store path}."""
+    import time
+
+    from mer.common import manifest as mf
+    from mer.common import paths
+    from mer.common.report import Report
+    from mer.extract.cache import report_stem, store_key, store_path
+    from mer.extract.store import STORE_VERSION, StoreWriter
+
+    m = mf.write(man.df, paths.manifest_path(man.dataset, cache), man.dataset, root=None)
+    out = {}
+    for feat, fs in sets.items():
+        mh = m.modality_hash(fs.modality)
+        identity = {"synthetic": fs.key}
+        # The key the cache computes from these attributes, so verify_store accepts the store.
+        key = store_key(mh, feat, fs.config, identity, "float32")
+        pos = {u: i for i, u in enumerate(fs.ids)}
+        rows = np.array([pos[u] for u in m.df["id"].astype(str)])  # stores hold rows in manifest order
+        outputs = {n: {"kind": o["kind"], "dim": int(o["dim"]), "frame_rate": o.get("frame_rate"), "dtype": "float32"}
+                   for n, o in fs.outputs.items()}
+        totals = {n: int(np.diff(fs.ragged[n][1])[rows][fs.valid[rows]].sum()) for n in fs.ragged}
+        path = store_path(man.dataset, feat, key, fmt, cache)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        w = StoreWriter(path, fmt, list(m.df["id"].astype(str)), outputs, "float32", totals)
+        step = 4096
+        for a in range(0, len(rows), step):
+            r = rows[a : a + step]
+            ok = fs.valid[r]
+            # Skipped rows hold zeros and no frames, as in an extracted store.
+            data = {n: np.where(ok[:, None], fs.fixed[n][r], 0) for n in fs.fixed}
+            for n, (vals, offs) in fs.ragged.items():
+                segs = [vals[offs[i] : offs[i + 1]] if fs.valid[i] else vals[:0] for i in r]
+                data[n] = (np.concatenate(segs), np.array([len(x) for x in segs], np.int64))
+            w.add(ok, data)
+        w.finish({"mer_store_version": STORE_VERSION, "dataset": man.dataset, "feature": feat, "key": key,
+                  "config": fs.config, "identity": identity, "versions": {}, "manifest_hash": mh,
+                  "modality": fs.modality, "complete": True, "outputs": outputs,
+                  "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        # Every skipped row is listed in the store's report, as the engine does.
+        rep = Report(f"{feat}: synthetic store")
+        for u in np.asarray(fs.ids)[~fs.valid]:
+            rep.drop(str(u), None, "synthetic skip", "marked invalid by the test data")
+        rep.write(report_stem(path))
+        out[feat] = path
+    return out
