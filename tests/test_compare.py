@@ -167,7 +167,7 @@ def test_refuses_runs_whose_folds_or_utterances_differ(tmp_path):
 
 
 def test_compare_and_runs_baseline_on_two_real_runs(tmp_path, capsys):
-    from mer.train.data import synthetic, write_stores
+    from mer.train.synthetic_features import synthetic, write_stores
 
     cache = tmp_path / "cache"
     man, sets = synthetic(200, seed=2, text_dim=8, audio_dim=6, noise=0.8, ragged=False)

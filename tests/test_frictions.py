@@ -33,7 +33,7 @@ def test_prepare_out_accepts_a_folder(tmp_path):
 
 
 def test_grid_skips_a_pair_that_cannot_be_built_and_runs_the_rest(tmp_path, capsys):
-    from mer.train.data import synthetic, write_stores
+    from mer.train.synthetic_features import synthetic, write_stores
 
     cache = tmp_path / "cache"
     man, sets = synthetic(120, seed=0, text_dim=8, audio_dim=6, ragged=False)
