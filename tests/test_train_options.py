@@ -8,7 +8,7 @@ import yaml
 
 from mer.common.cli import main
 from mer.common.errors import UsageError
-from mer.train.data import synthetic
+from mer.train.synthetic_features import synthetic
 from mer.train.trainer import TrainConfig, run_train
 
 
