@@ -21,8 +21,18 @@ model's neutral probability: if ``p_text(neutral) >= tau`` the text is consisten
 with speech and the answer stays neutral; otherwise the text model's class is the answer.
 The paper tries tau in {0.25, 0.30, 0.35, 0.40}; the value it finds best per model is in
 its Table II, which our copy of the paper does not contain, so the default 0.30 is a value
-inside the paper's range, and ``sweep`` reports UA/WA for 0.20..0.50 (plus speech-only and
-text-always rows, the paper's baseline and unthresholded system).
+inside the paper's range.
+
+``threshold=auto`` (``--set threshold=auto``) is the honest form of "ascertain an optimal
+threshold": after training, ``calibrate`` (called by the trainer with the fold's
+*validation* logits and labels, never the test fold's) picks the tau of ``auto_thresholds``
+(the paper's four values) with the best validation UA (ties: higher WA, then the smaller
+tau); the choice is stored in the model (buffer ``chosen_threshold``, so saved weights and
+``mer predict`` use it) and reported per fold in metrics.json (``threshold``). Until then
+(early stopping during training) the decision uses the middle of that grid. ``sweep``
+reports UA/WA for 0.20..0.50 on the test fold (plus speech-only and text-always rows, the
+paper's baseline and unthresholded system): analysis only, since picking tau there would
+tune on the test data.
 
 Interface note: ``forward`` returns the three heads' logits packed side by side,
 ``[B, 2 + (C-1) + C]`` (``self.n_logits`` columns), because ``loss``, ``predict_proba`` and
@@ -81,13 +91,14 @@ class HierarchicalFusion(FusionBase):
     @dataclass
     class Config:
         classes: list[str] | None = None   # class names in label order; must contain neu/neutral
-        threshold: float = 0.30            # tau on p_text(neutral); paper's range 0.25-0.40
+        threshold: float | str = 0.30      # tau on p_text(neutral); paper's range 0.25-0.40; "auto": chosen on validation
         hidden: int = 128                  # LSTM size (paper: chosen by Optuna, not reported)
         fc: int = 128                      # first of the two FC layers
         bidirectional: bool = False        # the paper says LSTM
         dropout: float = 0.3
         sweep_thresholds: list[float] = field(
             default_factory=lambda: [0.20, 0.25, 0.30, 0.35, 0.40, 0.45, 0.50])
+        auto_thresholds: list[float] = field(default_factory=lambda: [0.25, 0.30, 0.35, 0.40])  # threshold=auto candidates (the paper's)
 
     wants = "sequence"
 
@@ -113,7 +124,15 @@ class HierarchicalFusion(FusionBase):
             raise MerError(f"hierarchical: needs exactly one neutral class ('neu' or 'neutral') among {list(c.classes)}")
         if n_out < 3:
             raise MerError(f"hierarchical: needs neutral and at least two emotions, got classes {list(c.classes)}")
-        if not 0.0 <= c.threshold <= 1.0:
+        self.auto = isinstance(c.threshold, str)
+        if self.auto:
+            if c.threshold != "auto" or not c.auto_thresholds or not all(0.0 <= t <= 1.0 for t in c.auto_thresholds):
+                raise MerError(f"hierarchical: threshold must be a number in [0, 1] or 'auto' (with auto_thresholds in [0, 1]), "
+                               f"got {c.threshold!r} / {list(c.auto_thresholds)}")
+            grid = sorted(float(t) for t in c.auto_thresholds)
+            # Saved with the weights: a reloaded fold model decides with the threshold chosen for it.
+            self.register_buffer("chosen_threshold", torch.tensor(grid[(len(grid) - 1) // 2], dtype=torch.float64))
+        elif not 0.0 <= c.threshold <= 1.0:
             raise MerError(f"hierarchical: threshold must be in [0, 1], got {c.threshold}")
         self.neutral = hits[0]
         C = n_out
@@ -169,7 +188,9 @@ class HierarchicalFusion(FusionBase):
         neutral stays neutral: the paper's speech baseline), "text_always" (the text model
         re-classifies every speech-neutral utterance: the unthresholded system).
         """
-        tau = self.config.threshold if threshold is None else threshold
+        if threshold is None:
+            threshold = float(self.chosen_threshold) if self.auto else self.config.threshold
+        tau = threshold
         l1, l2, l3 = self.split(logits)
         p1, p2, p3 = l1.softmax(-1), l2.softmax(-1), l3.softmax(-1)
         C, neu = self.n_out, self.neutral
@@ -196,6 +217,26 @@ class HierarchicalFusion(FusionBase):
 
     def predict_proba(self, logits: torch.Tensor) -> torch.Tensor:
         return self.decide(logits)[0]
+
+    def calibrate(self, logits: torch.Tensor, y: torch.Tensor) -> dict:
+        """``threshold=auto``: choose tau on the given (validation) logits and labels.
+
+        Returns what the trainer reports for the fold (``{"threshold": tau}``); {} when the
+        threshold is fixed."""
+        if not self.auto:
+            return {}
+        from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+        y_np = torch.as_tensor(y).long().cpu().numpy()
+        best = None
+        with torch.no_grad():
+            for tau in sorted(float(t) for t in self.config.auto_thresholds):
+                p = self.decide(logits.detach(), tau)[1].cpu().numpy()
+                score = (balanced_accuracy_score(y_np, p), accuracy_score(y_np, p), -tau)
+                if best is None or score > best[0]:
+                    best = (score, tau)
+        self.chosen_threshold.fill_(best[1])
+        return {"threshold": best[1], "threshold_valid_ua": float(best[0][0])}
 
     def sweep(self, logits: torch.Tensor, y: torch.Tensor) -> list[dict]:
         """UA / WA (and neutral precision/recall) per threshold, plus the two reference systems."""

@@ -58,6 +58,23 @@ def store_record(fs) -> dict:
     })
 
 
+CHOSEN_KEYS = ("threshold",)
+
+
+def paper_fold(protocol: dict, folds: list[dict], keys) -> dict | None:
+    """The fold a paper reports on its own (``paper_fold:`` of the protocol; seed 003's
+    speaker-independent setting tests on session 5's female speaker only), summarised over
+    seeds, to stand beside the mean over all folds."""
+    from mer.train.metrics import summarize
+
+    name = protocol.get("paper_fold")
+    chosen = [f for f in folds if f["fold"] == name] if name else []
+    if not chosen:
+        return None
+    mean, std, _ = summarize(chosen, keys)
+    return {"fold": name, "mean": mean, "std": std, "std_over": "seeds", "note": protocol.get("paper_fold_note", "")}
+
+
 def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, seeds, fusion, model_cfg, train_cfg,
               requests, sources, fcache, data, results, report, seconds, command=None, plots=True) -> Path:
     import yaml
@@ -107,6 +124,9 @@ def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, se
         if r.sweeps:
             entry["sweeps"] = _plain(r.sweeps)
         folds.append(_plain(entry))
+    # What a model chose on each fold's validation split (hierarchical threshold=auto) is
+    # summarised like a metric.
+    keys = list(keys) + [k for k in CHOSEN_KEYS if any(k in f for f in folds)]
     mean, std, over = summarize(folds, keys)
     metrics = {
         "dataset": dataset,
@@ -124,8 +144,14 @@ def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, se
         "train_seconds": round(seconds, 3),
         "feature_load_seconds": round(fcache.load_seconds, 3),
     }
+    paper = paper_fold(protocol, folds, keys)
+    if paper:
+        metrics["paper_fold"] = paper
     if any(r.sweeps for r in results):
-        metrics["sweeps"] = [{"fold": r.fold, "seed": r.seed, "table": _plain(r.sweeps)} for r in results if r.sweeps]
+        metrics["sweeps_note"] = ("computed on each test fold: analysis only, not a result "
+                                  "(a threshold picked here would be tuned on test data; use threshold=auto)")
+        metrics["sweeps"] = [{"fold": r.fold, "seed": r.seed, "split": "test", "analysis_only": True, "table": _plain(r.sweeps)}
+                             for r in results if r.sweeps]
     (run / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (run / "history.json").write_text(json.dumps(
         [{"fold": r.fold, "seed": r.seed, "best_epoch": r.best_epoch, "epochs": _plain(r.history)} for r in results], indent=1))
@@ -257,6 +283,9 @@ def runs_table(roots, filters: list[str] = (), sort: str | None = None, ascendin
         for k, v in (m.get("mean") or {}).items():
             row[k] = v
             row[f"{k}_std"] = (m.get("std") or {}).get(k)
+        for k in ("ua", "accuracy"):  # the fold a paper reports alone (si: Ses05-F), when the protocol names one
+            if k in ((m.get("paper_fold") or {}).get("mean") or {}):
+                row[f"paper_fold_{k}"] = m["paper_fold"]["mean"][k]
         row["path"] = str(run)
         rows.append(row)
     df = pd.DataFrame(rows)

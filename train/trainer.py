@@ -171,6 +171,18 @@ def _score(metrics: dict, loss: float, monitor: str):
     return (metrics[monitor], -loss)
 
 
+def calibrate_on_validation(model, batcher: Batcher, fold, data: TrainData, loss_fn) -> dict:
+    """Models with a ``calibrate(logits, y)`` hook (hierarchical ``threshold=auto``) fit
+    their decision settings on the fold's validation rows, never the test rows; what they
+    chose goes into the fold's metrics."""
+    if not hasattr(model, "calibrate"):
+        return {}
+    import torch
+
+    _, _, v_logits = evaluate(model, batcher, fold.valid, loss_fn, data.regression)
+    return model.calibrate(v_logits, torch.from_numpy(data.y[fold.valid]).to(v_logits.device)) or {}
+
+
 def train_fold(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, device: str) -> FoldResult:
     import torch
 
@@ -229,15 +241,17 @@ def train_fold(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, devi
         elif epoch + 1 - best_epoch >= tc.patience:
             break
     model.load_state_dict(best_state)
+    chosen = calibrate_on_validation(model, batcher, fold, data, loss_fn)
     t_loss, t_out, t_logits = evaluate(model, batcher, fold.test, loss_fn, data.regression)
     m = metrics_of(t_out, fold.test)
-    m.update(test_loss=t_loss, best_epoch=best_epoch, epochs_run=len(history))
+    m.update(test_loss=t_loss, best_epoch=best_epoch, epochs_run=len(history), **chosen)
     sweeps = []
     if hasattr(model, "sweep"):
         import torch as _t
 
         sweeps = model.sweep(t_logits, _t.from_numpy(data.y[fold.test]).to(t_logits.device))
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in best_state.items()}
+    # after calibrate: the state carries what it chose (e.g. hierarchical's threshold)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     return FoldResult(seed, fold.name, m, np.asarray(fold.test), t_out, history, state, norm, best_epoch,
                       sweeps, time.perf_counter() - t0)
 
@@ -366,9 +380,13 @@ def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, 
             if not quiet:
                 import json
 
-                mean = json.loads((run_dir / "metrics.json").read_text())["mean"]
+                written_metrics = json.loads((run_dir / "metrics.json").read_text())
+                mean = written_metrics["mean"]
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in mean.items() if isinstance(v, float))
                 print(f"{run_dir}: {shown}")
+                if "paper_fold" in written_metrics:  # e.g. si: seed 003's test-female fold beside the mean
+                    pf = written_metrics["paper_fold"]
+                    print(f"  paper's fold {pf['fold']}: " + ", ".join(f"{k} {v:.4f}" for k, v in pf["mean"].items() if isinstance(v, float)))
     if skipped:
         if not written:
             raise MerError(f"none of the {n_runs} (feature set, fusion) pairs can be built: " + "; ".join(skipped))
