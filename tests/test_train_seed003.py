@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mer.train.data import synthetic
+from mer.train.synthetic_features import synthetic
 
 GRID = [0.25, 0.30, 0.35, 0.40]
 
