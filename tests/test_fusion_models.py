@@ -375,3 +375,45 @@ def test_hierarchical_learns_and_text_reclassifies():
     speech_only = next(r for r in rows if r["mode"] == "speech_only")
     assert acc > 0.85, f"hierarchical: held-out accuracy {acc:.3f}; sweep {rows}"
     assert row["WA"] > speech_only["WA"] + 0.05, rows
+
+
+def test_masked_paper_attention_has_no_query_key_weights_and_learns(monkeypatch):
+    """attention=paper (seed 001: K = X^T, A = ReLU(X X^T)): no query/key parameters, the
+    attention matrix is exactly ReLU(X X^T) of the projected features, and the audio still
+    steers which words count (the emphasis task: text alone is at 50%)."""
+    monkeypatch.setitem(SMALL, "masked", dict(SMALL["masked"], attention="paper"))
+    m = build("masked", specs_for("ragged"))
+    assert not hasattr(m, "q") and not any(".q." in n or ".k." in n for n, _ in m.named_parameters())
+    X = torch.randn(3, 5, SMALL["masked"]["d"], dtype=torch.float64)
+    ref = torch.clamp(torch.einsum("bid,bjd->bij", X, X), min=0)
+    assert torch.equal(m.attention_matrix(0, X), torch.relu(X @ X.transpose(1, 2))) and torch.allclose(m.attention_matrix(1, X), ref)
+    train, ytr = make_emphasis_data(N_TRAIN, seed=11)
+    test, yte = make_emphasis_data(N_TEST, seed=22)
+    m = fit("masked", specs_for("ragged"), train, ytr, epochs=10)
+    acc = float((predict(m, test, N_TEST)[1] == yte).float().mean())
+    assert acc > 0.85, f"masked/paper: held-out accuracy {acc:.3f} (text alone: 0.5)"
+    swapped, y_other = make_emphasis_data(N_TEST, seed=22, swap=True)
+    acc_swapped = float((predict(m, swapped, N_TEST)[1] == y_other).float().mean())
+    assert acc_swapped > 0.7, f"masked/paper: follows the audio emphasis on only {acc_swapped:.3f}"
+    with pytest.raises(MerError, match="attention='kq'"):
+        FUSIONS.get("masked")(specs_for("ragged"), C, FUSIONS.get("masked").Config(attention="kq"))
+
+
+@pytest.mark.parametrize("form", ["qk", "paper"])
+def test_masked_pooled_audio_attention_term_is_constant_per_row(form):
+    """What the README says: a pooled audio vector, broadcast to every token, gives an audio
+    attention matrix constant over each row's real tokens, so the attention weights do not
+    depend on the audio at all (in both forms)."""
+    torch.manual_seed(0)
+    cls = FUSIONS.get("masked")
+    m = cls(specs_for("pooled")[:1] + [InputSpec("bert.tokens", "ragged", DT, "text")], C,
+            cls.Config(d=16, d_k=8, attention=form, audio_residual=False)).eval()
+    data, _ = make_data(6, seed=3)
+    batch = {"mel.mean": data["mel.mean"], "bert.tokens": data["bert.tokens"], "bert.tokens.mask": data["bert.tokens.mask"]}
+    with torch.no_grad():
+        out1 = m(batch)
+        w1 = m.last_attention.clone()
+        batch["mel.mean"] = batch["mel.mean"] * 5 + 3
+        out2 = m(batch)
+        w2 = m.last_attention.clone()
+    assert torch.allclose(w1, w2, atol=1e-6) and torch.allclose(out1, out2, atol=1e-5)

@@ -19,6 +19,14 @@ mer's text features are frozen while the paper fine-tunes BERT, see Config), a m
 tokens (the features here are frozen, so there is no trained [CLS] to read) and a linear
 classifier.
 
+``attention="paper"`` (``--set attention=paper``) is the paper's own form: keys are the
+features themselves (``K_m = X_m^T``), so ``A_m = ReLU(X_m X_m^T)`` on the projected
+modality, with no query/key weights (``d_k`` unused). The default ``"qk"`` keeps CM-BERT's
+learned tanh query/key maps above. In either form, a pooled audio vector broadcast to
+every token makes the audio attention matrix constant over the real tokens of an utterance,
+so it adds the same number to every entry of a softmax row and changes nothing: with pooled
+audio only the text term (and, with ``audio_residual``, the residual) carries information.
+
 Alignment of audio to tokens. CM-BERT uses word-aligned audio (one audio vector per word).
 ``mer`` stores audio frames without word alignment, so each utterance's *real* audio frames
 are resampled to its *real* token count: token j of an utterance with ``n_t`` tokens and
@@ -80,6 +88,9 @@ def align_to_tokens(a: torch.Tensor, a_mask: torch.Tensor, t_mask: torch.Tensor)
     return torch.bmm(w, zero_pad(a, a_mask))
 
 
+ATTENTION_FORMS = ("qk", "paper")
+
+
 @FUSIONS.register("masked")
 class MaskedAttentionFusion(FusionBase):
     """CM-BERT-style masked multimodal attention (seed 001); see the module docstring."""
@@ -87,7 +98,10 @@ class MaskedAttentionFusion(FusionBase):
     @dataclass
     class Config:
         d: int = 256              # width after the kernel-1 convolutions (paper: not given)
-        d_k: int = 64             # query/key size of the per-modality attention matrices
+        d_k: int = 64             # query/key size of the per-modality attention matrices (attention=qk)
+        # "qk": A = ReLU(tanh(X Wq) tanh(X Wk)^T) (CM-BERT's learned maps); "paper": A =
+        # ReLU(X X^T) on the projected modality, seed 001's K = X^T with no query/key weights.
+        attention: str = "qk"
         dropout: float = 0.1      # BERT's default
         # The paper fine-tunes BERT, so audio reaches the prediction by steering the text
         # encoder. mer's text features are frozen, and attention alone only re-weights text
@@ -109,8 +123,11 @@ class MaskedAttentionFusion(FusionBase):
         self.proj_t = nn.Conv1d(self.text.dim, c.d, kernel_size=1)
         self.proj_a = nn.ModuleList(nn.Conv1d(s.dim, c.d, kernel_size=1) for s in self.audio)
         k = 1 + len(self.audio)
-        self.q = nn.ModuleList(nn.Linear(c.d, c.d_k, bias=False) for _ in range(k))
-        self.k = nn.ModuleList(nn.Linear(c.d, c.d_k, bias=False) for _ in range(k))
+        if c.attention not in ATTENTION_FORMS:
+            raise MerError(f"masked: attention={c.attention!r}; choose one of {', '.join(ATTENTION_FORMS)}")
+        if c.attention == "qk":
+            self.q = nn.ModuleList(nn.Linear(c.d, c.d_k, bias=False) for _ in range(k))
+            self.k = nn.ModuleList(nn.Linear(c.d, c.d_k, bias=False) for _ in range(k))
         # learned weights of the modalities' attention matrices, and the bias b
         self.w = nn.Parameter(torch.full((k,), 1.0 / k))
         self.b = nn.Parameter(torch.zeros(()))
@@ -118,6 +135,12 @@ class MaskedAttentionFusion(FusionBase):
         self.drop = nn.Dropout(c.dropout)
         self.out = nn.Linear(c.d, n_out)
         self.last_attention: torch.Tensor | None = None
+
+    def attention_matrix(self, i: int, X: torch.Tensor) -> torch.Tensor:
+        """``A_m`` [B, L, L] of modality ``i`` (0 = text) from its projected features."""
+        if self.config.attention == "paper":
+            return torch.relu(X @ X.transpose(1, 2))
+        return torch.relu(torch.tanh(self.q[i](X)) @ torch.tanh(self.k[i](X)).transpose(1, 2))
 
     @staticmethod
     def _conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
@@ -137,9 +160,8 @@ class MaskedAttentionFusion(FusionBase):
                 xa = align_to_tokens(xa, am, tm)
             feats.append(zero_pad(self._conv(conv, xa), tm))
         Wf = self.b
-        for wi, q, k, X in zip(self.w, self.q, self.k, feats):
-            A = torch.relu(torch.tanh(q(X)) @ torch.tanh(k(X)).transpose(1, 2))   # [B, L, L]
-            Wf = Wf + wi * A
+        for i, (wi, X) in enumerate(zip(self.w, feats)):
+            Wf = Wf + wi * self.attention_matrix(i, X)
         # 0 for tokens, -inf for padding keys: padding gets attention 0 after the softmax
         Wf = Wf.masked_fill(~tm[:, None, :], float("-inf"))
         Wm = torch.softmax(Wf, dim=-1)
