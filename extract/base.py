@@ -72,6 +72,9 @@ class OutputSpec:
     frame_rate: float | None = None   # frames per second for audio sequences, None for tokens
     dtype: str = "float32"            # storage dtype of values
     description: str = ""
+    # Hidden states stacked along D (``--bert.layer all``): the vector is ``layers`` blocks of
+    # ``dim // layers`` values, layer 0 first; training mixes them with learned weights.
+    layers: int = 1
 
 
 @dataclass

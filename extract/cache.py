@@ -90,7 +90,8 @@ def list_stores(dataset: str | None = None, cache=None) -> list[dict]:
                     a = r.attrs
                     info.update(feature=a.get("feature", info["feature"]), key=a.get("key", ""), complete=bool(a.get("complete")),
                                 n=a.get("n"), outputs=a.get("outputs", {}), created=a.get("created", ""),
-                                manifest_hash=a.get("manifest_hash"), modality=a.get("modality"), valid=int(r.valid.sum()))
+                                manifest_hash=a.get("manifest_hash"), modality=a.get("modality"), valid=int(r.valid.sum()),
+                                config=dict(a.get("config") or {}))
             except Exception as e:  # listed, not hidden: `mer cache verify` says what is wrong
                 info["error"] = f"{type(e).__name__}: {e}"
             out.append(info)
@@ -112,9 +113,11 @@ def _manifest(dataset: str, cache, manifest):
     return manifest
 
 
-def find_store(dataset: str, feature: str, cache=None, manifest=None) -> Path:
+def find_store(dataset: str, feature: str, cache=None, manifest=None, where: dict | None = None) -> Path:
     """The newest COMPLETE store of extractor ``feature`` built from the current manifest
-    (its modality hash), else a MerError naming the `mer extract` command to run."""
+    (its modality hash), else a MerError naming the `mer extract` command to run.
+    ``where``: {config field: value} the store's extractor config must have (``mer train
+    --store bert.layer=all`` when stores of several configurations exist)."""
     m = _manifest(dataset, cache, manifest)
     hits = []
     for s in list_stores(dataset, cache):
@@ -123,6 +126,19 @@ def find_store(dataset: str, feature: str, cache=None, manifest=None) -> Path:
         mod = s.get("modality") or "audio"
         if s.get("manifest_hash") == m.modality_hash(mod):
             hits.append(s)
+    if hits and where:
+        def fits(s):
+            cfg = s.get("config") or {}
+            return all(k in cfg and str(cfg[k]).lower() == str(v).lower() for k, v in where.items())
+
+        chosen = [s for s in hits if fits(s)]
+        if not chosen:
+            have = "; ".join(", ".join(f"{k}={(s.get('config') or {}).get(k)}" for k in where) for s in hits)
+            want = ", ".join(f"{feature}.{k}={v}" for k, v in where.items())
+            raise MerError(f"no {feature!r} store for {dataset!r} has {want} (the current ones have: {have}); "
+                           f"extract it with `mer extract --dataset {dataset} --features {feature} "
+                           + " ".join(f"--{feature}.{k} {v}" for k, v in where.items()) + "`")
+        hits = chosen
     if not hits:
         others = [s for s in list_stores(dataset, cache) if s["feature"] == feature]
         why = (f"{len(others)} store(s) of {feature!r} exist but none is complete and built from the current manifest"

@@ -352,7 +352,8 @@ def _finalize(job: Job, m, fmt: str, dtype: str, dataset: str) -> dict:
             "versions": {**_base_versions(), **e.versions()},
             "manifest_hash": job.manifest_hash,
             "modality": job.modality,
-            "outputs": {k: {kk: v[kk] for kk in ("kind", "dim", "frame_rate", "dtype")} for k, v in job.outputs.items()},
+            "outputs": {k: {kk: v[kk] for kk in ("kind", "dim", "frame_rate", "dtype", "layers") if kk in v}
+                        for k, v in job.outputs.items()},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "complete": False,
             "format": fmt,
@@ -681,6 +682,8 @@ def run_extract(
         outs = {}
         for oname, o in ext.outputs().items():
             outs[oname] = {"kind": o.kind, "dim": int(o.dim), "frame_rate": o.frame_rate, "dtype": dtype if np.dtype(o.dtype).kind == "f" else o.dtype}
+            if o.layers > 1:
+                outs[oname]["layers"] = int(o.layers)
         jobs.append(Job(name, ext, key, path, cls.modality, mh, outs, False))
 
     def complete(p: Path) -> bool:

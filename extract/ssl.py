@@ -17,7 +17,11 @@ outputs change with padding, so they only batch utterances of identical length: 
 
 ``layer``: ``last`` (``last_hidden_state``), an integer index into the hidden states (0 = the
 input to the first transformer layer, L = the last; negative counts from the end), or ``avg``:
-the mean of the transformer layers' outputs 1..L.
+the mean of the transformer layers' outputs 1..L, or ``all``: every hidden state 0..L stacked
+along the vector (``(L+1) * H`` per frame, layer 0 first; outputs record ``layers: L+1``), for
+the learned softmax layer weights of SUPERB in training. Such a store is L+1 times the size of
+a one-layer store: about 2 MB per second of audio for a base model (13 x 768 x 50 Hz x 4 bytes),
+about 86 GB for IEMOCAP's 12 hours.
 
 Outputs: ``frames`` ragged [T, H] at the model's frame rate (50 Hz for the usual 320-sample
 stride), ``mean`` and ``std`` fixed [H] over those frames.
@@ -52,18 +56,18 @@ def parse_layer(layer: Any) -> str | int:
     if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
         return int(layer)
     s = str(layer).strip().lower()
-    if s in ("last", "avg"):
+    if s in ("last", "avg", "all"):
         return s
     try:
         return int(s)
     except ValueError:
-        raise UsageError(f"--wav2vec.layer {layer!r}: use last, avg or a layer index (0 = transformer input)") from None
+        raise UsageError(f"--wav2vec.layer {layer!r}: use last, avg, all or a layer index (0 = transformer input)") from None
 
 
 @dataclass
 class Wav2VecConfig(ExtractorConfig):
     model: str = ""                # HF model id in the local cache, or a local directory (required)
-    layer: str = "last"            # last | avg | integer index into hidden states
+    layer: str = "last"            # last | avg | all | integer index into hidden states
     batch_size: int = 8            # utterances per forward pass (halved on GPU OOM)
     dtype: str = "auto"            # auto (fp32 on CPU, bf16/fp16 on GPU) | float32 | float16 | bfloat16
 
@@ -154,11 +158,12 @@ class Wav2VecExtractor(NeuralExtractor):
         return {"torch": torch.__version__, "transformers": transformers.__version__}
 
     def outputs(self) -> dict[str, OutputSpec]:
-        h = int(self.hf_config.hidden_size)
+        k = int(self.hf_config.num_hidden_layers) + 1 if self.layer == "all" else 1
+        h = int(self.hf_config.hidden_size) * k
         return {
-            "frames": OutputSpec("ragged", h, self.frame_rate, "float32", f"hidden states, layer {self.layer}"),
-            "mean": OutputSpec("fixed", h, None, "float32", "mean over frames"),
-            "std": OutputSpec("fixed", h, None, "float32", "standard deviation over frames"),
+            "frames": OutputSpec("ragged", h, self.frame_rate, "float32", f"hidden states, layer {self.layer}", layers=k),
+            "mean": OutputSpec("fixed", h, None, "float32", "mean over frames", layers=k),
+            "std": OutputSpec("fixed", h, None, "float32", "standard deviation over frames", layers=k),
         }
 
     def _load(self) -> _SSLModel:
@@ -212,6 +217,8 @@ class Wav2VecExtractor(NeuralExtractor):
             h = out.last_hidden_state
         elif self.layer == "avg":
             h = torch.stack(list(out.hidden_states[1:]), 0).float().mean(0)
+        elif self.layer == "all":
+            h = torch.cat([s.float() for s in out.hidden_states], dim=-1)
         else:
             h = out.hidden_states[self.layer]
         h = h.float().cpu().numpy()

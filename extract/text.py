@@ -18,7 +18,11 @@ Outputs (one store, all from the same forward pass):
 
 ``layer``: ``last`` (the model's last hidden state), an integer index into the hidden states
 (0 = embedding output, 1..L = transformer layers, negative counts from the end), or ``last4``:
-the last four layers concatenated in order (L-3, L-2, L-1, L), as CM-RoBERTa (seed 004) does.
+the last four layers concatenated in order (L-3, L-2, L-1, L), as CM-RoBERTa (seed 004) does,
+or ``all``: every hidden state 0..L stacked along the vector (``(L+1) * H`` values per token,
+layer 0 first; the store's outputs record ``layers: L+1``), for a learned layer mix in training
+(SUPERB's weighted sum). ``cls`` and ``mean`` are then per layer too. The store is L+1 times
+the size of a one-layer store.
 ``max_tokens`` defaults to 128; seed 001 (Cross-BERT) uses the first 50 tokens.
 
 The store key holds the model's identity: the name plus a hash of its weight, config and
@@ -75,18 +79,18 @@ def parse_layer(layer: Any, option: str = "layer") -> str | int:
     if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
         return int(layer)
     s = str(layer).strip().lower()
-    if s in ("last", "last4"):
+    if s in ("last", "last4", "all"):
         return s
     try:
         return int(s)
     except ValueError:
-        raise UsageError(f"{option} {layer!r}: use last, last4 or a layer index (0 = embeddings, -1 = last)") from None
+        raise UsageError(f"{option} {layer!r}: use last, last4, all or a layer index (0 = embeddings, -1 = last)") from None
 
 
 @dataclass
 class BertConfig(ExtractorConfig):
     model: str = DEFAULT_MODEL     # HF model id in the local cache, or a local directory
-    layer: str = "last"            # last | last4 | integer index into hidden states
+    layer: str = "last"            # last | last4 | all | integer index into hidden states
     max_tokens: int = 128          # including special tokens; seed 001 uses 50
     special_tokens: bool = True    # keep [CLS]/[SEP] in the stored token sequence
     batch_size: int = 64           # utterances per forward pass (halved on GPU OOM)
@@ -154,14 +158,20 @@ class BertExtractor(NeuralExtractor):
 
         return {"torch": torch.__version__, "transformers": transformers.__version__}
 
+    @property
+    def n_states(self) -> int:
+        """Hidden states a forward pass returns: the embedding output plus one per layer."""
+        return int(self.hf_config.num_hidden_layers) + 1
+
     def outputs(self) -> dict[str, OutputSpec]:
         h = self.hidden_size
-        d = 4 * h if self.layer == "last4" else h
+        k = {"last4": 4, "all": self.n_states}.get(self.layer, 1)
+        mixed = self.n_states if self.layer == "all" else 1
         return {
-            "tokens": OutputSpec("ragged", d, None, "float32", f"token vectors from layer {self.layer}"),
+            "tokens": OutputSpec("ragged", k * h, None, "float32", f"token vectors from layer {self.layer}", layers=mixed),
             "token_ids": OutputSpec("ragged", 1, None, "int32", "tokenizer ids of the stored tokens"),
-            "cls": OutputSpec("fixed", d, None, "float32", "first-token ([CLS]/<s>) vector"),
-            "mean": OutputSpec("fixed", d, None, "float32", "mean over non-padding tokens"),
+            "cls": OutputSpec("fixed", k * h, None, "float32", "first-token ([CLS]/<s>) vector", layers=mixed),
+            "mean": OutputSpec("fixed", k * h, None, "float32", "mean over non-padding tokens", layers=mixed),
         }
 
     # -- model
@@ -219,6 +229,8 @@ class BertExtractor(NeuralExtractor):
             h = out.last_hidden_state
         elif self.layer == "last4":
             h = torch.cat(list(out.hidden_states[-4:]), dim=-1)
+        elif self.layer == "all":
+            h = torch.cat(list(out.hidden_states), dim=-1)
         else:
             h = out.hidden_states[self.layer]
         h = h.float()

@@ -193,10 +193,18 @@ def test_bert_last4_layer_index_truncation_and_special_tokens(minilm, device):
     cat = torch.cat(out.hidden_states[-4:], dim=-1).cpu().numpy()
     e2 = cls(cls.Config(layer="2", max_tokens=12, dtype="float32"), device)
     r2 = e2.process(texts())
+    ea = cls(cls.Config(layer="all", max_tokens=12, dtype="float32"), device)
+    assert ea.outputs()["tokens"].dim == 7 * 384 and ea.outputs()["mean"].layers == 7   # embeddings + 6 layers
+    ra = ea.process(texts())
+    every = torch.cat(out.hidden_states, dim=-1).cpu().numpy()
     for i in range(len(TEXTS)):
         n = int(enc["attention_mask"][i].sum())
         assert n <= 12
         np.testing.assert_allclose(r4[i]["tokens"], cat[i, :n], atol=atol(device), rtol=0)
+        np.testing.assert_allclose(ra[i]["tokens"], every[i, :n], atol=atol(device), rtol=0)
+        # per-layer means: block j of "mean" is the mean of layer j over the real tokens
+        np.testing.assert_allclose(ra[i]["mean"].reshape(7, 384)[6], every[i, :n].mean(0).reshape(7, 384)[6],
+                                   atol=atol(device), rtol=0)
         np.testing.assert_allclose(r2[i]["tokens"], out.hidden_states[2][i, :n].cpu().numpy(), atol=atol(device), rtol=0)
     # The long text was cut to 12 tokens: recorded, not silent.
     assert [ev[1] for ev in e4.events if ev[2] == "text truncated to max_tokens"] == ["u3"]
@@ -528,17 +536,19 @@ def test_wav2vec_matches_transformers_and_batches_exactly(ssl_models, name, devi
     utts = audio_utts(16000, [1.0, 0.5, 1.0, 0.77], seed=2)
     model = transformers.AutoModel.from_pretrained(path).eval().to(device)
     # Every layer choice on one model; the others (same code path) only with the default.
-    for layer in (("last", "avg", "1") if name == "w2v2-layer" else ("last",)):
+    for layer in (("last", "avg", "1", "all") if name == "w2v2-layer" else ("last",)):
         e = cls(cls.Config(model=str(path), layer=layer, batch_size=4, dtype="float32"), device)
-        assert e.outputs()["frames"].frame_rate == 50.0 and e.outputs()["mean"].dim == 32
+        k = 4 if layer == "all" else 1   # all: the 3 layers' outputs and the transformer input, stacked
+        assert e.outputs()["frames"].frame_rate == 50.0 and e.outputs()["mean"].dim == 32 * k
+        assert e.outputs()["frames"].layers == k
         res = e.process(utts)
         for u, r in zip(utts, res):
             x = (u.audio - u.audio.mean()) / np.sqrt(u.audio.var() + 1e-7)   # do_normalize
             with torch.no_grad():
                 o = model(torch.from_numpy(x[None]).to(device), output_hidden_states=True)
             ref = {"last": o.last_hidden_state, "avg": torch.stack(o.hidden_states[1:]).mean(0),
-                   "1": o.hidden_states[1]}[layer][0].cpu().numpy()
-            assert r["frames"].shape == ref.shape and ref.shape[1] == 32
+                   "1": o.hidden_states[1], "all": torch.cat(o.hidden_states, -1)}[layer][0].cpu().numpy()
+            assert r["frames"].shape == ref.shape and ref.shape[1] == 32 * k
             np.testing.assert_allclose(r["frames"], ref, atol=10 * atol(device), rtol=0)
             np.testing.assert_allclose(r["std"], ref.std(0), atol=10 * atol(device), rtol=0)
     assert e.identity()["padded_batches"] == (name != "w2v2-group")

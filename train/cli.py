@@ -28,6 +28,18 @@ def _check_fusions(ctx, param, value):
     return names
 
 
+def _stores(ctx, param, value):
+    """--store bert.layer=all -> {"bert": {"layer": "all"}}."""
+    out: dict[str, dict] = {}
+    for v in value:
+        k, sep, val = v.partition("=")
+        feat, dot, fld = k.strip().partition(".")
+        if not sep or not dot or not feat or not fld:
+            raise click.BadParameter(f"{v!r}: expected feature.field=value, e.g. bert.layer=all")
+        out.setdefault(feat, {})[fld] = val.strip()
+    return out
+
+
 def _options(ctx, param, value):
     out = {}
     for v in value:
@@ -79,6 +91,8 @@ class _FusionHelp(click.Option):
               show_default=True, help="Validation metric for early stopping (auto: ua, or loss for regression).")
 @click.option("--balanced/--no-balanced", default=False, show_default=True, help="Class-weighted loss (weights from the training rows); every classification model supports it, regression refuses it.")
 @click.option("--max-len", type=int, default=None, help="Cap frames/tokens per sequence input.")
+@click.option("--store", "stores", multiple=True, callback=_stores, metavar="FEATURE.FIELD=VALUE",
+              help="Use the store of FEATURE extracted with that config value when there are several, e.g. --store bert.layer=all.")
 @click.option("--set", "options", multiple=True, callback=_options, metavar="NAME=VALUE",
               help="Fusion config field, e.g. --set hidden=128 --set dropout=0.2 (applies to every fusion that has it; a name no fusion has is an error).")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA if available), cpu, cuda, cuda:1.")
@@ -86,7 +100,7 @@ class _FusionHelp(click.Option):
 @click.option("--no-plots", is_flag=True, help="Skip confusion.png and curves.png.")
 @click.option("--quiet", "-q", is_flag=True)
 def train(dataset, features, fusion, protocol, scheme, seeds, seed, cache, manifest, out, run_id, epochs, batch_size, lr,
-          optimizer, weight_decay, grad_clip, patience, monitor, balanced, max_len, options, device, threads, no_plots, quiet):
+          optimizer, weight_decay, grad_clip, patience, monitor, balanced, max_len, stores, options, device, threads, no_plots, quiet):
     """Train fusion models on cached features and write one run directory per
     (feature set, fusion): config.yaml, metrics.json, predictions.csv, weights, plots.
 
@@ -99,7 +113,8 @@ def train(dataset, features, fusion, protocol, scheme, seeds, seed, cache, manif
     from mer.train.trainer import TrainConfig, run_train
 
     tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
-                     grad_clip=grad_clip, patience=patience, monitor=monitor, balanced=balanced, max_len=max_len, device=device, threads=threads)
+                     grad_clip=grad_clip, patience=patience, monitor=monitor, balanced=balanced, max_len=max_len, device=device, threads=threads,
+                     stores=stores)
     run_train(dataset, list(features), fusion, protocol=protocol, scheme=scheme,
               seeds=[seed] if seed is not None else seeds, cache=cache, out=out, device=device, manifest=manifest,
               options=options, config=tc, run_id=run_id, command="mer " + shlex.join(sys.argv[1:]),

@@ -190,11 +190,13 @@ class FeatureCache:
     stores are found with ``mer.extract.cache.find_store`` for the current manifest.
     """
 
-    def __init__(self, dataset: str, cache=None, manifest=None, sets: dict[str, FeatureSet] | None = None):
+    def __init__(self, dataset: str, cache=None, manifest=None, sets: dict[str, FeatureSet] | None = None,
+                 where: dict[str, dict] | None = None):
         self.dataset = dataset
         self.cache = cache
         self.manifest = manifest
         self.sets: dict[str, FeatureSet] = dict(sets or {})
+        self.where = dict(where or {})   # feature -> {config field: value} its store must have
         self.load_seconds = 0.0
 
     def get(self, feature: str) -> FeatureSet:
@@ -206,7 +208,8 @@ class FeatureCache:
                 from mer.extract.cache import find_store
             except ImportError as e:
                 raise MerError(f"feature stores cannot be read: mer.extract.cache is missing ({e})") from None
-            path = find_store(self.dataset, feature, cache=self.cache, manifest=self.manifest)
+            path = find_store(self.dataset, feature, cache=self.cache, manifest=self.manifest,
+                              where=self.where.get(feature))
             self.sets[feature] = FeatureSet.from_store(path)
             self.load_seconds += time.perf_counter() - t0
         return self.sets[feature]
@@ -224,6 +227,7 @@ class InputSource:
     dim: int
     modality: str
     pooled_here: bool = False   # a ragged output averaged over frames to make a vector
+    layers: int = 1             # hidden states stacked along dim (a --<feature>.layer all store)
 
 
 def _default_outputs(fs: FeatureSet, wants: str) -> list[tuple[str, bool]]:
@@ -280,7 +284,8 @@ def resolve_inputs(requests: list[FeatureRequest], cache: FeatureCache, wants: s
             key = f"{fs.feature}.{name}" + (MEAN_SUFFIX if pool else "")
             if pool and meta["kind"] != "ragged":
                 raise UsageError(f"--features {r.text}: {name!r} is already a fixed vector; drop {MEAN_SUFFIX}")
-            out.append(InputSource(key, fs.feature, name, kind, int(meta["dim"]), fs.modality, pool))
+            out.append(InputSource(key, fs.feature, name, kind, int(meta["dim"]), fs.modality, pool,
+                                   int(meta.get("layers") or 1)))
     keys = [s.key for s in out]
     if len(set(keys)) != len(keys):
         raise UsageError(f"--features names the same input twice: {', '.join(keys)}")
@@ -290,7 +295,8 @@ def resolve_inputs(requests: list[FeatureRequest], cache: FeatureCache, wants: s
 def input_specs(sources: list[InputSource]):
     from mer.train.fusion import InputSpec
 
-    return [InputSpec(s.key, s.kind, s.dim, s.modality) for s in sources]
+    # A stack of hidden states reaches the model as their learned mix: one layer's width.
+    return [InputSpec(s.key, s.kind, s.dim // s.layers, s.modality, s.layers) for s in sources]
 
 
 # ----------------------------------------------------------------------------- aligned data

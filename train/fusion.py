@@ -42,6 +42,9 @@ class InputSpec:
     kind: str         # "fixed" | "ragged"
     dim: int
     modality: str     # "audio" | "text"
+    # >1: the store holds this many hidden states stacked along D; the model sees their
+    # learned softmax mix of size ``dim`` (mer.train.layermix), never the stack itself.
+    layers: int = 1
 
 
 def by_modality(inputs: list[InputSpec], modality: str) -> list[InputSpec]:
@@ -64,10 +67,14 @@ def model_config(cls, overrides: dict | None):
 
 def build_model(cls, specs, n_out: int, cfg, classes: list[str] | None):
     """Instantiate a fusion; class names go to models that ask for them (hierarchical needs
-    to know which class is neutral)."""
+    to know which class is neutral). Inputs that are stacks of hidden states (``--bert.layer
+    all``) get learned softmax layer weights in front of the model (mer.train.layermix)."""
     import inspect
+
+    from mer.train.layermix import wrap
 
     kw = {}
     if classes and "classes" in inspect.signature(cls.__init__).parameters:
         kw["classes"] = list(classes)
-    return cls(specs, n_out, cfg, **kw) if cfg is not None else cls(specs, n_out, **kw)
+    model = cls(specs, n_out, cfg, **kw) if cfg is not None else cls(specs, n_out, **kw)
+    return wrap(model, specs)

@@ -93,3 +93,29 @@ def runs_bar_png(labels: list[str], means: list[float], stds: list[float], metri
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def layer_weights_png(mixes, path: Path, title: str = "") -> Path:
+    """Learned softmax layer weights: one panel per mixed input, one line per fold (and
+    seed), layer index on x; the dashed line is the uniform start (1 / layers)."""
+    plt = _plt()
+    keys = list(mixes[0][2])
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.0 * len(keys), 3.4), dpi=110, squeeze=False)
+    colors = plt.get_cmap("tab10")
+    for ax, key in zip(axes[0], keys):
+        n = len(mixes[0][2][key])
+        for i, (seed, fold, lw) in enumerate(mixes):
+            ax.plot(range(n), lw[key], "o-", color=colors(i % 10), lw=1.2, ms=3.5,
+                    label=f"{fold}" + (f" s{seed}" if len({m[0] for m in mixes}) > 1 else ""))
+        ax.axhline(1.0 / n, color="gray", ls="--", lw=0.8)
+        ax.set_xticks(range(n))
+        ax.set_xlabel("hidden state (0 = embeddings)")
+        ax.set_ylabel("softmax weight")
+        ax.set_title(key, fontsize=9)
+        ax.legend(fontsize=7, ncol=2)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -11,6 +11,8 @@ Layout of ``runs/<id>/``::
     weights/seed<S>-<fold>.safetensors   model state + normalisation stats of that fold
     data_report.{json,txt}   utterances left out (no label, missing features) and why
     confusion.png, curves.png
+    layer_weights.png  learned softmax weights over an encoder's layers, per fold (inputs
+                       from a --<feature>.layer all store only)
 
 Nothing here is pickled; loading a run reads YAML, JSON and safetensors only, so it never
 executes code from the run directory.
@@ -117,12 +119,19 @@ def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, se
     }
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
 
+    from mer.train.layermix import weights_from_state
+
     keys = REGRESSION_KEYS if data.regression else CLASSIFICATION_KEYS
     folds = []
+    mixes = []   # learned layer weights per fold, for inputs that are stacks of hidden states
     for r in results:
         entry = {"fold": r.fold, "seed": r.seed, **r.metrics, "seconds": round(r.seconds, 3)}
         if r.sweeps:
             entry["sweeps"] = _plain(r.sweeps)
+        lw = weights_from_state(r.state, data.specs)
+        if lw:
+            entry["layer_weights"] = lw
+            mixes.append((r.seed, r.fold, lw))
         folds.append(_plain(entry))
     # What a model chose on each fold's validation split (hierarchical threshold=auto) is
     # summarised like a metric.
@@ -166,6 +175,10 @@ def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, se
             P.confusion_png(cm, data.classes, run / "confusion.png",
                             title=f"{dataset} {fusion} [{feats}] {protocol['name']}: all test folds")
         P.curves_png(results, run / "curves.png", regression=data.regression, title=f"{fusion} [{feats}]")
+    if mixes:  # written even with --no-plots: the learned weights are a result, not a diagnostic
+        from mer.train import plots as P
+
+        P.layer_weights_png(mixes, run / "layer_weights.png", title=f"{fusion} [{feats}]: learned layer weights")
     return run
 
 

@@ -52,6 +52,9 @@ class TrainConfig:
     # busy 2-core machine spin against each other (measured here: 5.6 ms per MLP step with
     # 1 thread, 114 ms with 2). 0 = torch's default.
     threads: int = 1
+    # Which store of a feature to use when several configurations were extracted:
+    # {feature: {config field: value}}, e.g. {"bert": {"layer": "all"}} (--store bert.layer=all).
+    stores: dict = field(default_factory=dict)
 
 
 # Optimizers by name (--optimizer choices come from here). Adam's weight_decay adds an L2
@@ -325,7 +328,7 @@ def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, 
         check_balanced(c, n, tc, sch.is_regression)
     _check_modalities(man, requests, feature_sets)
     # find_store checks each store against this manifest's modality hashes.
-    fcache = FeatureCache(dataset, cache, man, sets=feature_sets)
+    fcache = FeatureCache(dataset, cache, man, sets=feature_sets, where=tc.stores)
     out_root = Path(out) if out else Path("runs")
     written: list[Path] = []
     data_cache: dict[tuple, tuple[TrainData, Report]] = {}
