@@ -90,7 +90,12 @@ class _FusionHelp(click.Option):
 @click.option("--monitor", type=click.Choice(["auto", "ua", "accuracy", "weighted_f1", "macro_f1", "loss"]), default="auto",
               show_default=True, help="Validation metric for early stopping (auto: ua, or loss for regression).")
 @click.option("--balanced/--no-balanced", default=False, show_default=True, help="Class-weighted loss (weights from the training rows); every classification model supports it, regression refuses it.")
-@click.option("--max-len", type=int, default=None, help="Cap frames/tokens per sequence input.")
+@click.option("--max-len", type=int, default=None,
+              help="Keep the first N frames/tokens of every sequence input (a fixed crop, as seed 002's fixed-size spectrograms; default: whole sequences).")
+@click.option("--bucket/--no-bucket", default=True, show_default=True,
+              help="Batch utterances of similar length together, so batches pad little (same models, other batch mixes).")
+@click.option("--batch-frames", type=int, default=16384, show_default=True,
+              help="With --bucket: at most this many padded frames per batch (rows x longest sequence), which bounds memory; 0: no cap.")
 @click.option("--store", "stores", multiple=True, callback=_stores, metavar="FEATURE.FIELD=VALUE",
               help="Use the store of FEATURE extracted with that config value when there are several, e.g. --store bert.layer=all.")
 @click.option("--set", "options", multiple=True, callback=_options, metavar="NAME=VALUE",
@@ -100,7 +105,7 @@ class _FusionHelp(click.Option):
 @click.option("--no-plots", is_flag=True, help="Skip confusion.png and curves.png.")
 @click.option("--quiet", "-q", is_flag=True)
 def train(dataset, features, fusion, protocol, scheme, seeds, seed, cache, manifest, out, run_id, epochs, batch_size, lr,
-          optimizer, weight_decay, grad_clip, patience, monitor, balanced, max_len, stores, options, device, threads, no_plots, quiet):
+          optimizer, weight_decay, grad_clip, patience, monitor, balanced, max_len, bucket, batch_frames, stores, options, device, threads, no_plots, quiet):
     """Train fusion models on cached features and write one run directory per
     (feature set, fusion): config.yaml, metrics.json, predictions.csv, weights, plots.
 
@@ -113,7 +118,8 @@ def train(dataset, features, fusion, protocol, scheme, seeds, seed, cache, manif
     from mer.train.trainer import TrainConfig, run_train
 
     tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
-                     grad_clip=grad_clip, patience=patience, monitor=monitor, balanced=balanced, max_len=max_len, device=device, threads=threads,
+                     grad_clip=grad_clip, patience=patience, monitor=monitor, balanced=balanced, max_len=max_len, bucket=bucket,
+                     batch_frames=batch_frames, device=device, threads=threads,
                      stores=stores)
     run_train(dataset, list(features), fusion, protocol=protocol, scheme=scheme,
               seeds=[seed] if seed is not None else seeds, cache=cache, out=out, device=device, manifest=manifest,

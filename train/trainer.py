@@ -45,7 +45,9 @@ class TrainConfig:
     monitor: str = "auto"         # "ua" | "accuracy" | "weighted_f1" | "macro_f1" | "loss"; auto: ua (classification), loss (regression)
     valid_fraction: float = 0.1   # carved from training rows when the protocol has no validation split
     balanced: bool = False        # class-weighted cross-entropy (weights from the training rows)
-    max_len: int | None = None    # cap on frames/tokens per ragged input (None: no cap)
+    max_len: int | None = None    # cap on frames/tokens per ragged input (None: no cap); the first max_len are kept
+    bucket: bool = True           # batch rows of similar length together (mer.train.data.Batcher)
+    batch_frames: int = 16384     # with bucket: at most this many padded frames per batch (0: no cap)
     grad_clip: float = 5.0        # max global gradient norm; 0 = no clipping
     device: str = "auto"
     # CPU threads for torch. 1 by default: these models are small, and intra-op threads on a
@@ -151,12 +153,17 @@ def _proba(model, logits):
     return torch.softmax(logits, -1)
 
 
-def evaluate(model, batcher: Batcher, rows, loss_fn, regression: bool, batch_size: int = 512):
-    """(mean loss, outputs, logits) on ``rows``; outputs are probabilities or predictions."""
+def evaluate(model, batcher: Batcher, rows, loss_fn, regression: bool, batch_size: int = 64):
+    """(mean loss, outputs, logits) on ``rows`` (outputs in the order of ``rows``); outputs are
+    probabilities or predictions. Batches of ``batch_size`` rows grouped by length: one batch
+    of a whole split held every padded feature map at once (6 GB for 30 validation rows of
+    the mel CNN; bench/RESULTS.md)."""
     import torch
 
+    rows = np.asarray(rows, np.int64)
+    pos = {int(r): i for i, r in enumerate(rows)}
     model.eval()
-    outs, logit_list, total, n = [], [], 0.0, 0
+    outs, logit_list, where, total, n = [], [], [], 0.0, 0
     with torch.no_grad():
         for r, b, y in batcher.iterate(rows, batch_size):
             logits = model(b)
@@ -164,7 +171,10 @@ def evaluate(model, batcher: Batcher, rows, loss_fn, regression: bool, batch_siz
             n += len(r)
             logit_list.append(logits.detach())
             outs.append((logits.squeeze(-1) if regression else _proba(model, logits)).detach().cpu().numpy())
-    return total / max(n, 1), np.concatenate(outs), torch.cat(logit_list)
+            where.append([pos[int(i)] for i in r])
+    back = np.argsort(np.concatenate(where)) if where else np.zeros(0, np.int64)
+    order = torch.from_numpy(back).to(logit_list[0].device) if logit_list else None
+    return total / max(n, 1), np.concatenate(outs)[back], torch.cat(logit_list)[order]
 
 
 def _score(metrics: dict, loss: float, monitor: str):
@@ -195,7 +205,7 @@ def train_fold(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, devi
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     norm = Normalizer.fit(data, fold.train)
-    batcher = Batcher(data, norm, device, tc.max_len)
+    batcher = Batcher(data, norm, device, tc.max_len, tc.bucket, tc.batch_frames)
     n_out = 1 if data.regression else len(data.classes)
     model = build_model(cls, data.specs, n_out, cfg, None if data.regression else data.classes).to(device)
     opt = make_optimizer(tc.optimizer, [p for p in model.parameters() if p.requires_grad], tc.lr, tc.weight_decay)
@@ -229,7 +239,7 @@ def train_fold(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, devi
             if not data.regression:
                 with torch.no_grad():  # through predict_proba: some models pack several heads into logits
                     correct += int((_proba(model, logits).argmax(-1) == y).sum())
-        v_loss, v_out, _ = evaluate(model, batcher, fold.valid, loss_fn, data.regression)
+        v_loss, v_out, _ = evaluate(model, batcher, fold.valid, loss_fn, data.regression, tc.batch_size)
         vm = metrics_of(v_out, fold.valid)
         h = {"epoch": epoch + 1, "train_loss": tot / max(n, 1), "valid_loss": v_loss}
         if data.regression:
@@ -245,7 +255,7 @@ def train_fold(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, devi
             break
     model.load_state_dict(best_state)
     chosen = calibrate_on_validation(model, batcher, fold, data, loss_fn)
-    t_loss, t_out, t_logits = evaluate(model, batcher, fold.test, loss_fn, data.regression)
+    t_loss, t_out, t_logits = evaluate(model, batcher, fold.test, loss_fn, data.regression, tc.batch_size)
     m = metrics_of(t_out, fold.test)
     m.update(test_loss=t_loss, best_epoch=best_epoch, epochs_run=len(history), **chosen)
     sweeps = []
