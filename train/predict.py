@@ -55,9 +55,15 @@ def extract_items(items: list[Item], cfg: dict, device: str = "cpu", batch_size:
     from mer.extract.base import Utterance
 
     feats = list(cfg["stores"])
+    # A combined input (`mfcc+egemaps`) is rebuilt from its parts' extractors, joined the
+    # way training joined them.
+    joins = {f: (cfg["stores"][f].get("attrs") or {}).get("combined") for f in feats}
+    parts = {p["feature"]: p for j in joins.values() if j for out in j.values() for p in out["parts"]}
+    plain = [f for f in feats if not joins[f]]
+    run_feats = list(dict.fromkeys(plain + list(parts)))
     out: list[dict[str, dict]] = [{} for _ in items]
-    for feat in feats:
-        store = cfg["stores"][feat]
+    for feat in run_feats:
+        store = cfg["stores"].get(feat) or parts[feat]
         ext = build_extractor(feat, store, device)
         modality = getattr(ext, "modality", store.get("modality"))
         for a in range(0, len(items), batch_size):
@@ -76,7 +82,29 @@ def extract_items(items: list[Item], cfg: dict, device: str = "cpu", batch_size:
             res = ext.process(utts)
             for j, r in enumerate(res):
                 out[a + j][feat] = r
+    for feat, join in joins.items():
+        if join:
+            for it, o in zip(items, out):
+                o[feat] = {name: _join_one(it.id, o, spec) for name, spec in join.items()}
     return out
+
+
+def _join_one(uid: str, outputs: dict[str, dict], spec: dict) -> np.ndarray:
+    """One utterance's combined input from its parts' fresh outputs (as in training)."""
+    from mer.train.data import join_frames, join_vectors
+
+    arrs = []
+    for p in spec["parts"]:
+        x = outputs[p["feature"]].get(p["output"])
+        if x is None:
+            raise MerError(f"{uid}: extractor {p['feature']!r} gave no output {p['output']!r}")
+        arrs.append(np.asarray(x, np.float32).mean(0) if p["pooled_here"] else x)
+    if "repeats" not in spec:
+        return join_vectors(arrs)
+    x, _ = join_frames(arrs, spec["repeats"])
+    if len(x) == 0:
+        raise MerError(f"{uid}: the joined frame sequence is empty")
+    return x
 
 
 def predict_items(run, items: list[Item], device: str = "auto") -> tuple[list[str], np.ndarray, dict]:
