@@ -18,8 +18,11 @@ class Registry(Generic[T]):
     that importing the registry itself stays cheap (no torch, no librosa at CLI start-up).
     """
 
-    def __init__(self, kind: str, modules: tuple[str, ...] = ()):
+    def __init__(self, kind: str, modules: tuple[str, ...] = (), name_attr: str | None = None):
         self.kind = kind
+        # Registries of classes that know their own name (extractors, store formats): the
+        # decorator sets ``cls.<name_attr>``, so the name is written once, in register().
+        self.name_attr = name_attr
         self._modules = modules
         self._loaded = False
         self._entries: dict[str, T] = {}
@@ -28,6 +31,11 @@ class Registry(Generic[T]):
         def deco(obj: T) -> T:
             if name in self._entries and self._entries[name] is not obj:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
+            if self.name_attr:
+                own = vars(obj).get(self.name_attr)
+                if own is not None and own != name:
+                    raise ValueError(f"{self.kind} {name!r}: the class says its name is {own!r}")
+                setattr(obj, self.name_attr, name)
             self._entries[name] = obj
             return obj
 

@@ -20,6 +20,7 @@ from mer.common.registry import Registry
 
 EXTRACTORS: Registry[type["Extractor"]] = Registry(
     "feature",
+    name_attr="name",
     modules=(
         "mer.extract.spectral",   # mfcc, mel
         "mer.extract.smile",      # egemaps, gemaps, compare, emobase, is09-is13, smile (any .conf)
@@ -46,13 +47,10 @@ def default_features(configs: dict[str, dict] | None = None) -> tuple[list[str],
     chosen, notices = [], []
     for name in DEFAULT_FEATURES:
         cls = EXTRACTORS.get(name)
-        check = getattr(cls, "available", None)
-        if check is not None:
-            cfg = make_config(cls, (configs or {}).get(name))
-            ok, why = check(cfg)
-            if not ok:
-                notices.append(why)
-                continue
+        ok, why = cls.available(make_config(cls, (configs or {}).get(name)))
+        if not ok:
+            notices.append(why)
+            continue
         chosen.append(name)
     return chosen, notices
 
@@ -99,16 +97,41 @@ class ExtractorConfig:
         return fields(cls)
 
 
+class InputError(ValueError):
+    """Raised by ``process()`` when an utterance cannot give this feature because of what it
+    is (too short for the deltas, no functionals from openSMILE): the row is skipped and the
+    store may still be complete. Any other exception is a failure a rerun retries."""
+
+    def __init__(self, message: str, reason: str = "too short"):
+        super().__init__(message)
+        self.reason = reason
+
+
 class Extractor(ABC):
+    """The extractor contract. Required: ``modality``, ``Config``, ``outputs()``,
+    ``process()`` (and ``sample_rate`` for audio). Everything else has a default here.
+
+    ``name`` is set by ``@EXTRACTORS.register("name")`` (written once, there)."""
+
     name: ClassVar[str]
     modality: ClassVar[str]            # "audio" | "text"
     Config: ClassVar[type[ExtractorConfig]]
     sample_rate: int | None = None     # audio extractors: the rate they want their input at
     uses_gpu: ClassVar[bool] = False   # True: run on a GPU worker when one is available
+    # A CPU extractor that can also run on --device cuda (mfcc, mel): the engine moves it to
+    # the GPU only when the user asks for one.
+    device_capable: ClassVar[bool] = False
+    # Modules local workers import once, before forking (heavy libraries: torch, opensmile).
+    preload: ClassVar[tuple[str, ...]] = ()
     # Optional hint for the engine: utterances per process() call that suit this extractor
     # (None: the engine's --batch-size). Big models want small batches on small GPUs.
     batch_hint: ClassVar[int | None] = None
-    # Identity parts of the cache key that are not in the config (e.g. a hash of weight files).
+
+    @classmethod
+    def available(cls, config: ExtractorConfig | None = None) -> tuple[bool, str]:
+        """(ok, why not): whether it can run here with this config (weights present, ...).
+        `mer extract` without --features leaves out the ones that cannot, with the reason."""
+        return True, ""
 
     def __init__(self, config: ExtractorConfig | None = None, device: str = "cpu"):
         self.config = config or self.Config()
@@ -125,6 +148,11 @@ class Extractor(ABC):
     def versions(self) -> dict[str, str]:
         """Library versions to record in the store attributes."""
         return {}
+
+    def pop_events(self) -> list[tuple[str, str, str, str]]:
+        """Repairs/notes since the last call, as (kind "repair"|"note", utterance id, reason,
+        detail); the engine writes them to the store's report. None by default."""
+        return []
 
     @abstractmethod
     def outputs(self) -> dict[str, OutputSpec]:

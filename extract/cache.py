@@ -27,7 +27,9 @@ def canonical(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def store_key(manifest_hash: str, feature: str, config: dict, identity: dict, dtype: str) -> str:
+def store_key(manifest_hash: str, feature: str, config: dict, identity: dict, dtype: str, limits: dict | None = None) -> str:
+    """``limits``: run settings that decide which rows are valid (``{"max_seconds": 600.0}``
+    for audio features), so a run with another limit never reuses the store."""
     from mer.extract.base import RUNTIME_FIELDS
 
     payload = {
@@ -38,6 +40,8 @@ def store_key(manifest_hash: str, feature: str, config: dict, identity: dict, dt
         "identity": identity,
         "dtype": str(np.dtype(dtype)),
     }
+    if limits:
+        payload["limits"] = {k: float(v) for k, v in sorted(limits.items())}
     return hashlib.sha256(canonical(payload).encode()).hexdigest()
 
 
@@ -91,7 +95,8 @@ def list_stores(dataset: str | None = None, cache=None) -> list[dict]:
                     info.update(feature=a.get("feature", info["feature"]), key=a.get("key", ""), complete=bool(a.get("complete")),
                                 n=a.get("n"), outputs=a.get("outputs", {}), created=a.get("created", ""),
                                 manifest_hash=a.get("manifest_hash"), modality=a.get("modality"), valid=int(r.valid.sum()),
-                                config=dict(a.get("config") or {}))
+                                config=dict(a.get("config") or {}),
+                                failed=int((a.get("failed") or {}).get("rows") or 0))
             except Exception as e:  # listed, not hidden: `mer cache verify` says what is wrong
                 info["error"] = f"{type(e).__name__}: {e}"
             out.append(info)
@@ -166,68 +171,90 @@ def resolve(dataset: str | None, feature: str | None, path=None, cache=None) -> 
 
 def verify_store(path, manifest=None, check_values: bool = True, check_name: bool = True, require_complete: bool = True, report=None) -> list[str]:
     """Problems found in a store ([] = good): completeness, key and file name agree with
-    the attributes, every row present with consistent shapes/offsets, every skipped row
-    listed in the report, no NaN/inf, array checksums equal those recorded at write time,
-    and (when a manifest is given) ids and manifest hash equal the current manifest's."""
+    the attributes, every chunk's checksum equals the one recorded at write time (and every
+    array's), every row present with consistent shapes/offsets, every skipped row listed in
+    the report, no NaN/inf, and (when a manifest is given) ids and manifest hash equal the
+    current manifest's. Never raises for a broken store: each problem is one string."""
     path = Path(path)
-    probs: list[str] = []
     try:
         r = open_store(path)
     except MerError as e:
         return [str(e)]
+    except Exception as e:  # noqa: BLE001 - a broken store is a finding, not a crash
+        return [f"cannot open: {type(e).__name__}: {e}"]
     with r:
-        a = r.attrs
-        n = int(a.get("n", -1))
-        if require_complete and not a.get("complete"):
-            probs.append("not marked complete (an unfinished or failed extraction)")
-        key = store_key(a.get("manifest_hash", ""), a.get("feature", ""), a.get("config", {}), a.get("identity", {}), a.get("dtype", "float32"))
-        if key != a.get("key"):
-            probs.append(f"key {a.get('key', '')[:16]} does not match its attributes (recomputed {key[:16]})")
-        if check_name and not path.name.startswith(f"{a.get('feature')}-{str(a.get('key', ''))[:16]}"):
-            probs.append(f"file name does not match feature/key {a.get('feature')}-{str(a.get('key', ''))[:16]}")
-        ids, valid = r.ids, r.valid
-        scanned = r.scan() if (check_values or a.get("checksums")) else {}
-        if len(ids) != n or len(valid) != n:
-            probs.append(f"{len(ids)} ids / {len(valid)} valid flags for n={n}")
-        if len(set(ids.tolist())) != len(ids):
-            probs.append("duplicate ids")
-        for name, o in r.outputs.items():
-            d = int(o["dim"])
-            if o["kind"] == "fixed":
-                arr = r.array(name)
-                if tuple(arr.shape) != (n, d):
-                    probs.append(f"{name}: shape {tuple(arr.shape)}, expected {(n, d)}")
-                arrs = [name]
-            else:
+        try:
+            return _verify_open(r, path, manifest, check_values, check_name, require_complete, report)
+        except Exception as e:  # noqa: BLE001
+            return [f"{type(e).__name__}: {e}"]
+
+
+def _verify_open(r, path, manifest, check_values, check_name, require_complete, report) -> list[str]:
+    from mer.extract.store import StoreCorrupt
+
+    probs: list[str] = []
+    a = r.attrs
+    n = int(a.get("n", -1))
+    if require_complete and not a.get("complete"):
+        probs.append("not marked complete (an unfinished or failed extraction)")
+    key = store_key(a.get("manifest_hash", ""), a.get("feature", ""), a.get("config", {}), a.get("identity", {}),
+                    a.get("dtype", "float32"), a.get("limits") or None)
+    if key != a.get("key"):
+        probs.append(f"key {a.get('key', '')[:16]} does not match its attributes (recomputed {key[:16]})")
+    if check_name and not path.name.startswith(f"{a.get('feature')}-{str(a.get('key', ''))[:16]}"):
+        probs.append(f"file name does not match feature/key {a.get('feature')}-{str(a.get('key', ''))[:16]}")
+    # Every array once, chunk by chunk: a corrupt array is named and the others still checked.
+    scanned, broken = {}, set()
+    for name in r.arrays():
+        try:
+            scanned[name] = r.scan_array(name)
+        except StoreCorrupt as e:
+            broken.add(name)
+            probs.append(str(e).split(": ", 1)[1] if str(e).startswith(str(r.path)) else str(e))
+    if {"ids", "valid"} & broken:
+        return probs
+    ids, valid = r.ids, r.valid
+    if len(ids) != n or len(valid) != n:
+        probs.append(f"{len(ids)} ids / {len(valid)} valid flags for n={n}")
+    if len(set(ids.tolist())) != len(ids):
+        probs.append("duplicate ids")
+    for name, o in r.outputs.items():
+        d = int(o["dim"])
+        if o["kind"] == "fixed":
+            arr = r.array(name)
+            if tuple(arr.shape) != (n, d):
+                probs.append(f"{name}: shape {tuple(arr.shape)}, expected {(n, d)}")
+            arrs = [name]
+        else:
+            vals = r.array(f"{name}/values")
+            if f"{name}/offsets" not in broken:
                 off = r.read_offsets(name)
-                vals = r.array(f"{name}/values")
                 if len(off) != n + 1 or off[0] != 0 or np.any(np.diff(off) < 0):
                     probs.append(f"{name}: offsets are not {n + 1} non-decreasing values from 0")
                 elif off[-1] != vals.shape[0]:
                     probs.append(f"{name}: offsets end at {off[-1]} but values hold {vals.shape[0]} frames")
                 elif len(valid) == n and np.any(np.diff(off)[~valid] != 0):
                     probs.append(f"{name}: skipped rows with frames")
-                if vals.ndim != 2 or vals.shape[1] != d:
-                    probs.append(f"{name}/values: shape {tuple(vals.shape)}, dim should be {d}")
-                arrs = [f"{name}/values"]
-            if check_values:
-                for arr in arrs:
-                    bad = scanned[arr][1] if arr in scanned else 0
-                    if bad:
-                        probs.append(f"{name}: {bad} NaN/inf values")
-        rep = _read_json(Path(report) if report else Path(str(report_stem(path)) + ".json"))
-        skipped = set(ids[~valid].tolist()) if len(valid) == len(ids) else set()
-        listed = {i["id"] for i in rep.get("dropped", [])}
-        if skipped - listed:
-            probs.append(f"{len(skipped - listed)} skipped rows not listed in the report (e.g. {sorted(skipped - listed)[0]})")
-        rec = a.get("checksums") or {}
-        if not rec:
-            probs.append("no checksums recorded")
-        else:
-            now = {k: c for k, (c, _) in scanned.items()}
-            for k, v in now.items():
-                if rec.get(k) != v:
-                    probs.append(f"{k}: checksum {v[:12]} differs from the one recorded at write time ({str(rec.get(k))[:12]})")
+            if vals.ndim != 2 or vals.shape[1] != d:
+                probs.append(f"{name}/values: shape {tuple(vals.shape)}, dim should be {d}")
+            arrs = [f"{name}/values"]
+        if check_values:
+            for arr in arrs:
+                bad = scanned[arr][1] if arr in scanned else 0
+                if bad:
+                    probs.append(f"{name}: {bad} NaN/inf values")
+    rep = _read_json(Path(report) if report else Path(str(report_stem(path)) + ".json"))
+    skipped = set(ids[~valid].tolist()) if len(valid) == len(ids) else set()
+    listed = {i["id"] for i in rep.get("dropped", [])}
+    if skipped - listed:
+        probs.append(f"{len(skipped - listed)} skipped rows not listed in the report (e.g. {sorted(skipped - listed)[0]})")
+    rec = a.get("checksums") or {}
+    if not rec:
+        probs.append("no checksums recorded")
+    else:
+        for k, (v, _) in scanned.items():
+            if rec.get(k) != v:
+                probs.append(f"{k}: checksum {v[:12]} differs from the one recorded at write time ({str(rec.get(k))[:12]})")
     if manifest is not None:
         mod = a.get("modality") or "audio"
         if a.get("manifest_hash") != manifest.modality_hash(mod):
@@ -237,15 +264,30 @@ def verify_store(path, manifest=None, check_values: bool = True, check_name: boo
     return probs
 
 
+def _inside(p: Path, root: Path) -> bool:
+    try:
+        Path(os.path.realpath(p)).relative_to(os.path.realpath(root))
+        return True
+    except ValueError:
+        return False
+
+
 def export_store(path, out, compress: bool = False) -> Path:
     """Write ``ids``, ``valid``, every stored array (ragged as ``<name>/values`` +
-    ``<name>/offsets``), ``config`` and ``attrs`` (JSON strings) to one .npz file."""
+    ``<name>/offsets``), ``config`` and ``attrs`` (JSON strings) to one .npz file.
+    ``out`` may not lie inside a store (it would overwrite the store's own files)."""
     out = Path(out)
+    path = Path(path)
+    for parent in [out, *out.parents]:
+        if _is_store(parent) or parent.name.endswith(PARTIAL) or parent == path:
+            raise MerError(f"--out {out}: inside the feature store {parent}; write the export somewhere else")
+    if _inside(out, path):
+        raise MerError(f"--out {out}: inside the feature store {path}; write the export somewhere else")
     out.parent.mkdir(parents=True, exist_ok=True)
     with open_store(path) as r:
         arrays = {"ids": r.ids, "valid": r.valid}
         for name in r.arrays()[2:]:
-            arrays[name] = np.asarray(r.array(name)[:])
+            arrays[name] = r.read(name)
         arrays["config"] = np.array(json.dumps(r.attrs.get("config", {})))
         arrays["attrs"] = np.array(json.dumps(r.attrs, default=str))
     tmp = out.with_name(out.name + ".tmp.npz")
@@ -254,17 +296,48 @@ def export_store(path, out, compress: bool = False) -> Path:
     return out
 
 
-def remove(path) -> None:
+def check_removable(path, cache=None) -> Path:
+    """``path`` if it is a mer store (or an unfinished run's staging folder) inside the cache
+    root's ``<dataset>/features/``; else a MerError saying why it is left alone."""
     p = Path(path)
+    root = paths.cache_root(cache)
+    if p.is_symlink() or not _inside(p, root) or p.parent.name != "features" or not _inside(p.parent.parent, root):
+        raise MerError(f"{p}: not inside the cache's feature folders ({root}/<dataset>/features); not removed")
     if p.name.endswith(PARTIAL):
-        import shutil
+        if not (p / "staging.json").is_file():
+            raise MerError(f"{p}: no staging.json, not a mer staging folder; not removed")
+        return p
+    if not _is_store(p):
+        raise MerError(f"{p}: not a mer feature store (name must end in .zarr or .h5); not removed")
+    if p.exists():
+        try:
+            with open_store(p):
+                pass
+        except MerError as e:
+            # A store mer wrote but cannot read (corrupt attributes) may go; a folder that
+            # merely ends in .zarr and holds no zarr metadata may not.
+            if not ((p / "zarr.json").is_file() or p.is_file()):
+                raise MerError(f"{p}: not a mer feature store ({e}); not removed") from None
+    return p
 
-        shutil.rmtree(p, ignore_errors=True)
-    else:
-        remove_store(p)
-    # The .lock file stays: deleting a lock file another run holds would let a third one in.
-    for extra in (Path(str(report_stem(p)) + ".json"), Path(str(report_stem(p)) + ".txt")):
-        extra.unlink(missing_ok=True)
+
+def remove(path, cache=None) -> None:
+    """Remove one store (or staging folder) and its reports, holding its lock: a store a
+    running extraction writes is refused (its lock is held), never deleted under it."""
+    from mer.extract.lock import StoreLock
+
+    p = check_removable(path, cache)
+    store = Path(str(p)[: -len(PARTIAL)]) if p.name.endswith(PARTIAL) else p
+    with StoreLock(store, wait=False):
+        if p.name.endswith(PARTIAL):
+            import shutil
+
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            remove_store(p)
+        # The .lock file stays: deleting a lock file another run holds would let a third one in.
+        for extra in (Path(str(report_stem(p)) + ".json"), Path(str(report_stem(p)) + ".txt")):
+            extra.unlink(missing_ok=True)
 
 
 def human_bytes(n: int) -> str:

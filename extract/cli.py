@@ -6,6 +6,7 @@ from the registry, typed from the dataclass), so a new extractor needs no CLI ed
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import click
 
@@ -34,6 +35,13 @@ def _feature_options(f):
     return f
 
 
+def _store_formats() -> list[str]:
+    """--format choices: the store registry's names (a new backend needs no CLI edit)."""
+    from mer.extract.store import STORES
+
+    return STORES.names()
+
+
 def _features_help() -> str:
     from mer.extract.base import EXTRACTORS
 
@@ -47,7 +55,7 @@ def _features_help() -> str:
 @cache_option
 @click.option("--features", "-f", default=None,
               help="Comma-separated extractors, e.g. mfcc,mel,egemaps (default: mfcc,mel,egemaps,bert,dvector, and openl3 when its weights are set).")
-@click.option("--format", "fmt", type=click.Choice(["zarr", "hdf5"]), default="zarr", show_default=True, help="Store format.")
+@click.option("--format", "fmt", type=click.Choice(_store_formats()), default="zarr", show_default=True, help="Store format.")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True, help="Storage dtype of features.")
 @click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda for tensor extractors (mfcc, mel, neural ones).")
 @click.option("--workers", type=int, default=None, help="Local worker processes (default: one per core; 0: no cluster, run in this process).")
@@ -55,9 +63,13 @@ def _features_help() -> str:
 @click.option("--batch-size", type=int, default=None, help="Utterances per task and per resumable part (default: 16 on CPU workers, 64 on a GPU).")
 @click.option("--max-seconds", type=float, default=600.0, show_default=True, help="Skip utterances longer than this (reported as 'too long').")
 @click.option("--manifest", type=click.Path(dir_okay=False, exists=True), default=None, help="Use this manifest file instead of the cache's.")
+@click.option("--accept-failures", is_flag=True,
+              help="Finalize stores even with rows that failed for a reason a rerun could fix (file missing now, "
+                   "extractor error); the failures are recorded in the store. Default: such stores stay incomplete "
+                   "and the next run retries exactly those rows.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary table.")
 @_feature_options
-def extract(dataset, root, cache, features, fmt, dtype, device, workers, scheduler, batch_size, max_seconds, manifest, quiet, **opts):
+def extract(dataset, root, cache, features, fmt, dtype, device, workers, scheduler, batch_size, max_seconds, manifest, accept_failures, quiet, **opts):
     """Extract features into content-keyed stores in the cache.
 
     One store per feature and configuration: <cache>/<dataset>/features/<feature>-<key>.zarr
@@ -83,6 +95,7 @@ def extract(dataset, root, cache, features, fmt, dtype, device, workers, schedul
     paths = run_extract(
         dataset, features, cache=cache, root=root, configs=configs, fmt=fmt, device=device, workers=workers,
         scheduler=scheduler, dtype=dtype, batch_size=batch_size, quiet=quiet, max_seconds=max_seconds, manifest=manifest,
+        accept_failures=accept_failures,
     )
     for feat, p in paths.items():
         click.echo(f"{feat}\t{p}")
@@ -116,6 +129,8 @@ def cache_ls(dataset, cache):
         total += s["bytes"]
         outs = escape(", ".join(f"{k}[{'T,' if o.get('kind') == 'ragged' else ''}{o.get('dim')}]" for k, o in (s.get("outputs") or {}).items()))
         state = "error: " + s["error"] if s.get("error") else (s.get("partial") and "unfinished " + s["partial"]) or ("complete" if s["complete"] else "incomplete")
+        if s.get("failed"):
+            state += f", {s['failed']} failed rows accepted"
         t.add_row(s["dataset"], s["feature"], str(s["key"])[:16], s["format"], str(s["n"] if s["n"] is not None else "-"),
                   str(s["valid"] if s["valid"] is not None else "-"), outs, C.human_bytes(s["bytes"]), state)
     Console(width=200).print(t)
@@ -140,16 +155,21 @@ def _pick(dataset, feature, paths, cache):
 @cache_option
 @click.option("--yes", "-y", is_flag=True, help="Do not ask.")
 def cache_rm(dataset, feature, paths, cache, yes):
-    """Remove stores (by --dataset [--feature] or by path), with their reports."""
+    """Remove stores (by --dataset [--feature] or by path), with their reports.
+
+    Only mer stores (and unfinished runs' staging folders) inside the cache root are
+    removed, each under its lock: a store a running extraction holds is refused."""
     from mer.extract import cache as C
 
     stores = _pick(dataset, feature, paths, cache)
+    for p in stores:
+        C.check_removable(p, cache)  # all checked before anything is removed
     for p in stores:
         click.echo(f"  {p}")
     if not yes:
         click.confirm(f"remove these {len(stores)} store(s)?", abort=True)
     for p in stores:
-        C.remove(p)
+        C.remove(p, cache)
     click.echo(f"removed {len(stores)} store(s)")
 
 
@@ -159,12 +179,21 @@ def cache_rm(dataset, feature, paths, cache, yes):
 @click.argument("paths", nargs=-1, type=click.Path())
 @cache_option
 def cache_verify(dataset, feature, paths, cache):
-    """Check stores: complete, every row present, no NaN/inf, checksums and key match,
-    skipped rows reported, ids equal the current manifest. Exit 1 if any fails."""
+    """Check stores (every store in the cache when none is named): complete, every chunk's
+    checksum, every row present, no NaN/inf, key matches, skipped rows reported, ids equal
+    the current manifest. Each failing store is named with its reasons and the next one is
+    checked; exit 1 if any failed."""
     from mer.common.errors import MerError
     from mer.extract import cache as C
 
-    stores = [p for p in _pick(dataset, feature, paths, cache) if not str(p).endswith(C.PARTIAL)]
+    if paths or dataset:
+        stores = [p for p in _pick(dataset, feature, paths, cache) if not str(p).endswith(C.PARTIAL)]
+    else:
+        stores = [Path(s["path"]) for s in C.list_stores(None, cache)
+                  if s["format"] != "partial" and (feature is None or s["feature"] == feature)]
+        if not stores:
+            click.echo(f"no feature stores in {C.paths.cache_root(cache)}")
+            return
     manifests = {}
     bad = 0
     for p in stores:
@@ -176,7 +205,10 @@ def cache_verify(dataset, feature, paths, cache):
                 manifests[ds] = mf.load(ds, cache)
             except MerError:
                 manifests[ds] = None
-        probs = C.verify_store(p, manifests[ds])
+        try:
+            probs = C.verify_store(p, manifests[ds])
+        except Exception as e:  # noqa: BLE001 - one broken store never stops the others' check
+            probs = [f"{type(e).__name__}: {e}"]
         if probs:
             bad += 1
             click.echo(f"FAIL {p}")

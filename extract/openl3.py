@@ -216,7 +216,6 @@ MISSING_WEIGHTS = (
 
 @EXTRACTORS.register("openl3")
 class OpenL3Extractor(NeuralExtractor):
-    name = "openl3"
     modality = "audio"
     Config = OpenL3Config
     sample_rate = SAMPLE_RATE

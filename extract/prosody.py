@@ -86,7 +86,6 @@ def prosody_features(y: np.ndarray, sr: int, pitch: str = "acf", fmin: float = 6
 class Prosody(Extractor):
     """Seed 003's 8 prosodic features (Sahu 2019): energy, pause, harmonics, pitch, moments."""
 
-    name = "prosody"
     modality = "audio"
     uses_gpu = False
     Config = ProsodyConfig

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from mer.common.errors import MerError, UsageError
-from mer.extract.base import EXTRACTORS, Extractor, ExtractorConfig, OutputSpec
+from mer.extract.base import EXTRACTORS, Extractor, ExtractorConfig, InputError, OutputSpec
 
 # mer name -> (opensmile.FeatureSet member, functionals, LLDs, LLDs stored by default).
 # Sizes as opensmile 2.6 gives them; checked against the library at setup() so a change is
@@ -179,7 +179,6 @@ def _register_builtin(name: str, feature_set: str, nf: int, nl: int, lld_default
     cls = type(f"Smile_{name}", (_Smile,), {
         "__doc__": f"openSMILE {feature_set}: {nf} functionals, {nl} LLDs per frame.",
         "__module__": __name__,
-        "name": name,
         "feature_set": feature_set,
         "Config": SmileConfig if lld_default else LargeSmileConfig,
     })
@@ -248,7 +247,6 @@ class CustomSmileConfig(ExtractorConfig):
 class CustomSmile(_Smile):
     """Any openSMILE config file (``--smile.config PATH``); sizes read from the config."""
 
-    name = "smile"
     feature_set = ""
     Config = CustomSmileConfig
 
@@ -381,7 +379,7 @@ class _SmileRunner:
         if self.bad_size is not None:
             raise ValueError(f"openSMILE wrote vectors of {self.bad_size} values, expected {self.nf} functionals / {self.nl} LLDs")
         if not self.n_func:
-            raise ValueError("too short for openSMILE: no functionals produced")
+            raise InputError("too short for openSMILE: no functionals produced")
         f = self.func.copy()
         l = self.lld[: self.n_lld].copy() if self.want_lld else None
         return f, l

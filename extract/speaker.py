@@ -76,7 +76,6 @@ class DVectorConfig(ExtractorConfig):
 
 @EXTRACTORS.register("dvector")
 class DVectorExtractor(NeuralExtractor):
-    name = "dvector"
     modality = "audio"
     Config = DVectorConfig
     sample_rate = SAMPLE_RATE

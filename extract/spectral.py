@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mer.extract.base import EXTRACTORS, Extractor, ExtractorConfig, OutputSpec, Utterance
+from mer.extract.base import EXTRACTORS, Extractor, ExtractorConfig, InputError, OutputSpec, Utterance
 
 # Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, log above.
 _F_SP = 200.0 / 3
@@ -211,7 +211,6 @@ def torch_matmul(a, b):
 class Mel(_Spectral):
     """Log-mel spectrogram (dB), frame-level, for CNN front ends."""
 
-    name = "mel"
     Config = MelConfig
 
     def outputs(self):
@@ -225,7 +224,6 @@ class Mel(_Spectral):
 class Mfcc(_Spectral):
     """MFCCs (librosa-compatible), frame-level plus pooled mean and std over frames."""
 
-    name = "mfcc"
     Config = MfccConfig
 
     def setup(self) -> None:
@@ -264,7 +262,7 @@ class Mfcc(_Spectral):
                 import librosa
 
                 if mf.shape[1] < c.delta_width:
-                    raise ValueError(f"too short for deltas: {mf.shape[1]} frames < delta_width {c.delta_width}")
+                    raise InputError(f"too short for deltas: {mf.shape[1]} frames < delta_width {c.delta_width}")
                 mf = np.concatenate(
                     [mf, librosa.feature.delta(mf, width=c.delta_width, order=1), librosa.feature.delta(mf, width=c.delta_width, order=2)]
                 )

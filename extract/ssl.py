@@ -80,7 +80,6 @@ class _SSLModel:
 
 @EXTRACTORS.register("wav2vec")
 class Wav2VecExtractor(NeuralExtractor):
-    name = "wav2vec"
     modality = "audio"
     Config = Wav2VecConfig
     sample_rate = SAMPLE_RATE

@@ -34,11 +34,13 @@ import numpy as np
 from mer.common.errors import MerError
 from mer.common.registry import Registry
 
-STORE_VERSION = 1
+# 2: per-chunk checksums (``chunk_checksums``, ``chunk_rows``) verified wherever data is read,
+# and the cache key covers the row limits (``limits``, e.g. --max-seconds).
+STORE_VERSION = 2
 CHUNK_BYTES = 2 << 20          # target bytes per chunk (uncompressed)
-JSON_ATTRS = ("config", "identity", "versions", "outputs", "checksums")
+JSON_ATTRS = ("config", "identity", "versions", "outputs", "checksums", "chunk_checksums", "chunk_rows", "limits", "failed")
 
-STORES: Registry[type["StoreFormat"]] = Registry("store format")
+STORES: Registry[type["StoreFormat"]] = Registry("store format", name_attr="name")
 
 
 def chunk_rows(dim: int, itemsize: int, total: int) -> int:
@@ -92,7 +94,6 @@ class StoreFormat(ABC):
 
 @STORES.register("zarr")
 class ZarrFormat(StoreFormat):
-    name = "zarr"
     suffix = ".zarr"
 
     def __init__(self, path, mode):
@@ -135,7 +136,6 @@ class ZarrFormat(StoreFormat):
 
 @STORES.register("hdf5")
 class HDF5Format(StoreFormat):
-    name = "hdf5"
     suffix = ".h5"
 
     def __init__(self, path, mode):
@@ -270,6 +270,8 @@ class StoreWriter:
         # Checksums of exactly what goes to disk, in write order; finish() compares them with a
         # full read-back, so a lost or mangled row can never be marked complete.
         self.hashers: dict[str, Any] = {}
+        self.chunk_rows: dict[str, int] = {}
+        self.chunk_sums: dict[str, list[str]] = {}
         self._create("ids", (self.n,), str, (max(1, self.n),))
         self._write("ids", slice(0, self.n), np.asarray(ids, dtype=str))
         self._create("valid", (self.n,), bool, (max(1, self.n),))
@@ -298,12 +300,17 @@ class StoreWriter:
         h = hashlib.blake2b(digest_size=16)
         h.update(repr(tuple(int(x) for x in shape)).encode())
         self.hashers[name] = h
+        self.chunk_rows[name] = int(chunks[0])
+        self.chunk_sums[name] = []
 
     def _write(self, name, sl, data) -> None:
-        if data.dtype.kind in "UOT":
-            self.hashers[name].update("".join(f"{s}\x1f" for s in data.tolist()).encode())
-        else:
-            self.hashers[name].update(np.ascontiguousarray(data).tobytes())
+        self.hashers[name].update(_bytes(data))
+        # Writes start on a chunk boundary and cover whole chunks (the last may be short):
+        # one checksum per chunk, what a reader of that chunk checks.
+        c = self.chunk_rows[name]
+        assert sl.start % c == 0, (name, sl, c)
+        for a in range(0, len(data), c):
+            self.chunk_sums[name].append(chunk_sum(data[a : a + c]))
         self.f.write(name, sl, data)
 
     def checksums(self) -> dict[str, str]:
@@ -338,7 +345,8 @@ class StoreWriter:
             elif n != self.n:
                 raise MerError(f"{self.path}: {name} has {n} rows written, expected {self.n}")
         self._write("valid", slice(0, self.n), self.valid)
-        self.f.set_attrs({**attrs, "n": self.n, "dtype": str(self.dtype), "checksums": self.checksums()})
+        self.f.set_attrs({**attrs, "mer_store_version": STORE_VERSION, "n": self.n, "dtype": str(self.dtype),
+                          "checksums": self.checksums(), "chunk_rows": self.chunk_rows, "chunk_checksums": self.chunk_sums})
         self.f.close()
 
     def abort(self) -> None:
@@ -358,9 +366,24 @@ def set_attrs(path, attrs: dict) -> None:
         f.close()
 
 
+class StoreCorrupt(MerError):
+    """Stored bytes differ from what was written (checksum mismatch, undecodable chunk)."""
+
+
 class StoreReader:
-    """Read a store: ``.attrs``, ``.ids``, ``.valid``, ``.outputs``, ``read_fixed``,
-    ``read_ragged``; lazily as dask arrays or an xarray Dataset for those who prefer them."""
+    """Read a store, every byte checked against the checksums written at finalize.
+
+    The stable reading API (training's loaders use only this):
+      ``.attrs``, ``.n``, ``.ids``, ``.valid``, ``.outputs`` (name -> kind/dim/...),
+      ``arrays()`` (stored array paths), ``chunk_rows(path)`` (rows per chunk),
+      ``read(path, start, stop)`` (rows of any array), ``read_fixed(name[, start, stop])``,
+      ``read_ragged(name)`` -> (values, offsets), ``read_offsets(name)``,
+      ``read_ragged_rows(name, start, stop)`` -> (values of those rows, offsets from 0).
+    Every read covers whole chunks and checks each one's checksum; a mismatch (or a chunk
+    the backend cannot decode) raises ``StoreCorrupt`` naming the store, the array and the
+    chunk, and the command that rebuilds it. ``to_dask``/``to_xarray`` are unchecked views
+    for those who prefer them (``mer cache verify`` checks a whole store).
+    """
 
     def __init__(self, path):
         self.path = Path(path)
@@ -374,23 +397,79 @@ class StoreReader:
             raise
         except Exception as e:
             raise MerError(f"{self.path}: cannot open feature store ({type(e).__name__}: {e})") from None
-        if self.attrs.get("mer_store_version") != STORE_VERSION:
-            raise MerError(f"{self.path}: not a mer feature store (mer_store_version {self.attrs.get('mer_store_version')!r})")
+        v = self.attrs.get("mer_store_version")
+        if v != STORE_VERSION:
+            if isinstance(v, int) and v < STORE_VERSION:
+                raise MerError(f"{self.path}: written by an older mer (store version {v}, without per-chunk checksums); "
+                               f"{self.rebuild_hint()}")
+            raise MerError(f"{self.path}: not a mer feature store (mer_store_version {v!r})")
         self.outputs: dict[str, dict] = dict(self.attrs.get("outputs") or {})
+        self._sums: dict = self.attrs.get("chunk_checksums") or {}
+        self._rows: dict = self.attrs.get("chunk_rows") or {}
         self._ids = None
         self._valid = None
+
+    def rebuild_hint(self) -> str:
+        a = getattr(self, "attrs", {}) or {}
+        ds, feat = a.get("dataset") or self.path.parent.parent.name, a.get("feature") or self.path.name.rsplit("-", 1)[0]
+        return f"rebuild it with `mer cache rm {self.path} -y && mer extract --dataset {ds} --features {feat}`"
+
+    # -- checked reading -------------------------------------------------------------------
+    def chunk_rows(self, path: str) -> int:
+        return int(self._rows.get(path) or 1)
+
+    def _bad(self, path: str, k: int, why: str) -> StoreCorrupt:
+        c = self.chunk_rows(path)
+        return StoreCorrupt(f"{self.path}: array {path!r}, chunk {k} (rows {k * c}-{(k + 1) * c - 1}): {why}; "
+                            f"the store is corrupt, {self.rebuild_hint()}")
+
+    def read(self, path: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows [start, stop) of the stored array ``path``, after checking every chunk they touch."""
+        if path not in self._sums:
+            raise MerError(f"{self.path}: no checksums recorded for array {path!r}; {self.rebuild_hint()}")
+        try:
+            a = self._f.array(path)
+            n = int(a.shape[0]) if a.shape else 0
+        except Exception as e:
+            raise self._bad(path, 0, f"cannot open ({type(e).__name__}: {str(e)[:160]})") from None
+        stop = n if stop is None else min(int(stop), n)
+        start = max(0, int(start))
+        if stop <= start:
+            return self._read_block(a, path, 0, 0)[:0]
+        c = self.chunk_rows(path)
+        sums = self._sums[path]
+        if len(sums) != -(-n // c):
+            raise self._bad(path, 0, f"{n} rows need {-(-n // c)} chunk checksums, {len(sums)} are recorded")
+        k0, k1 = start // c, -(-stop // c)
+        blocks = []
+        for k in range(k0, k1):
+            x = self._read_block(a, path, k * c, min(n, (k + 1) * c))
+            if chunk_sum(x) != sums[k]:
+                raise self._bad(path, k, "checksum differs from the one recorded when the store was written")
+            blocks.append(x)
+        x = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+        return x[start - k0 * c : stop - k0 * c]
+
+    def _read_block(self, a, path, s, e) -> np.ndarray:
+        try:
+            x = np.asarray(a[s:e])
+        except Exception as ex:  # e.g. "error during blosc decompression" from a flipped byte
+            c = self.chunk_rows(path)
+            raise self._bad(path, s // c, f"cannot be decoded ({type(ex).__name__}: {str(ex)[:160]})") from None
+        if x.dtype.kind in "OT":  # zarr 3's StringDType / h5py objects -> "<U"
+            x = np.array(x.tolist(), dtype=str)
+        return x
 
     @property
     def ids(self) -> np.ndarray:
         if self._ids is None:
-            # zarr 3 returns numpy's variable-width StringDType: go through a list to "<U".
-            self._ids = np.array(np.asarray(self._f.array("ids")[:]).tolist(), dtype=str)
+            self._ids = np.asarray(self.read("ids"), dtype=str)
         return self._ids
 
     @property
     def valid(self) -> np.ndarray:
         if self._valid is None:
-            self._valid = np.asarray(self._f.array("valid")[:], dtype=bool)
+            self._valid = np.asarray(self.read("valid"), dtype=bool)
         return self._valid
 
     @property
@@ -405,20 +484,32 @@ class StoreReader:
             raise MerError(f"{self.path}: output {name!r} is {o['kind']}, not {kind}")
         return o
 
-    def read_fixed(self, name: str) -> np.ndarray:
+    def read_fixed(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         self._spec(name, "fixed")
-        return np.asarray(self._f.array(name)[:])
+        return self.read(name, start, stop)
 
     def read_ragged(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         self._spec(name, "ragged")
-        return np.asarray(self._f.array(f"{name}/values")[:]), np.asarray(self._f.array(f"{name}/offsets")[:], dtype=np.int64)
+        return self.read(f"{name}/values"), self.read_offsets(name)
 
     def read_offsets(self, name: str) -> np.ndarray:
         self._spec(name, "ragged")
-        return np.asarray(self._f.array(f"{name}/offsets")[:], dtype=np.int64)
+        return np.asarray(self.read(f"{name}/offsets"), dtype=np.int64)
 
-    def array(self, path: str):
-        """The raw lazy array (zarr.Array or h5py.Dataset) at ``path`` (e.g. "frames/values")."""
+    def read_ragged_rows(self, name: str, start: int, stop: int, offsets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Frames of rows [start, stop): (values, offsets starting at 0). Pass ``offsets``
+        (from ``read_offsets``) when reading many row ranges, to read them once."""
+        off = self.read_offsets(name) if offsets is None else offsets
+        a, b = int(off[start]), int(off[stop])
+        return self.read(f"{name}/values", a, b), off[start : stop + 1] - a
+
+    def array(self, path: str) -> "CheckedArray":
+        """A lazy view of the stored array ``path`` (e.g. "frames/values"): ``.shape``,
+        ``.dtype``, and slicing by rows, every read checked like ``read``."""
+        return CheckedArray(self, path)
+
+    def raw(self, path: str):
+        """The backend's own lazy array (zarr.Array or h5py.Dataset): NOT checked."""
         return self._f.array(path)
 
     def arrays(self) -> list[str]:
@@ -428,10 +519,10 @@ class StoreReader:
         return names
 
     def to_dask(self, path: str):
-        """A dask array over one stored array (no data read until computed)."""
+        """A dask array over one stored array (no data read until computed; not checked)."""
         import dask.array as da
 
-        a = self._f.array(path)
+        a = self.raw(path)
         chunks = getattr(a, "chunks", None) or "auto"
         return da.from_array(a, chunks=chunks, lock=self.format is HDF5Format)
 
@@ -455,8 +546,25 @@ class StoreReader:
         return {name: c for name, (c, _) in self.scan().items()}
 
     def scan(self) -> dict[str, tuple[str, int]]:
-        """Array name -> (checksum, NaN/inf count), from one read of every array."""
-        return {name: scan_array(self._f.array(name)) for name in self.arrays()}
+        """Array name -> (whole-array checksum, NaN/inf count), from one checked read of
+        every array (StoreCorrupt at the first bad chunk)."""
+        return {name: self.scan_array(name) for name in self.arrays()}
+
+    def scan_array(self, name: str) -> tuple[str, int]:
+        """(checksum, NaN/inf count) of one array, read once in blocks of whole chunks."""
+        a = self._f.array(name)
+        n = int(a.shape[0]) if a.shape else 0
+        h = hashlib.blake2b(digest_size=16)
+        h.update(repr(tuple(int(x) for x in a.shape)).encode())
+        bad = 0
+        c = self.chunk_rows(name)
+        step = max(c, block_rows(a) // c * c)
+        for s in range(0, n, step):
+            x = self.read(name, s, s + step)
+            h.update(_bytes(x))
+            if x.dtype.kind == "f":
+                bad += int(x.size - np.count_nonzero(np.isfinite(x)))
+        return h.hexdigest(), bad
 
     def close(self) -> None:
         self._f.close()
@@ -468,32 +576,61 @@ class StoreReader:
         self.close()
 
 
+class CheckedArray:
+    """Row-sliceable view of one stored array whose reads are checksum-checked
+    (``x[a:b]``, ``x[i]``, ``x[a:b, cols]``, ``x[...]``, ``np.asarray(x)``)."""
+
+    def __init__(self, reader: StoreReader, path: str):
+        self.reader, self.path = reader, path
+        raw = reader.raw(path)
+        self.shape = tuple(int(x) for x in raw.shape)
+        self.dtype = np.dtype(raw.dtype) if np.dtype(raw.dtype).kind not in "OT" else np.dtype(str)
+        self.ndim = len(self.shape)
+        self.chunks = (reader.chunk_rows(path), *self.shape[1:])
+
+    def __len__(self) -> int:
+        return self.shape[0] if self.shape else 0
+
+    def __getitem__(self, key):
+        rest = ()
+        if isinstance(key, tuple):
+            key, rest = (key[0], key[1:]) if key else (slice(None), ())
+        if key is Ellipsis:
+            key = slice(None)
+        if isinstance(key, (int, np.integer)):
+            i = int(key) + (len(self) if key < 0 else 0)
+            x = self.reader.read(self.path, i, i + 1)[0]
+            return x[rest] if rest else x
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError(f"{self.path}: index rows with a slice or an integer, not {key!r}")
+        a, b, _ = key.indices(len(self))
+        x = self.reader.read(self.path, a, b)
+        return x[(slice(None), *rest)] if rest else x
+
+    def __array__(self, dtype=None, copy=None):
+        x = self.reader.read(self.path)
+        return x.astype(dtype) if dtype is not None else x
+
+
+def _bytes(x: np.ndarray) -> bytes:
+    """The bytes a checksum covers: the values as stored; strings with one terminator each,
+    so the result does not depend on how the array was cut into blocks."""
+    x = np.asarray(x)
+    if x.dtype.kind in "UOT":
+        return "".join(f"{s}\x1f" for s in x.tolist()).encode()
+    return np.ascontiguousarray(x).tobytes()
+
+
+def chunk_sum(x: np.ndarray) -> str:
+    """Checksum of one chunk's rows (blake2b, 64 bits: a corruption check, not a signature)."""
+    return hashlib.blake2b(_bytes(x), digest_size=8).hexdigest()
+
+
 def block_rows(a, target: int = 4 << 20) -> int:
     """Rows per read-back block: about ``target`` bytes, a whole number of chunks."""
     row = int(np.prod(a.shape[1:], dtype=np.int64)) * max(1, np.dtype(a.dtype).itemsize if a.dtype.kind not in "OT" else 64)
     chunk = (getattr(a, "chunks", None) or (1,))[0] or 1
     return int(max(chunk, (target // max(1, row)) // chunk * chunk))
-
-
-def scan_array(a, rows: int | None = None) -> tuple[str, int]:
-    """One pass over an array, read in row blocks to bound memory: (blake2b checksum of the
-    values as stored, number of NaN/inf values). Verification needs both; reading (and
-    decompressing) the store once instead of twice halves its cost."""
-    h = hashlib.blake2b(digest_size=16)
-    n = a.shape[0] if a.shape else 0
-    rows = rows or block_rows(a)
-    h.update(repr(tuple(int(x) for x in a.shape)).encode())
-    bad = 0
-    for s in range(0, n, rows):
-        x = np.asarray(a[s : s + rows])
-        if x.dtype.kind in "UOT":
-            # one terminator per string, so the hash does not depend on the block size
-            h.update("".join(f"{s}\x1f" for s in x.tolist()).encode())
-        else:
-            h.update(np.ascontiguousarray(x).tobytes())
-            if x.dtype.kind == "f":
-                bad += int(x.size - np.count_nonzero(np.isfinite(x)))
-    return h.hexdigest(), bad
 
 
 def open_store(path) -> StoreReader:

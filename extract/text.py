@@ -105,7 +105,6 @@ class _TextModel:
 
 @EXTRACTORS.register("bert")
 class BertExtractor(NeuralExtractor):
-    name = "bert"
     modality = "text"
     Config = BertConfig
     batch_hint = 256

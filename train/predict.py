@@ -50,9 +50,11 @@ def build_extractor(name: str, store: dict, device: str = "cpu"):
 
 
 def extract_items(items: list[Item], cfg: dict, device: str = "cpu", batch_size: int = 16) -> list[dict[str, dict]]:
-    """For each item: {feature: {output: array}} for the features the run uses."""
-    from mer.common.audio import load
-    from mer.extract.base import Utterance
+    """For each item: {feature: {output: array}} for the features the run uses, computed by
+    the same worker code as `mer extract` (``mer.extract.worker.run_batch``: one decode per
+    sample rate, the same audio and output checks); an item that `mer extract` would skip is
+    an error naming it and the reason."""
+    from mer.extract.worker import adopt, run_batch, unpack
 
     feats = list(cfg["stores"])
     # A combined input (`mfcc+egemaps`) is rebuilt from its parts' extractors, joined the
@@ -60,28 +62,35 @@ def extract_items(items: list[Item], cfg: dict, device: str = "cpu", batch_size:
     joins = {f: (cfg["stores"][f].get("attrs") or {}).get("combined") for f in feats}
     parts = {p["feature"]: p for j in joins.values() if j for out in j.values() for p in out["parts"]}
     plain = [f for f in feats if not joins[f]]
-    run_feats = list(dict.fromkeys(plain + list(parts)))
-    out: list[dict[str, dict]] = [{} for _ in items]
-    for feat in run_feats:
+    specs = []
+    for feat in dict.fromkeys(plain + list(parts)):
         store = cfg["stores"].get(feat) or parts[feat]
         ext = build_extractor(feat, store, device)
         modality = getattr(ext, "modality", store.get("modality"))
-        for a in range(0, len(items), batch_size):
-            chunk = items[a : a + batch_size]
-            utts = []
-            for it in chunk:
-                if modality == "audio":
-                    if not it.audio:
-                        raise UsageError(f"{it.id}: the run uses audio feature {feat!r}; give --audio")
-                    x = load(it.audio, ext.sample_rate or 16000, it.start, it.end)
-                    utts.append(Utterance(it.id, audio=x, sample_rate=ext.sample_rate or 16000, text=it.text))
-                else:
-                    if it.text is None or not str(it.text).strip():
-                        raise UsageError(f"{it.id}: the run uses text feature {feat!r}; give --text")
-                    utts.append(Utterance(it.id, text=str(it.text)))
-            res = ext.process(utts)
-            for j, r in enumerate(res):
-                out[a + j][feat] = r
+        for it in items:
+            if modality == "audio" and not it.audio:
+                raise UsageError(f"{it.id}: the run uses audio feature {feat!r}; give --audio")
+            if modality == "text" and (it.text is None or not str(it.text).strip()):
+                raise UsageError(f"{it.id}: the run uses text feature {feat!r}; give --text")
+        outs = {k: {"kind": o.kind, "dim": int(o.dim), "frame_rate": o.frame_rate,
+                    "dtype": "float32" if np.dtype(o.dtype).kind == "f" else o.dtype} for k, o in ext.outputs().items()}
+        specs.append({"feature": feat, "module": type(ext).__module__, "class": type(ext).__qualname__,
+                      "config": ext.config.to_dict(), "device": ext.device, "dtype": "float32", "outputs": outs,
+                      "sample_rate": getattr(ext, "sample_rate", None), "modality": modality})
+        adopt(specs[-1], ext)
+    out: list[dict[str, dict]] = [{} for _ in items]
+    for a in range(0, len(items), batch_size):
+        chunk = items[a : a + batch_size]
+        rows = [{"id": it.id, "audio": it.audio, "start": it.start, "end": it.end, "duration": None, "text": it.text}
+                for it in chunk]
+        res = run_batch(rows, specs, max_seconds=float("inf"))
+        for sp in specs:
+            part = res[sp["feature"]]
+            for i, reason, detail in list(part["skips"]) + list(part["failures"]):
+                it = chunk[i]
+                raise MerError(f"{it.id} ({it.audio or 'text'}): {sp['feature']}: {reason}" + (f" ({detail})" if detail else ""))
+            for i, o in unpack(part, sp["outputs"]).items():
+                out[a + i][sp["feature"]] = o
     for feat, join in joins.items():
         if join:
             for it, o in zip(items, out):
