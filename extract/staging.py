@@ -48,6 +48,7 @@ class Job:
     limits: dict = field(default_factory=dict)     # e.g. {"max_seconds": 600.0}: in the key
     retry: dict = field(default_factory=dict)      # batch -> row indices that failed last time
     failures: list = field(default_factory=list)   # (row, id, file, reason, detail) after the run
+    _identity: dict | None = None
 
     @property
     def staging(self) -> Path:
@@ -66,7 +67,16 @@ class Job:
             "outputs": self.outputs,
             "sample_rate": getattr(e, "sample_rate", None),
             "modality": self.modality,
+            # What the worker's loaded instance must match beyond the config (a .conf file's
+            # content, a weights hash): an edited file must never reuse a stale instance.
+            "identity": self.identity,
         }
+
+    @property
+    def identity(self) -> dict:
+        if self._identity is None:
+            self._identity = self.extractor.identity()
+        return self._identity
 
 
 

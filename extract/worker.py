@@ -33,7 +33,7 @@ _EXTRACTORS_LOADED: dict[str, Extractor] = {}
 def worker_extractor(spec: dict) -> Extractor:
     """One extractor instance per (name, config, device) per worker process: models and
     filterbanks are loaded once (``setup()``) and reused for every later batch."""
-    k = canonical([spec["feature"], spec["config"], spec["device"]])
+    k = _key(spec)
     e = _EXTRACTORS_LOADED.get(k)
     if e is None:
         if spec.get("module") and spec["feature"] not in EXTRACTORS:
@@ -55,10 +55,14 @@ def worker_extractor(spec: dict) -> Extractor:
     return e
 
 
+def _key(spec: dict) -> str:
+    return canonical([spec["feature"], spec["config"], spec["device"], spec.get("identity")])
+
+
 def adopt(spec: dict, ext: Extractor) -> None:
     """Use an extractor already set up in this process for ``spec`` (``mer predict`` builds
     and checks one before extracting), instead of loading its model a second time."""
-    _EXTRACTORS_LOADED[canonical([spec["feature"], spec["config"], spec["device"]])] = ext
+    _EXTRACTORS_LOADED[_key(spec)] = ext
 
 
 def check_audio(x: np.ndarray, sr: int, max_seconds: float) -> tuple[str, str] | None:

@@ -535,3 +535,6 @@ def test_cli_extracts_smile_config_and_a_shipped_set(small, tmp_path):
     assert p2 != p and p.exists()
     with open_store(p2) as r:
         assert r.read_fixed("functionals").shape == (len(rows), 224 - 32)
+        # computed with the edited file, not by the instance loaded for the old one (which
+        # gave 224 values per row, every row "extractor failed", a store of zeros)
+        assert int(np.sum(r.valid)) == 10 and np.abs(r.read_fixed("functionals")[: len(rows)]).sum() > 0

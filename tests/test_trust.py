@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from mer.common.errors import UsageError
@@ -94,3 +95,77 @@ def test_one_device_choice():
     if not device.cuda_available():
         with pytest.raises(UsageError, match="no CUDA GPU"):
             device.choose("cuda")
+
+
+# ------------------------------------------------- repro 5: every bad corpus item is reported
+def _csv_corpus(root, names):
+    import soundfile as sf
+
+    root.mkdir(parents=True, exist_ok=True)
+    t = np.arange(16000) / 16000
+    lines = ["path,text,label"]
+    for i, name in enumerate(names):
+        p = root / name
+        if not p.exists() and not p.is_symlink():
+            sf.write(p, (0.3 * np.sin(2 * np.pi * (200 + 20 * i) * t)).astype(np.float32), 16000)
+        lines.append(f"{name},utterance {i},neu")
+    (root / "metadata.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _report(cache):
+    import json
+
+    return json.loads((cache / "csv" / "manifest.report.json").read_text())
+
+
+def test_prepare_reports_a_directory_and_a_symlink_by_the_rows_own_path(tmp_path):
+    import os
+
+    from mer.common.datasets.prepare import prepare
+
+    root = tmp_path / "corpus"
+    root.mkdir()
+    (root / "x.wav").mkdir()                      # a directory where a file should be
+    os.symlink("/etc/passwd", root / "y.wav")     # a symlink to something that is not audio
+    _csv_corpus(root, ["good.wav", "x.wav", "y.wav"])
+    m, _ = prepare("csv", root, cache=tmp_path / "cache", quiet=True)  # was: IsADirectoryError, no report
+    assert m.df["id"].tolist() == ["good"]
+    rep = _report(tmp_path / "cache")
+    got = {d["id"]: d for d in rep["dropped"]}
+    assert got["x"]["reason"] == "not a file" and "directory" in got["x"]["detail"]
+    assert got["y"]["file"].startswith(str(root / "y.wav")) and "metadata.csv:4" in got["y"]["file"]
+    assert "passwd" not in got["y"]["file"]
+    notes = {(n["id"], n["reason"]) for n in rep["notes"]}
+    assert ("y", "symlink") in notes and ("y", "audio outside the corpus root") in notes
+
+
+def test_prepare_writes_its_report_when_nothing_is_usable(tmp_path):
+    from mer.common.datasets.prepare import prepare
+
+    root = tmp_path / "corpus"
+    root.mkdir()
+    (root / "a.wav").mkdir()
+    (root / "b.wav").write_bytes(b"not audio at all")
+    _csv_corpus(root, ["a.wav", "b.wav"])
+    from mer.common.errors import MerError
+
+    with pytest.raises(MerError, match="was dropped; see .*manifest.report.txt"):
+        prepare("csv", root, cache=tmp_path / "cache", quiet=True)
+    rep = _report(tmp_path / "cache")
+    assert {d["id"] for d in rep["dropped"]} == {"a", "b"} and rep["counts"]["kept"] == 0
+
+
+def test_prepare_reports_unreadable_permissions(tmp_path, monkeypatch):
+    """Read permission is checked with os.access (simulated: the suite may run as root)."""
+    import os
+
+    from mer.common.datasets import prepare as P
+
+    root = _csv_corpus(tmp_path / "corpus", ["a.wav", "b.wav"])
+    real = os.access
+    monkeypatch.setattr(P.os, "access", lambda p, mode: False if str(p).endswith("b.wav") else real(p, mode))
+    m, _ = P.prepare("csv", root, cache=tmp_path / "cache", quiet=True)
+    assert m.df["id"].tolist() == ["a"]
+    got = {d["id"]: (d["reason"], d["detail"]) for d in _report(tmp_path / "cache")["dropped"]}
+    assert got == {"b": ("unreadable file", "no read permission")}

@@ -76,7 +76,7 @@ def extract_items(items: list[Item], cfg: dict, device: str = "cpu", batch_size:
                     "dtype": "float32" if np.dtype(o.dtype).kind == "f" else o.dtype} for k, o in ext.outputs().items()}
         specs.append({"feature": feat, "module": type(ext).__module__, "class": type(ext).__qualname__,
                       "config": ext.config.to_dict(), "device": ext.device, "dtype": "float32", "outputs": outs,
-                      "sample_rate": getattr(ext, "sample_rate", None), "modality": modality})
+                      "sample_rate": getattr(ext, "sample_rate", None), "modality": modality, "identity": ext.identity()})
         adopt(specs[-1], ext)
     out: list[dict[str, dict]] = [{} for _ in items]
     for a in range(0, len(items), batch_size):

@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import math
 from collections import Counter
 from pathlib import Path
@@ -155,7 +156,8 @@ def scan(root: Path, report: Report, manifest_file: str | Path | None = None, **
         rows.append(
             {
                 "id": _str(rec.get("id")),
-                "audio": str(audio.resolve()) if audio is not None else None,
+                # absolute but not resolved: a symlink keeps the row's own name (reports, ids)
+                "audio": os.path.abspath(audio) if audio is not None else None,
                 "start": float("nan") if start is None else start,
                 "end": float("nan") if end is None else end,
                 "text": None if text is None else str(text),

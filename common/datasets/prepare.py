@@ -10,6 +10,7 @@ Validation happens at three levels (as in lhotse's qa module):
 from __future__ import annotations
 
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,11 +29,22 @@ SPAN_TOLERANCE = 0.5
 
 
 def _check_file(path: str):
+    """(info, content hash, None) or (None, None, AudioError): never raises, so one bad item
+    (a folder named x.wav, a file without read permission) is reported, not fatal."""
+    p = Path(path)
+    if p.is_dir():
+        return None, None, AudioError(path, "not a file", "a directory where an audio file should be")
+    if p.exists() and not os.access(p, os.R_OK):
+        return None, None, AudioError(path, "unreadable file", "no read permission")
     try:
         info = probe(path)
         return info, file_hash(path), None
     except AudioError as e:
         return None, None, e
+    except OSError as e:
+        return None, None, AudioError(path, "unreadable file", f"{type(e).__name__}: {e.strerror or e}")
+    except Exception as e:  # noqa: BLE001 - a decoder crash on one file must not stop prepare
+        return None, None, AudioError(path, "unreadable audio", f"{type(e).__name__}: {str(e)[:160]}")
 
 
 def prepare(
@@ -62,8 +74,10 @@ def prepare(
     # Level 2a: labels and text.
     known = schemes.raw_labels(dataset)
     kept = []
+    where: dict[str, str] = {}  # id -> the row's own place (file:line), for reports
     for r in rows:
         src = r.pop("_source", r.get("audio", ""))
+        where[r["id"]] = src
         bad = next(
             (f"unknown {col} label {r.get(col)!r}" for col, ok in known.items() if r.get(col) is not None and r.get(col) not in ok),
             None,
@@ -96,8 +110,15 @@ def prepare(
             good.append(r)
             continue
         info, h, err = checked[r["audio"]]
+        # The row's own path (a symlink is named as the row names it, not by its target),
+        # with the row's line when the adapter gave one.
+        own = r["audio"] if where.get(r["id"], r["audio"]) == r["audio"] else f"{r['audio']} ({where[r['id']]})"
+        if os.path.islink(r["audio"]):
+            report.note(r["id"], own, "symlink", f"-> {os.path.realpath(r['audio'])}")
+        if not _inside(r["audio"], root):
+            report.note(r["id"], own, "audio outside the corpus root")
         if err is not None:
-            report.drop(r["id"], r["audio"], err.reason, err.detail)
+            report.drop(r["id"], own, err.reason, err.detail)
             continue
         start = r.get("start")
         end = r.get("end")
@@ -111,14 +132,17 @@ def prepare(
         r["audio_hash"] = h
         r["dataset"] = dataset
         good.append(r)
+    target = manifest_target(out) if out else paths.manifest_path(dataset, cache)
+    stem = target.with_name(target.stem + ".report")
     if not good:
-        raise MerError(f"every one of the {n_found} utterances of {dataset} under {root} was dropped; see the report")
+        # The report is what tells the user why: written before stopping.
+        report.counts = {"found": n_found, "kept": 0, "dropped": len(report.dropped), "repaired": len(report.repaired)}
+        _, report_txt = report.write(stem)
+        raise MerError(f"every one of the {n_found} utterances of {dataset} under {root} was dropped; see {report_txt}")
 
     df = mf.to_frame(good)
     report.counts = {"found": n_found, "kept": len(df), "dropped": len(report.dropped), "repaired": len(report.repaired)}
-    target = manifest_target(out) if out else paths.manifest_path(dataset, cache)
     m = mf.write(df, target, dataset, str(root), {"report": target.stem + ".report.json"})
-    stem = target.with_name(target.stem + ".report")
     _, report_txt = report.write(stem)
     table = summary_table(m)
     (target.with_name(target.stem + ".summary.txt")).write_text(table.to_string())
@@ -135,6 +159,16 @@ def prepare(
         c.print(table.to_string())
         c.print(f"manifest: {target}\nreport:   {report_txt}")
     return m, report
+
+
+def _inside(path: str, root: Path) -> bool:
+    """Whether the file's real location is below the corpus root (labs keep audio elsewhere:
+    allowed, but counted in the report)."""
+    try:
+        Path(os.path.realpath(path)).relative_to(os.path.realpath(root))
+        return True
+    except ValueError:
+        return False
 
 
 def _present(text) -> bool:
