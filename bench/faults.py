@@ -102,6 +102,11 @@ def kill_group(proc: subprocess.Popen) -> None:
     proc.wait(60)
 
 
+def staged(cache: Path) -> int:
+    feats = cache / "iemocap" / "features"
+    return len(list(feats.glob("*.partial/batch-*.npz"))) if feats.exists() else 0
+
+
 def worker_pids(driver: int) -> list[int]:
     """Leaf processes under the driver: the Dask worker processes (forked from the
     forkserver, which itself has children and so is not a leaf)."""
@@ -140,6 +145,7 @@ def main() -> int:
             print(out.stderr[-2000:])
             return 1
         ref = stores(ref_cache)
+        n_parts = len(ref) * -(-a.n // 3)
         print(f"reference: {len(ref)} stores, {a.n} utterances, uninterrupted run {wall:.1f} s")
         ok = 0
         total = 0
@@ -147,15 +153,21 @@ def main() -> int:
             cache = tmp / f"kill{k:02d}"
             write_manifest(cache, rows)
             proc = start_cli(cache)
-            at = rnd.uniform(0.3, 0.95) * wall  # anywhere from start-up to finalize
-            time.sleep(at)
+            # A random point of progress: after 1..all-1 of the run's parts are staged (a
+            # kill during start-up would test nothing), plus a random fraction of a part.
+            target = rnd.randint(1, n_parts - 1)
+            t0 = time.time()
+            while proc.poll() is None and staged(cache) < target and time.time() - t0 < 600:
+                time.sleep(0.01)
+            time.sleep(rnd.uniform(0, 0.3))
+            at = time.time() - t0
             kill_group(proc)
-            parts = len(list((cache / "iemocap" / "features").glob("*.partial/batch-*.npz"))) if (cache / "iemocap" / "features").exists() else 0
+            parts = staged(cache)
             res = run_cli(cache)
             good = res.returncode == 0 and identical(cache, ref)
             total += 1
             ok += good
-            print(f"kill {k + 1:2d}: SIGKILL at {at:5.1f} s ({parts:2d} parts staged) -> resumed run "
+            print(f"kill {k + 1:2d}: SIGKILL at {at:5.1f} s ({parts:2d}/{n_parts} parts staged) -> resumed run "
                   f"{'identical' if good else 'DIFFERENT (rc %d)' % res.returncode}")
             if not good and res.returncode:
                 print(res.stderr[-1500:])
