@@ -22,6 +22,8 @@ session        str      recording session / fold group (IEMOCAP: Ses01..Ses05)
 dialog         str      dialog / video id
 split          str      official split (train/dev/test) where the corpus defines one
 audio_hash     str      blake2b of the audio file's bytes
+words          str      word-level alignment where the corpus ships one (IEMOCAP .wdseg):
+                        JSON ``[[word, start_s, end_s], ...]``, seconds from the utterance start
 =============  =======  =============================================================
 
 Label schemes (which raw labels map to which classes) and protocols (folds, splits) are
@@ -69,6 +71,7 @@ COLUMNS: dict[str, str] = {
     "dialog": "string",
     "split": "string",
     "audio_hash": "string",
+    "words": "string",
 }
 
 FORMAT_VERSION = 1

@@ -523,6 +523,9 @@ class TrainData:
     arrays: dict[str, Arrays]
     meta: "object"                      # pandas DataFrame of the manifest rows (same order)
     regression: bool = False
+    # How audio was cut to text tokens for models that align them (mer.train.wordalign):
+    # written to the run's config.yaml as audio_to_tokens; None for other models.
+    alignment: dict | None = None
 
     def __len__(self) -> int:
         return len(self.ids)

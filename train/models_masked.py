@@ -28,8 +28,10 @@ so it adds the same number to every entry of a softmax row and changes nothing: 
 audio only the text term (and, with ``audio_residual``, the residual) carries information.
 
 Alignment of audio to tokens. CM-BERT uses word-aligned audio (one audio vector per word).
-``mer`` stores audio frames without word alignment, so each utterance's *real* audio frames
-are resampled to its *real* token count: token j of an utterance with ``n_t`` tokens and
+Where the manifest has word times (IEMOCAP's ``.wdseg`` forced alignments), the trainer pools
+each token's audio from its word's frames before the model sees it (``mer.train.wordalign``;
+the run's config.yaml says which was used, as ``audio_to_tokens``). Otherwise each
+utterance's *real* audio frames are resampled to its *real* token count: token j of an utterance with ``n_t`` tokens and
 ``n_a`` frames gets the mean of frames ``[floor(j n_a / n_t), ceil((j+1) n_a / n_t))``, the
 bins of adaptive average pooling (frames are repeated when ``n_a < n_t``). This assumes a
 roughly uniform speaking rate; padding frames get weight 0. A pooled (fixed) audio vector
@@ -110,6 +112,9 @@ class MaskedAttentionFusion(FusionBase):
         audio_residual: bool = True
 
     wants = "sequence"
+    # The trainer hands this model audio already pooled per token from word times where the
+    # manifest has them (mer.train.wordalign); the resampling below then passes it through.
+    aligns_audio_to_tokens = True
 
     @classmethod
     def check_inputs(cls, inputs) -> None:

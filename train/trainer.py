@@ -369,6 +369,14 @@ def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, 
                     rep.counts[f"without a label under the scheme: {sch.source} {raw}"] = n
                 data_cache[dkey] = (build_data(man.df, labels, classes, sources, fcache, sch.is_regression, rep), rep)
             data, rep = data_cache[dkey]
+            if getattr(cls, "aligns_audio_to_tokens", False):
+                # masked: audio pooled per token from word times where the manifest has them
+                akey = (dkey, "audio_to_tokens")
+                if akey not in data_cache:
+                    from mer.train.wordalign import word_aligned
+
+                    data_cache[akey] = (word_aligned(data, fcache), rep)
+                data = data_cache[akey][0]
             rep = copy.deepcopy(rep)
             spec = protocol_spec(dataset, protocol, data.meta)
             strat = None if data.regression else data.y

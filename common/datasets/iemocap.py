@@ -2,12 +2,15 @@
 
 Reads ``Session{1..5}/dialog/EmoEvaluation/*.txt`` (consensus labels; the per-annotator
 subfolders are ignored), ``dialog/transcriptions/*.txt`` and
-``sentences/wav/<dialog>/<utt>.wav``. Speaker = session + the gender letter before the
+``sentences/wav/<dialog>/<utt>.wav``, and the word-level forced alignments
+``sentences/ForcedAlignment/<dialog>/<utt>.wdseg`` where present (see ``read_wdseg``) into the
+manifest's ``words`` column. Speaker = session + the gender letter before the
 utterance number (``Ses01F_impro01_M003`` -> ``Ses01_M``); the dialog's own F/M letter only
 says who wore the markers.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -22,6 +25,11 @@ EVAL_LINE = re.compile(
 )
 # "Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me."
 TRANS_LINE = re.compile(r"^(?P<id>Ses\S+)\s+\[[^\]]*\]:\s?(?P<text>.*)$")
+# "\t63    79      -91264  EXCUSE(1)" (start frame, end frame, score, word); 10 ms frames
+WDSEG_LINE = re.compile(r"^\s*(?P<s>\d+)\s+(?P<e>\d+)\s+(?P<score>-?\d+)\s+(?P<word>\S+)\s*$")
+# Segments that are not words of the transcript: sentence start/end and silence.
+WDSEG_MARKERS = {"<s>", "</s>", "<sil>"}
+WDSEG_FRAME = 0.01
 UTT_ID = re.compile(r"^(?P<dialog>Ses(?P<sess>\d\d)[FM]_.+)_(?P<gender>[FM])[A-Z]?\d+$")
 
 
@@ -71,6 +79,8 @@ def scan(root: Path, report: Report, **_) -> list[dict]:
                     raise CorpusError(f"{f}:{lineno}: utterance id {uid!r} does not follow IEMOCAP's naming")
                 sess = f"Ses{um['sess']}"
                 labelled.add(uid)
+                wd = sdir / "sentences" / "ForcedAlignment" / um["dialog"] / f"{uid}.wdseg"
+                words = read_wdseg(wd) if wd.is_file() else None
                 rows.append(
                     {
                         "id": uid,
@@ -86,6 +96,7 @@ def scan(root: Path, report: Report, **_) -> list[dict]:
                         "gender": um["gender"],
                         "session": sess,
                         "dialog": um["dialog"],
+                        "words": json.dumps(words) if words else None,
                         "_source": str(f),
                     }
                 )
@@ -100,4 +111,29 @@ def read_transcripts_file(f: Path, encoding: str = "utf-8") -> dict[str, str]:
         m = TRANS_LINE.match(line.strip())
         if m:
             out[m["id"]] = m["text"].strip()
+    return out
+
+
+def read_wdseg(path: Path) -> list[list]:
+    """Word spans of one utterance from its ``.wdseg`` file: ``[[word, start_s, end_s], ...]``
+    in seconds from the start of the utterance's wav. Frames are 10 ms, a segment covers frames
+    SFrm..EFrm inclusive, so it spans [SFrm * 0.01, (EFrm + 1) * 0.01). ``<s>``, ``</s>`` and
+    ``<sil>`` are dropped; words keep their spelling, pronunciation variants included
+    (``EXCUSE(1)``; matched to the transcript without the suffix). The header line and the
+    closing ``Total Score`` line are skipped; any other line that does not parse stops prepare
+    with the file and line."""
+    out = []
+    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        t = line.strip()
+        if not t or t.startswith("SFrm") or t.lower().startswith("total score"):
+            continue
+        m = WDSEG_LINE.match(line)
+        if not m:
+            raise CorpusError(f"{path}:{lineno}: cannot parse word alignment line {t!r}")
+        s, e = int(m["s"]), int(m["e"])
+        if e < s:
+            raise CorpusError(f"{path}:{lineno}: segment ends (frame {e}) before it starts (frame {s})")
+        if m["word"] in WDSEG_MARKERS:
+            continue
+        out.append([m["word"], round(s * WDSEG_FRAME, 4), round((e + 1) * WDSEG_FRAME, 4)])
     return out
