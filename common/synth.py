@@ -19,6 +19,12 @@ voice + emotional words, or emotional voice + neutral words; the label is the em
 in seed paper 003: a fusion of both modalities can beat either one alone. A small fraction
 (``label_noise``, 2%) get a label from another class. White noise is added at 20-30 dB SNR.
 
+``context=0.4`` (iemocap and meld layouts) makes emotion depend on context, for
+conversation-level models (``mer train --context dialog``): labels come in stretches of one
+emotion (3-6 turns), and that share of the emotional turns that follow a turn of the same
+emotion is spoken and worded neutrally but keeps its label (kind ``context`` in
+``synth_info.json``): only the neighbouring turns tell what it is.
+
 Determinism: the same arguments give the same bytes. espeak-ng keeps internal state from
 one utterance to the next (random seed, pitch flutter phase) that survives even
 ``espeak_Terminate``/``espeak_Initialize``, so every batch of utterances is synthesized in a
@@ -253,6 +259,29 @@ def _render(rng, idx, uid, label, voice_emo, text_emo, kind, spk: Speaker, token
         wordgap=pr.wordgap, snr_db=float(rng.uniform(20.0, 30.0)),
         pad=(float(rng.uniform(0.05, 0.3)), float(rng.uniform(0.05, 0.3))), noise_seed=int(rng.integers(2**31)),
     )
+
+
+def _stretches(rng, emos: list[str], lo: int = 3, hi: int = 6) -> list[str]:
+    """The same labels re-ordered into stretches of one emotion (``lo``-``hi`` long), so the
+    emotion persists over neighbouring turns (``context`` corpora)."""
+    pool = {e: emos.count(e) for e in dict.fromkeys(emos)}
+    out: list[str] = []
+    while pool:
+        names = list(pool)
+        w = np.array([pool[e] for e in names], float)
+        e = names[int(rng.choice(len(names), p=w / w.sum()))]
+        k = min(pool[e], int(rng.integers(lo, hi + 1)))
+        out += [e] * k
+        pool[e] -= k
+        if not pool[e]:
+            del pool[e]
+    return out
+
+
+def _context_turn(rng, emo: str, prev: str | None, share: float) -> bool:
+    """Whether this turn is rendered neutral in voice and words while keeping its label:
+    only when the previous turn of the dialogue has the same emotion (the context tells it)."""
+    return share > 0 and prev == emo and emo not in ("neu", "xxx") and rng.random() < share
 
 
 def _modalities(rng, emo: str, one_modality: float, label_noise: float, noise_pool: list[str]):
@@ -529,6 +558,8 @@ def _iemocap_plan(rng, cfg: "SynthConfig"):
         emos = (["ang"] * pc + ["hap"] * (pc // 2) + ["exc"] * (pc - pc // 2) + ["sad"] * pc + ["neu"] * pc
                 + ["fru"] * max(1, pc // 5) + ["sur"] * max(1, pc // 10) + ["xxx"] * max(1, pc // 8))
         emos = [emos[i] for i in rng.permutation(len(emos))]
+        if cfg.context > 0:
+            emos = _stretches(rng, emos)
         # At least F/M impro and F/M script dialogs in every session, about 14 turns each.
         n_dlg = min(len(emos), max(4, int(round(len(emos) / 14))))
         bounds = np.linspace(0, len(emos), n_dlg + 1).round().astype(int)
@@ -543,11 +574,16 @@ def _iemocap_plan(rng, cfg: "SynthConfig"):
             counters = {"F": 0, "M": 0}
             t = float(rng.uniform(1.5, 6.0))
             utts = []
+            prev = None
             for j, emo in enumerate(emos[bounds[d] : bounds[d + 1]]):
                 g = "FM"[(j + (d % 2)) % 2] if rng.random() > 0.15 else "FM"[int(rng.integers(2))]
                 uid = f"{name}_{g}{counters[g]:03d}"
                 counters[g] += 1
-                v, te, kind, label = _modalities(rng, emo, cfg.one_modality, cfg.label_noise, ["ang", "hap", "exc", "sad", "neu"])
+                if _context_turn(rng, emo, prev, cfg.context):
+                    v, te, kind, label = "neu", "neu", "context", emo
+                else:
+                    v, te, kind, label = _modalities(rng, emo, cfg.one_modality, cfg.label_noise, ["ang", "hap", "exc", "sad", "neu"])
+                prev = emo
                 u = _render(rng, idx, uid, label, v, te, kind, spk[g])
                 u.extra = {"session": s, "dialog": name, "gender": g, "vad": _vad(rng, label), "gap": float(rng.uniform(0.2, 1.4))}
                 utts.append(u)
@@ -706,14 +742,28 @@ def _write_meld(out: Path, cfg, rng, workers: int, quiet: bool) -> dict:
     cycle = ["train", "test", "dev", "train", "train"]
     seen: dict[str, int] = {}
     split_of = []
-    for e in emos:
-        k = seen.get(e, 0)
-        seen[e] = k + 1
-        split_of.append(cycle[k % 5])
+    if cfg.context > 0:
+        # stretches of one emotion, each stretch in one split, so dialogues (cut from each
+        # split in order) hold them
+        emos = _stretches(rng, emos)
+        starts = [i for i in range(len(emos)) if i == 0 or emos[i] != emos[i - 1]]
+        for k, a in enumerate(starts):
+            b = starts[k + 1] if k + 1 < len(starts) else len(emos)
+            split_of += [cycle[k % 5]] * (b - a)
+    else:
+        for e in emos:
+            k = seen.get(e, 0)
+            seen[e] = k + 1
+            split_of.append(cycle[k % 5])
     utts = []
+    last: dict[str, str] = {}
     for i, (e, split) in enumerate(zip(emos, split_of)):
         prof = MELD_PROFILE[e]
-        v, te, kind, _ = _modalities(rng, prof, cfg.one_modality, 0.0, [])
+        if prof != "neu" and _context_turn(rng, e, last.get(split), cfg.context):
+            v, te, kind = "neu", "neu", "context"
+        else:
+            v, te, kind, _ = _modalities(rng, prof, cfg.one_modality, 0.0, [])
+        last[split] = e
         spk = speakers[int(rng.integers(len(speakers)))]
         u = _render(rng, i, "", e, v, te, kind, spk, tokens=False)
         text, trap = _meld_text_traps(rng, u.text)
@@ -825,6 +875,10 @@ class SynthConfig:
     dialog_wavs: bool = False  # iemocap: also write dialog/wav/<dialog>.wav (stereo; no adapter reads it)
     alignments: bool = True  # iemocap: also write sentences/ForcedAlignment/*.wdseg
     video: bool = True  # meld: tiny H.264 stream beside the AAC audio, as in the release
+    # iemocap/meld: emotion persists over stretches of a dialogue, and this share of the
+    # emotional turns that follow a turn of the same emotion is neutral in voice and words
+    # but keeps its label (only the context tells it); 0 = utterances independent
+    context: float = 0.0
 
     def params(self) -> dict:
         return {"generator_version": GENERATOR_VERSION, **asdict(self)}
@@ -851,6 +905,7 @@ def generate(
     dialog_wavs: bool = False,
     alignments: bool = True,
     video: bool = True,
+    context: float = 0.0,
     workers: int | None = None,
     quiet: bool = True,
 ) -> Path:
@@ -867,6 +922,8 @@ def generate(
         raise UsageError("IEMOCAP ids hold two session digits: at most 99 sessions")
     if not 0 <= one_modality <= 1 or not 0 <= label_noise < 1:
         raise UsageError("one_modality must be in [0, 1] and label_noise in [0, 1)")
+    if not 0 <= context <= 1 or (context and layout == "csv"):
+        raise UsageError("context must be in [0, 1], and is for the iemocap and meld layouts (they have dialogues)")
     # Fail here, with the pip command, rather than inside a worker process.
     require("espeakng_loader", "synth")
     require("soxr", "audio")
@@ -876,7 +933,8 @@ def generate(
     if out.exists() and any(out.iterdir()):
         raise MerError(f"{out}: not empty; a synthetic corpus is only written into an empty or new folder")
     out.mkdir(parents=True, exist_ok=True)
-    cfg = SynthConfig(layout, per_class, sessions, seed, one_modality, label_noise, defects, dialog_wavs, alignments, video)
+    cfg = SynthConfig(layout, per_class, sessions, seed, one_modality, label_noise, defects, dialog_wavs, alignments, video,
+                      context)
     rng = np.random.default_rng(np.random.SeedSequence([seed, LAYOUTS.index(layout), GENERATOR_VERSION]))
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     summary = WRITERS[layout](out, cfg, rng, workers, quiet)

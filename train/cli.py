@@ -98,6 +98,9 @@ class _FusionHelp(click.Option):
               help="With --bucket: at most this many padded frames per batch (rows x longest sequence), which bounds memory; 0: no cap.")
 @click.option("--store", "stores", multiple=True, callback=_stores, metavar="FEATURE.FIELD=VALUE",
               help="Use the store of FEATURE extracted with that config value when there are several, e.g. --store bert.layer=all.")
+@click.option("--context", type=click.Choice(["none", "dialog"]), default="none", show_default=True,
+              help="dialog: batches of whole dialogues in temporal order (the manifest's dialog column), one prediction "
+                   "per utterance; --batch-size then counts dialogues (attention, cross).")
 @click.option("--set", "options", multiple=True, callback=_options, metavar="NAME=VALUE",
               help="Fusion config field, e.g. --set hidden=128 --set dropout=0.2 (applies to every fusion that has it; a name no fusion has is an error).")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA if available), cpu, cuda, cuda:1.")
@@ -105,7 +108,7 @@ class _FusionHelp(click.Option):
 @click.option("--no-plots", is_flag=True, help="Skip confusion.png and curves.png.")
 @click.option("--quiet", "-q", is_flag=True)
 def train(dataset, features, fusion, protocol, scheme, seeds, seed, cache, manifest, out, run_id, epochs, batch_size, lr,
-          optimizer, weight_decay, grad_clip, patience, monitor, balanced, max_len, bucket, batch_frames, stores, options, device, threads, no_plots, quiet):
+          optimizer, weight_decay, grad_clip, patience, monitor, balanced, max_len, context, bucket, batch_frames, stores, options, device, threads, no_plots, quiet):
     """Train fusion models on cached features and write one run directory per
     (feature set, fusion): config.yaml, metrics.json, predictions.csv, weights, plots.
 
@@ -118,7 +121,7 @@ def train(dataset, features, fusion, protocol, scheme, seeds, seed, cache, manif
     from mer.train.trainer import TrainConfig, run_train
 
     tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
-                     grad_clip=grad_clip, patience=patience, monitor=monitor, balanced=balanced, max_len=max_len, bucket=bucket,
+                     grad_clip=grad_clip, patience=patience, monitor=monitor, balanced=balanced, context=context, max_len=max_len, bucket=bucket,
                      batch_frames=batch_frames, device=device, threads=threads,
                      stores=stores)
     run_train(dataset, list(features), fusion, protocol=protocol, scheme=scheme,
@@ -250,7 +253,8 @@ def _markdown(df) -> str:
 @click.option("--start", type=float, default=None, help="Span start in seconds inside --audio.")
 @click.option("--end", type=float, default=None, help="Span end in seconds inside --audio.")
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Many utterances: a manifest .parquet or a CSV/TSV/JSONL with audio (or path), text, id, start, end.")
+              help="Many utterances: a manifest .parquet or a CSV/TSV/JSONL with audio (or path), text, id, start, end "
+                   "(and dialog: runs trained with --context dialog predict each dialogue's utterances together).")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), default=None, help="Write predictions as CSV here.")
 @click.option("--device", default="auto", show_default=True)
 def predict(run_dir, audio, text, start, end, manifest, out, device):

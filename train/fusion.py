@@ -65,9 +65,34 @@ def model_config(cls, overrides: dict | None):
     return make_config(Config, overrides, owner=f"fusion {cls.__name__}", option="--set {}", unknown="ignore", seq_sep=":")
 
 
-def build_model(cls, specs, n_out: int, cfg, classes: list[str] | None):
+# Context modes (--context): "none" classifies utterances on their own; "dialog" gives a
+# model batches of whole dialogues (mer.train.dialog). A fusion lists the modes it has in
+# ``contexts`` (default: none only); ``dialog_wants`` overrides ``wants`` in dialog mode.
+CONTEXTS = ("none", "dialog")
+
+
+def context_fusions() -> list[str]:
+    return [n for n in FUSIONS.names() if "dialog" in getattr(FUSIONS.get(n), "contexts", ("none",))]
+
+
+def check_context(cls, fname: str, context: str) -> None:
+    if context not in CONTEXTS:
+        raise UsageError(f"--context {context}: unknown; choose from {', '.join(CONTEXTS)}")
+    if context not in getattr(cls, "contexts", ("none",)):
+        raise UsageError(f"--context {context}: fusion {fname} classifies utterances on their own; "
+                         f"conversation-level fusions: {', '.join(context_fusions())}")
+
+
+def fusion_wants(cls, context: str = "none") -> str:
+    """Which outputs the data layer loads for a fusion (``dialog_wants`` in dialog mode)."""
+    if context == "dialog":
+        return getattr(cls, "dialog_wants", getattr(cls, "wants", "pooled"))
+    return getattr(cls, "wants", "pooled")
+
+
+def build_model(cls, specs, n_out: int, cfg, classes: list[str] | None, context: str = "none"):
     """Instantiate a fusion; class names go to models that ask for them (hierarchical needs
-    to know which class is neutral). Inputs that are stacks of hidden states (``--bert.layer
+    to know which class is neutral), the context mode to conversation-level models. Inputs that are stacks of hidden states (``--bert.layer
     all``) get learned softmax layer weights in front of the model (mer.train.layermix)."""
     import inspect
 
@@ -76,5 +101,8 @@ def build_model(cls, specs, n_out: int, cfg, classes: list[str] | None):
     kw = {}
     if classes and "classes" in inspect.signature(cls.__init__).parameters:
         kw["classes"] = list(classes)
+    if context != "none":
+        check_context(cls, cls.__name__, context)
+        kw["context"] = context
     model = cls(specs, n_out, cfg, **kw) if cfg is not None else cls(specs, n_out, **kw)
     return wrap(model, specs)

@@ -61,6 +61,26 @@ def get_mask(batch: dict, key: str, x: torch.Tensor) -> torch.Tensor:
     return m
 
 
+def dialog_mask(batch: dict, name: str) -> torch.Tensor:
+    """The ``[D, U]`` dialogue mask of a conversation-level batch (mer.train.dialog)."""
+    from mer.train.dialog import DIALOG_MASK
+
+    m = batch.get(DIALOG_MASK)
+    if m is None:
+        raise MerError(f"{name}: built for --context dialog, but the batch holds no dialogues ({DIALOG_MASK!r})")
+    return m
+
+
+def to_dialogs(h: torch.Tensor, dmask: torch.Tensor) -> torch.Tensor:
+    """Utterance rows ``[N, d]`` (dialogue by dialogue, in time order) -> ``[D, U, d]``,
+    zeros at padded utterances (``N == dmask.sum()``)."""
+    if h.shape[0] != int(dmask.sum()):
+        raise MerError(f"dialogue batch: {h.shape[0]} utterances for a mask of {int(dmask.sum())} real ones")
+    out = h.new_zeros(*dmask.shape, h.shape[-1])
+    out[dmask] = h
+    return out
+
+
 def zero_pad(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Zero the padded positions of ``x`` ``[B, T, ...]`` (``where``: NaN/inf-safe)."""
     m = mask.view(*mask.shape, *([1] * (x.dim() - 2)))

@@ -17,6 +17,12 @@ then an FC layer and the softmax classifier. Branches (section 3.1, 3.2):
   channels, BN + ReLU, max-pooling), mask-aware, then an FC to ``n``;
 - ragged text (BERT tokens): FC(100) -> Bi-GRU(100) on packed sequences -> FC to ``n``.
 
+With ``--context dialog`` (conversation-level, as the paper runs it: the Bi-GRU "encode[s]
+all utterances, capturing past and future dialogue information"), the text module is
+FC(100) -> Bi-GRU(100) over the utterances of the dialogue -> FC to ``n``, one BERT vector
+per utterance (tokens mean-pooled over real tokens first); the speech CNN and the fusion
+(1)-(3) stay per utterance, and the classifier predicts every utterance.
+
 ``weighted`` - Nouisser, Khediri, Kherallah, Charfi (2025), "ATFSC: Audio-Text Fusion for
 Sentiment Classification", section 4. Frozen BERT text features and an MFCC 2-D CNN
 (conv + BN + ReLU) are projected to ``d``, merged by weighted attentive fusion with
@@ -38,6 +44,8 @@ from mer.train.fusion import FUSIONS
 from mer.train.layers import (
     FusionBase,
     MelCNN,
+    dialog_mask,
+    to_dialogs,
     MfccCNN,
     PackedRNN,
     check_dims,
@@ -63,6 +71,23 @@ class _TextGRUBranch(nn.Module):
         return self.fc_out(self.drop(last))
 
 
+class _DialogTextGRU(nn.Module):
+    """Seed 002 text module over a dialogue: FC(100) -> Bi-GRU(100) across the utterances -> FC."""
+
+    def __init__(self, d_in: int, d_out: int, fc: int, gru: int, dropout: float):
+        super().__init__()
+        self.fc_in = nn.Linear(d_in, fc)
+        self.gru = PackedRNN(fc, gru, cell="gru", bidirectional=True)
+        self.drop = nn.Dropout(dropout)
+        self.fc_out = nn.Linear(self.gru.out_dim, d_out)
+
+    def forward(self, v, dmask):
+        """``v`` [N, d_in] utterance vectors, ``dmask`` [D, U] -> [N, d_out]."""
+        h = to_dialogs(self.drop(torch.relu(self.fc_in(v))), dmask)
+        out, _ = self.gru(h, dmask, "dialogue")
+        return self.fc_out(self.drop(out[dmask]))
+
+
 @FUSIONS.register("attention")
 class AttentionFusion(FusionBase):
     """Attention fusion of seed 002, equations (1)-(3); see the module docstring."""
@@ -83,12 +108,17 @@ class AttentionFusion(FusionBase):
     def check_inputs(cls, inputs) -> None:
         require_modalities("attention", inputs, audio=1, text=1)
 
-    def __init__(self, inputs, n_out: int, config=None):
+    contexts = ("none", "dialog")
+
+    def __init__(self, inputs, n_out: int, config=None, context: str = "none"):
         super().__init__(inputs, n_out, config)
         c = self.config
+        self.context = context
         branches = []
         for s in self.inputs:
-            if s.kind == "fixed":
+            if context == "dialog" and s.modality == "text":
+                branches.append(_DialogTextGRU(s.dim, c.n, c.text_fc, c.text_gru, c.dropout))
+            elif s.kind == "fixed":
                 branches.append(nn.Linear(s.dim, c.n))
             elif s.modality == "audio":
                 branches.append(MelCNN(s.dim, c.n, channels=tuple(c.cnn_channels), first=c.cnn_first,
@@ -105,10 +135,14 @@ class AttentionFusion(FusionBase):
     def modality_vectors(self, batch) -> torch.Tensor:
         """``F`` as ``[B, k, n]`` (one row per input)."""
         check_dims(batch, self.inputs)
+        dmask = dialog_mask(batch, "attention") if self.context == "dialog" else None
         cols = []
         for s, br in zip(self.inputs, self.branches):
             x = batch[s.key]
-            if s.kind == "fixed":
+            if isinstance(br, _DialogTextGRU):
+                v = x if s.kind == "fixed" else masked_mean(x, get_mask(batch, s.key, x))
+                cols.append(br(v, dmask))
+            elif s.kind == "fixed":
                 cols.append(br(x))
             else:
                 m = get_mask(batch, s.key, x)

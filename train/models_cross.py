@@ -9,8 +9,9 @@ Recognition from Text and Speech", section 3.2 and Fig. 2.
    paper concatenates openSMILE and OpenL3, ``x^a = a^LLF (+) a^OpenL3``) and projected to one
    step; every ragged input is projected per frame; the steps are joined along time, real
    steps first per utterance, and run packed. The paper runs its LSTMs over the utterances
-   of a dialogue; ``mer`` classifies utterances on their own, so the LSTMs run over
-   frames/tokens (a pooled-only modality is a one-step sequence).
+   of a dialogue: that is ``--context dialog`` (below). With ``--context none`` the model
+   classifies utterances on their own and the LSTMs run over frames/tokens (a pooled-only
+   modality is then a one-step sequence, and the attention reduces to linear maps).
 2. SCA unit: N = 2 stacked layers of parallel cross-attention (eqs. 1-6:
    ``dH_{a-t} = softmax(Q_a K_t^T / sqrt d) V_t`` and back, then LayerNorm and a
    feed-forward block) and self-attention (eqs. 7-9) per modality, padding masked as keys.
@@ -21,6 +22,15 @@ Recognition from Text and Speech", section 3.2 and Fig. 2.
 4. Residual branches: ``H^r_m = LayerNorm(Linear(x_m))`` of each modality's pooled input.
 5. Concatenation of ``H^c_a, H^c_t, H^s_a, H^s_t, H_mid, H^r_a, H^r_t`` (sequences mean-pooled
    over real positions) and two fully connected layers.
+
+``--context dialog`` (the paper's setting: "distribute the self-attention weights over the
+entire dialog sequence"): each modality is one vector per utterance (the paper's inputs;
+frame/token inputs are mean-pooled over real positions, then all inputs of the modality are
+concatenated and projected), and the sequences the encoders, the SCA unit and the
+mid-level BiLSTM run over are the utterances of a dialogue, padded dialogues masked. The
+mid-level BiLSTM reads ``[H_a, H_t]`` joined per utterance (feature axis), the residual
+branches act per utterance, and the concatenation at each real utterance goes through the
+two FC layers: one prediction per utterance.
 """
 from __future__ import annotations
 
@@ -35,9 +45,11 @@ from mer.train.layers import (
     PackedRNN,
     check_dims,
     compact_cat,
+    dialog_mask,
     get_mask,
     masked_mean,
     require_modalities,
+    to_dialogs,
     zero_pad,
 )
 
@@ -65,6 +77,21 @@ class _ModalityInput(nn.Module):
             x, m = parts[0]
             return zero_pad(x, m), m
         return compact_cat(parts)
+
+
+class _ModalityVector(nn.Module):
+    """All inputs of one modality -> one projected vector per utterance ``[N, hidden]``
+    (sequences mean-pooled over real positions, then concatenated with the vectors)."""
+
+    def __init__(self, specs, hidden: int):
+        super().__init__()
+        self.specs = list(specs)
+        self.proj = nn.Linear(sum(s.dim for s in self.specs), hidden)
+
+    def forward(self, batch):
+        parts = [batch[s.key] if s.kind == "fixed" else masked_mean(batch[s.key], get_mask(batch, s.key, batch[s.key]))
+                 for s in self.specs]
+        return self.proj(torch.cat(parts, dim=-1))
 
 
 class _AttnBlock(nn.Module):
@@ -99,36 +126,39 @@ class CrossModalFusion(FusionBase):
         dropout: float = 0.1      # paper: not given
 
     wants = "sequence"
+    contexts = ("none", "dialog")
+    dialog_wants = "pooled"   # the paper's inputs: one vector per utterance and modality
 
     @classmethod
     def check_inputs(cls, inputs) -> None:
         require_modalities("cross", inputs, audio=1, text=1)
 
-    def __init__(self, inputs, n_out: int, config=None):
+    def __init__(self, inputs, n_out: int, config=None, context: str = "none"):
         super().__init__(inputs, n_out, config)
+        self.context = context
         c = self.config
         if c.hidden % 2 or c.hidden % c.heads:
             from mer.common.errors import MerError
 
             raise MerError(f"cross: hidden ({c.hidden}) must be even and divisible by heads ({c.heads})")
         h = c.hidden
-        self.inp_a = _ModalityInput(by_modality(self.inputs, "audio"), h)
-        self.inp_t = _ModalityInput(by_modality(self.inputs, "text"), h)
+        inp = _ModalityVector if context == "dialog" else _ModalityInput
+        self.inp_a = inp(by_modality(self.inputs, "audio"), h)
+        self.inp_t = inp(by_modality(self.inputs, "text"), h)
         self.enc_a = PackedRNN(h, h // 2, cell="lstm", layers=2, bidirectional=True, dropout=c.dropout)
         self.enc_t = PackedRNN(h, h // 2, cell="lstm", layers=2, bidirectional=True, dropout=c.dropout)
         mk = lambda: nn.ModuleList(_AttnBlock(h, c.heads, c.ff, c.dropout) for _ in range(c.layers))  # noqa: E731
         self.cross_a, self.cross_t, self.self_a, self.self_t = mk(), mk(), mk(), mk()
-        self.mid = PackedRNN(h, h // 2, cell="lstm", bidirectional=True)
+        # dialog: [H_a, H_t] joined per utterance (2h features); none: joined along time (h)
+        self.mid = PackedRNN(2 * h if context == "dialog" else h, h // 2, cell="lstm", bidirectional=True)
         self.mid_ff = nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, h))
         self.res_a = nn.Sequential(nn.Linear(h, h), nn.LayerNorm(h))
         self.res_t = nn.Sequential(nn.Linear(h, h), nn.LayerNorm(h))
         self.drop = nn.Dropout(c.dropout)
         self.head = nn.Sequential(nn.Linear(7 * h, c.fc), nn.ReLU(), nn.Dropout(c.dropout), nn.Linear(c.fc, n_out))
 
-    def forward(self, batch) -> torch.Tensor:
-        check_dims(batch, self.inputs)
-        xa, ma = self.inp_a(batch)
-        xt, mt = self.inp_t(batch)
+    def _encode_sca(self, xa, ma, xt, mt):
+        """BiLSTM encoders and the SCA unit over sequences (frames, or a dialogue's utterances)."""
         Ha, _ = self.enc_a(self.drop(xa), ma)
         Ht, _ = self.enc_t(self.drop(xt), mt)
         # SCA: cross- and self-attention stacks run in parallel on the encoder outputs
@@ -136,6 +166,23 @@ class CrossModalFusion(FusionBase):
         for l_ca, l_ct, l_sa, l_st in zip(self.cross_a, self.cross_t, self.self_a, self.self_t):
             ca, ct = l_ca(ca, ma, ct, mt), l_ct(ct, mt, ca, ma)    # eqs. 1-6 (both from layer l-1)
             sa, st = l_sa(sa, ma, sa, ma), l_st(st, mt, st, mt)    # eqs. 7-9
+        return Ha, Ht, ca, ct, sa, st
+
+    def _forward_dialog(self, batch) -> torch.Tensor:
+        dm = dialog_mask(batch, "cross")
+        xa, xt = to_dialogs(self.inp_a(batch), dm), to_dialogs(self.inp_t(batch), dm)   # [D, U, h]
+        Ha, Ht, ca, ct, sa, st = self._encode_sca(xa, dm, xt, dm)
+        mid, _ = self.mid(torch.cat([Ha, Ht], dim=-1), dm, "dialogue")                 # eq. 10 per utterance
+        z = torch.cat([ca, ct, sa, st, self.mid_ff(mid), self.res_a(xa), self.res_t(xt)], dim=-1)
+        return self.head(self.drop(z[dm]))                                              # [N, n_out]
+
+    def forward(self, batch) -> torch.Tensor:
+        check_dims(batch, self.inputs)
+        if self.context == "dialog":
+            return self._forward_dialog(batch)
+        xa, ma = self.inp_a(batch)
+        xt, mt = self.inp_t(batch)
+        Ha, Ht, ca, ct, sa, st = self._encode_sca(xa, ma, xt, mt)
         # mid-level fusion over the joined audio and text steps (eq. 10)
         joint, mj = compact_cat([(Ha, ma), (Ht, mt)])
         _, last = self.mid(joint, mj)

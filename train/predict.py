@@ -6,6 +6,11 @@ run on the new input, normalised with each fold's training statistics, and every
 model's probabilities are averaged (an ensemble of the k fold models; for regression, the
 mean prediction). Loading a run reads YAML, JSON and safetensors only: nothing from the
 run directory is executed.
+
+A run trained with ``--context dialog`` predicts whole dialogues: the items' ``dialog``
+values group them (a table's ``dialog`` column; items without one are dialogues of one
+utterance), ordered in time as in training (``start``, else the utterance index in the id,
+else table order), and every utterance gets its prediction in its dialogue's context.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ class Item:
     text: str | None = None
     start: float | None = None
     end: float | None = None
+    dialog: str | None = None
 
 
 def build_extractor(name: str, store: dict, device: str = "cpu"):
@@ -116,6 +122,68 @@ def _join_one(uid: str, outputs: dict[str, dict], spec: dict) -> np.ndarray:
     return x
 
 
+def batch_of(feats: list[dict[str, dict]], sources, norm, device="cpu") -> dict:
+    """A model batch of several utterances from freshly extracted outputs (ragged inputs
+    padded and masked, as in training)."""
+    import torch
+
+    from mer.train.data import pad_ragged
+
+    out = {}
+    for s in sources:
+        xs = []
+        for f in feats:
+            if s.output not in f[s.feature]:
+                raise MerError(f"extractor {s.feature!r} gave no output {s.output!r}")
+            x = np.asarray(f[s.feature][s.output], np.float32)
+            xs.append(x.mean(0) if s.pooled_here else x)
+        if s.kind == "fixed":
+            out[s.key] = torch.from_numpy(norm.apply_np(s.key, np.stack([x.reshape(-1) for x in xs]))).to(device)
+        else:
+            x, m = pad_ragged([norm.apply_np(s.key, x) for x in xs], s.dim)
+            out[s.key] = torch.from_numpy(x).to(device)
+            out[s.key + ".mask"] = torch.from_numpy(m).to(device)
+    return out
+
+
+def _outputs(model, logits, regression: bool) -> np.ndarray:
+    import torch
+
+    if regression:
+        return logits.squeeze(-1).cpu().numpy()
+    p = model.predict_proba(logits) if hasattr(model, "predict_proba") else torch.softmax(logits, -1)
+    return p.cpu().numpy()
+
+
+def predict_dialogs(items: list[Item], feats, cfg: dict, sources, models, device="cpu", batch: int = 16) -> np.ndarray:
+    """Outputs for a context model (``--context dialog``): items grouped into dialogues."""
+    import pandas as pd
+    import torch
+
+    from mer.train.dialog import DIALOG_MASK, dialog_order, group_dialogs
+
+    meta = pd.DataFrame({"id": [i.id for i in items], "dialog": pd.array([i.dialog for i in items], dtype="string"),
+                         "start": [np.nan if i.start is None else i.start for i in items]})
+    dialogs = group_dialogs(np.arange(len(items)), *dialog_order(meta))
+    result = None
+    for model, norm in models:
+        out = None
+        for a in range(0, len(dialogs), batch):
+            dl = dialogs[a : a + batch]
+            flat = np.concatenate(dl)
+            b = batch_of([feats[i] for i in flat], sources, norm, device)
+            mask = np.zeros((len(dl), max(len(d) for d in dl)), bool)
+            for k, d in enumerate(dl):
+                mask[k, : len(d)] = True
+            b[DIALOG_MASK] = torch.from_numpy(mask).to(device)
+            with torch.no_grad():
+                o = _outputs(model, model(b), bool(cfg.get("regression")))
+            out = np.zeros((len(items),) + o.shape[1:], o.dtype) if out is None else out
+            out[flat] = o
+        result = out if result is None else result + out
+    return result / len(models)
+
+
 def predict_items(run, items: list[Item], device: str = "auto") -> tuple[list[str], np.ndarray, dict]:
     """(classes, probabilities [N, C] or predictions [N], run config)."""
     import torch
@@ -127,6 +195,8 @@ def predict_items(run, items: list[Item], device: str = "auto") -> tuple[list[st
     dev = pick_device(device)
     cfg, sources, models = load_models(run, dev)
     feats = extract_items(items, cfg, dev)
+    if (cfg.get("train") or {}).get("context", "none") == "dialog":
+        return list(cfg.get("classes") or []), predict_dialogs(items, feats, cfg, sources, models, dev), cfg
     rows = []
     for it, f in zip(items, feats):
         acc = []
@@ -172,6 +242,8 @@ def items_from_table(path) -> list[Item]:
         def num(v):
             return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
         text = r.get("text")
+        dialog = r.get("dialog")
         items.append(Item(str(r.get("id") if r.get("id") is not None else i), audio if isinstance(audio, str) else None,
-                          text if isinstance(text, str) else None, num(r.get("start")), num(r.get("end"))))
+                          text if isinstance(text, str) else None, num(r.get("start")), num(r.get("end")),
+                          str(dialog) if isinstance(dialog, str) or isinstance(dialog, (int, np.integer)) else None))
     return items

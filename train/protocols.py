@@ -14,6 +14,13 @@ Kinds (``kind:`` in the yaml):
 - ``group_kfold``: ``k`` folds over the values of ``group`` (e.g. speakers)
 - ``auto``: official when the split column names train and test rows, else group_kfold
   over speakers when there are several, else random 80/20
+
+Dialogues are never cut by a split this module draws: random test splits and every
+validation slice carved from training rows keep each value of the manifest's ``dialog``
+column on one side (stratified by label over whole dialogues). Folds defined by other
+columns follow those columns: ``si`` splits session 5 by gender, and ``group_kfold`` over
+speakers keeps speakers apart, so a two-speaker dialogue can end up in two parts there
+(with ``--context dialog`` each part is then a dialogue of its own).
 """
 from __future__ import annotations
 
@@ -50,14 +57,60 @@ def _stratify_ok(y: np.ndarray | None) -> bool:
     return len(counts) > 1 and counts.min() >= 2
 
 
+def dialog_groups(df) -> np.ndarray | None:
+    """One group code per row from the manifest's ``dialog`` column (rows without one are
+    groups of their own); None when no row names a dialogue."""
+    from mer.train.dialog import dialog_order
+
+    if "dialog" not in df.columns or df["dialog"].isna().all():
+        return None
+    return dialog_order(df)[0]
+
+
+def _grouped_split(rows: np.ndarray, y: np.ndarray | None, groups: np.ndarray, fraction: float, seed: int,
+                   report: Report | None, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out about ``fraction`` of ``rows`` as whole groups (dialogues), stratified by
+    ``y`` over groups when possible: StratifiedGroupKFold with k = 1/fraction folds, the
+    fold closest in size to the target is held out."""
+    from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
+
+    g = groups[rows]
+    n_groups = len(np.unique(g))
+    if n_groups < 2:
+        raise MerError(f"cannot split {what or 'a held-out set'}: all {len(rows)} rows belong to one dialogue")
+    k = max(2, int(round(1.0 / max(fraction, 1e-9))))
+    target = fraction * len(rows)
+    ys = None if y is None else np.asarray(y)[rows]
+    held = None
+    if ys is not None and n_groups >= k and _stratify_ok(ys):
+        try:
+            cands = [te for _, te in StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(rows, ys, g)]
+            held = min(cands, key=lambda te: abs(len(te) - target))
+        except ValueError:
+            held = None
+    if held is None:
+        if report is not None and ys is not None:
+            report.note(what or "split", "", "unstratified split", "too few dialogues to stratify by label")
+        n_test = min(max(1, int(round(fraction * n_groups))), n_groups - 1)
+        _, held = next(GroupShuffleSplit(n_splits=1, test_size=n_test, random_state=seed).split(rows, groups=g))
+    mask = np.zeros(len(rows), bool)
+    mask[held] = True
+    return np.sort(rows[~mask]), np.sort(rows[mask])
+
+
 def split_rows(rows: np.ndarray, y: np.ndarray | None, fraction: float, seed: int,
-               report: Report | None = None, what: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """Split ``rows`` into (rest, held-out ``fraction``), stratified by ``y`` when possible."""
+               report: Report | None = None, what: str = "", groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``rows`` into (rest, held-out ``fraction``), stratified by ``y`` when possible.
+
+    ``groups`` (one label per row of the data, e.g. dialogue ids): no group is cut; when
+    every row is its own group this is the plain utterance-level split."""
     from sklearn.model_selection import train_test_split
 
     rows = np.asarray(rows)
     if len(rows) < 2:
         raise MerError(f"cannot split {len(rows)} rows for {what or 'a held-out set'}")
+    if groups is not None and len(np.unique(groups[rows])) < len(rows):
+        return _grouped_split(rows, y, groups, fraction, seed, report, what)
     ys = None if y is None else np.asarray(y)[rows]
     strat = ys if _stratify_ok(ys) else None
     n_hold = max(1, int(round(fraction * len(rows))))
@@ -118,9 +171,10 @@ def make_folds(spec: dict, df, y: np.ndarray | None, seed: int = 0, report: Repo
     n = len(df)
     allrows = np.arange(n)
     folds: list[Fold] = []
+    dialogs = dialog_groups(df)   # no split drawn here cuts a dialogue
 
     def carve(train_rows, label):
-        return split_rows(train_rows, y, valid_fraction, seed, report, f"{label} validation")
+        return split_rows(train_rows, y, valid_fraction, seed, report, f"{label} validation", dialogs)
 
     if kind == "group_folds":
         g = _values(df, spec["group"], name)
@@ -149,9 +203,9 @@ def make_folds(spec: dict, df, y: np.ndarray | None, seed: int = 0, report: Repo
         ftr, fva, fte = (list(spec.get("fractions", [0.8, 0.0, 0.2])) + [0, 0, 0])[:3]
         if not np.isclose(ftr + fva + fte, 1.0) or fte <= 0:
             raise MerError(f"protocol {name!r}: fractions {spec.get('fractions')} must sum to 1 with a test share")
-        rest, test = split_rows(allrows, y, fte, seed, report, f"{name} test")
+        rest, test = split_rows(allrows, y, fte, seed, report, f"{name} test", dialogs)
         if fva > 0:
-            tr, va = split_rows(rest, y, fva / (ftr + fva), seed, report, f"{name} validation")
+            tr, va = split_rows(rest, y, fva / (ftr + fva), seed, report, f"{name} validation", dialogs)
         else:
             tr, va = carve(rest, name)
         folds.append(Fold(f"seed{seed}", tr, va, test))

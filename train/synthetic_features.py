@@ -1,6 +1,7 @@
 """Synthetic feature stores for tests and benchmarks (no audio, no extractor).
 
 ``synthetic()`` builds a learnable corpus directly as in-memory feature sets;
+``synthetic_dialogues()`` one whose emotion depends on the dialogue (for ``--context dialog``);
 ``write_stores()`` writes them as real, verifiable stores (the key is the one
 ``mer.extract.cache.store_key`` computes from the stores' own attributes, so
 ``verify_store`` accepts them) for code that goes through the cache, as `mer train` does.
@@ -42,7 +43,7 @@ def synthetic(n: int = 400, seed: int = 0, text_dim: int = 16, audio_dim: int = 
     rows = [
         {"id": i, "dataset": "iemocap", "audio": f"/synthetic/{i}.wav", "duration": 1.0, "text": "synthetic",
          "emotion": classes[c], "speaker": f"Ses{s:02d}_{g}", "gender": g, "session": f"Ses{s:02d}",
-         "dialog": f"Ses{s:02d}{g}_synth", "audio_hash": i}
+         "dialog": f"{i}_dialog", "audio_hash": i}  # one utterance per dialogue: splits stay utterance-level
         for i, c, s, g in zip(ids, y, sess, gender)
     ]
     df = to_frame(rows)
@@ -125,3 +126,83 @@ def write_stores(man, sets: dict[str, FeatureSet], cache, fmt: str = "zarr") -> 
         rep.write(report_stem(path))
         out[feat] = path
     return out
+
+
+# ----------------------------------------------------------------------------- dialogues
+# Synthetic feature-level dialogues whose emotion depends on context (tests, benchmarks, README).
+# 
+# ``synthetic_dialogues`` makes an IEMOCAP-shaped corpus (sessions, two speakers, dialogues
+# of ``turns`` utterances) already as feature sets, like ``synthetic``:
+# - the emotion persists over stretches of a dialogue: each utterance keeps the previous
+#   one's emotion with probability ``stay``, else a new one is drawn;
+# - each modality carries the whole label (one centroid per class plus noise);
+# - a share ``context`` of the emotional utterances is neutral in both voice and words
+#   (both feature vectors drawn around the neutral centroid) but keeps its stretch's label:
+#   only the neighbouring utterances tell what it is.
+# An utterance-level model can only call those neutral; a conversation-level model
+# (``--context dialog``) can read them from the dialogue. The manifest rows are shuffled and
+# carry ``start`` times in the dialogue's timeline, so the temporal order has to be read
+# from the manifest, not from row order.
+DIALOG_CLASSES = ["ang", "hap", "sad", "neu"]
+
+
+def dialogue_labels(rng: np.random.Generator, n: int, stay: float, k: int = 4) -> np.ndarray:
+    """A Markov chain of class indices: keep the previous label with probability ``stay``."""
+    y = np.empty(n, np.int64)
+    y[0] = rng.integers(k)
+    for i in range(1, n):
+        y[i] = y[i - 1] if rng.random() < stay else rng.integers(k)
+    return y
+
+
+def synthetic_dialogues(dialogs_per_session: int = 12, sessions: int = 5, turns: tuple[int, int] = (8, 16),
+                        seed: int = 0, text_dim: int = 12, audio_dim: int = 10, noise: float = 0.8,
+                        stay: float = 0.85, context: float = 0.4):
+    """``(Manifest, {"bert": FeatureSet, "mfcc": FeatureSet})``; fixed outputs ``bert.mean``
+    and ``mfcc.pooled``, ragged ``bert.tokens`` and ``mfcc.frames`` around the same values.
+    ``context``: share of emotional utterances rendered neutral in both modalities."""
+    from mer.common.manifest import Manifest, content_hashes, to_frame
+
+    rng = np.random.default_rng(seed)
+    neu = DIALOG_CLASSES.index("neu")
+    rows, ys, looks = [], [], []
+    for s in range(1, sessions + 1):
+        for d in range(dialogs_per_session):
+            n = int(rng.integers(turns[0], turns[1] + 1))
+            y = dialogue_labels(rng, n, stay)
+            t = 0.0
+            name = f"Ses{s:02d}{'FM'[d % 2]}_synth{d:03d}"
+            for j in range(n):
+                g = "FM"[(j + d) % 2]
+                hidden = y[j] != neu and rng.random() < context
+                dur = float(rng.uniform(1.0, 4.0))
+                rows.append({"id": f"{name}_{g}{j:03d}", "dataset": "iemocap", "audio": f"/synthetic/{name}.wav",
+                             "start": t, "end": t + dur, "duration": dur, "text": "synthetic",
+                             "emotion": DIALOG_CLASSES[y[j]], "speaker": f"Ses{s:02d}_{g}", "gender": g,
+                             "session": f"Ses{s:02d}", "dialog": name, "audio_hash": f"{name}_{j}"})
+                ys.append(y[j])
+                looks.append(neu if hidden else y[j])
+                t += dur + float(rng.uniform(0.1, 1.0))
+    order = rng.permutation(len(rows))        # manifest order says nothing about time
+    rows = [rows[i] for i in order]
+    looks = np.asarray(looks)[order]
+    df = to_frame(rows)
+    man = Manifest(df, {"dataset": "iemocap", **content_hashes(df)}, None)
+    ids = df["id"].astype(str).to_numpy()
+    n = len(ids)
+
+    def modality(feat, mod, dim, fixed_name, seq_name, offset):
+        g = np.random.default_rng(seed + offset)
+        cents = g.normal(size=(len(DIALOG_CLASSES), dim))
+        cents *= 2.0 / np.linalg.norm(cents, axis=1, keepdims=True)
+        pooled = (cents[looks] + noise * rng.normal(size=(n, dim))).astype(np.float32)
+        lengths = rng.integers(3, 9, n)
+        offs = np.zeros(n + 1, np.int64)
+        np.cumsum(lengths, out=offs[1:])
+        vals = (np.repeat(pooled, lengths, axis=0) + noise * rng.normal(size=(offs[-1], dim))).astype(np.float32)
+        outputs = {fixed_name: {"kind": "fixed", "dim": dim}, seq_name: {"kind": "ragged", "dim": dim}}
+        return FeatureSet(feat, mod, ids, outputs, {fixed_name: pooled}, {seq_name: (vals, offs)},
+                          key=f"synthetic-dialogues{seed}")
+
+    return man, {"bert": modality("bert", "text", text_dim, "mean", "tokens", 1),
+                 "mfcc": modality("mfcc", "audio", audio_dim, "pooled", "frames", 2)}

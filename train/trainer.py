@@ -31,7 +31,7 @@ from mer.train.data import (
     resolve_inputs,
 )
 # Built by name from the fusion registry (re-exported: callers import them from here too).
-from mer.train.fusion import build_model, model_config  # noqa: F401
+from mer.train.fusion import build_model, check_context, fusion_wants, model_config  # noqa: F401
 
 
 @dataclass
@@ -49,6 +49,7 @@ class TrainConfig:
     bucket: bool = True           # batch rows of similar length together (mer.train.data.Batcher)
     batch_frames: int = 16384     # with bucket: at most this many padded frames per batch (0: no cap)
     grad_clip: float = 5.0        # max global gradient norm; 0 = no clipping
+    context: str = "none"         # "none": utterances on their own; "dialog": batches of whole dialogues (mer.train.dialog)
     device: str = "auto"
     # CPU threads for torch. 1 by default: these models are small, and intra-op threads on a
     # busy 2-core machine spin against each other (measured here: 5.6 ms per MLP step with
@@ -206,8 +207,13 @@ def train_fold(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, devi
     rng = np.random.default_rng(seed)
     norm = Normalizer.fit(data, fold.train)
     batcher = Batcher(data, norm, device, tc.max_len, tc.bucket, tc.batch_frames)
+    if tc.context == "dialog":   # batches of whole dialogues; batch_size counts dialogues
+        from mer.train.dialog import DialogBatcher
+
+        batcher = DialogBatcher(batcher, data.meta)
     n_out = 1 if data.regression else len(data.classes)
-    model = build_model(cls, data.specs, n_out, cfg, None if data.regression else data.classes).to(device)
+    model = build_model(cls, data.specs, n_out, cfg, None if data.regression else data.classes,
+                        tc.context).to(device)
     opt = make_optimizer(tc.optimizer, [p for p in model.parameters() if p.requires_grad], tc.lr, tc.weight_decay)
     loss_fn = _default_loss(model, data, fold.train, tc, device)
     monitor = tc.monitor if tc.monitor != "auto" else ("loss" if data.regression else "ua")
@@ -336,6 +342,7 @@ def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, 
     man, sch, labels, classes = load_labels(dataset, scheme, cache, manifest)
     for n, c in classes_of.items():
         check_balanced(c, n, tc, sch.is_regression)
+        check_context(c, n, tc.context)
     _check_modalities(man, requests, feature_sets)
     # find_store checks each store against this manifest's modality hashes.
     fcache = FeatureCache(dataset, cache, man, sets=feature_sets, where=tc.stores)
@@ -347,9 +354,9 @@ def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, 
         for fname in fusion_names:
             cls = classes_of[fname]
             cfg = model_config(cls, options)
-            sources = resolve_inputs(reqs, fcache, getattr(cls, "wants", "pooled"))
+            sources = resolve_inputs(reqs, fcache, fusion_wants(cls, tc.context))
             why = _unbuildable(cls, cfg, sources, n_classes=1 if sch.is_regression else len(classes),
-                               classes=None if sch.is_regression else classes)
+                               classes=None if sch.is_regression else classes, context=tc.context)
             absent = [man.lacks(m) for m in ("audio", "text") if man.lacks(m)]
             if why is not None and absent:
                 why += f"; {absent[0]}, so {fname} cannot run on it"
@@ -437,13 +444,13 @@ def _check_modalities(man, requests, feature_sets) -> None:
                 raise UsageError(f"--features {r.text}: {r.feature} is a {mod} feature, and {why}")
 
 
-def _unbuildable(cls, cfg, sources, n_classes: int, classes) -> str | None:
+def _unbuildable(cls, cfg, sources, n_classes: int, classes, context: str = "none") -> str | None:
     """Why a fusion cannot be built on these inputs (its own check, e.g. "needs at least 1 audio
     feature"), or None. Builds the model once on the input specs, which costs milliseconds."""
     from mer.train.data import input_specs
 
     try:
-        build_model(cls, input_specs(sources), n_classes, cfg, classes)
+        build_model(cls, input_specs(sources), n_classes, cfg, classes, context)
     except MerError as e:
         return str(e)
     return None

@@ -60,6 +60,7 @@ def scan(root: Path, report: Report, **_) -> list[dict]:
                 text = f.read_text(encoding="utf-8")
             except UnicodeDecodeError as e:
                 raise CorpusError(f"{f}: label file is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+            file_rows: list[tuple[float, dict]] = []
             for lineno, line in enumerate(text.splitlines(), 1):
                 if not line.startswith("["):
                     continue
@@ -81,7 +82,7 @@ def scan(root: Path, report: Report, **_) -> list[dict]:
                 labelled.add(uid)
                 wd = sdir / "sentences" / "ForcedAlignment" / um["dialog"] / f"{uid}.wdseg"
                 words = read_wdseg(wd) if wd.is_file() else None
-                rows.append(
+                file_rows.append((start,
                     {
                         "id": uid,
                         "audio": str(sdir / "sentences" / "wav" / um["dialog"] / f"{uid}.wav"),
@@ -99,7 +100,10 @@ def scan(root: Path, report: Report, **_) -> list[dict]:
                         "words": json.dumps(words) if words else None,
                         "_source": str(f),
                     }
-                )
+                ))
+            # A dialogue's rows in the order of its timeline (the manifest keeps no dialogue
+            # time; conversation-level training, --context dialog, reads the order from here).
+            rows.extend(r for _, r in sorted(file_rows, key=lambda sr: sr[0]))
         for uid in sorted(set(transcripts) - labelled):
             report.note(uid, trans_dir, "transcript line without a label (e.g. overlap segment): ignored")
     return rows
