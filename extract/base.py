@@ -29,6 +29,7 @@ EXTRACTORS: Registry[type["Extractor"]] = Registry(
         "mer.extract.speaker",    # dvector
         "mer.extract.ssl",        # wav2vec
         "mer.extract.prosody",    # prosody (seed 003)
+        "mer.extract.asr",        # asr (Whisper-family transcripts with word timestamps)
     ),
 )
 

@@ -67,9 +67,11 @@ def _features_help() -> str:
               help="Finalize stores even with rows that failed for a reason a rerun could fix (file missing now, "
                    "extractor error); the failures are recorded in the store. Default: such stores stay incomplete "
                    "and the next run retries exactly those rows.")
+@click.option("--text-source", default=None, metavar="asr:STORE|MODEL",
+              help="Text features from ASR transcripts: an asr store path or the --asr.model it was made with (see --features asr).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary table.")
 @_feature_options
-def extract(dataset, root, cache, features, fmt, dtype, device, workers, scheduler, batch_size, max_seconds, manifest, accept_failures, quiet, **opts):
+def extract(dataset, root, cache, features, fmt, dtype, device, workers, scheduler, batch_size, max_seconds, manifest, accept_failures, text_source, quiet, **opts):
     """Extract features into content-keyed stores in the cache.
 
     One store per feature and configuration: <cache>/<dataset>/features/<feature>-<key>.zarr
@@ -95,7 +97,7 @@ def extract(dataset, root, cache, features, fmt, dtype, device, workers, schedul
     paths = run_extract(
         dataset, features, cache=cache, root=root, configs=configs, fmt=fmt, device=device, workers=workers,
         scheduler=scheduler, dtype=dtype, batch_size=batch_size, quiet=quiet, max_seconds=max_seconds, manifest=manifest,
-        accept_failures=accept_failures,
+        accept_failures=accept_failures, text_source=text_source,
     )
     for feat, p in paths.items():
         click.echo(f"{feat}\t{p}")

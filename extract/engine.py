@@ -67,10 +67,13 @@ def run_extract(
     max_seconds: float = DEFAULT_MAX_SECONDS,
     manifest=None,
     accept_failures: bool = False,
+    text_source: str | None = None,
 ) -> dict[str, Path]:
     """Extract ``features`` for ``dataset`` into the cache; returns feature -> store path.
 
     ``configs``: feature -> {field: value} overrides of each extractor's Config.
+    ``text_source``: ``asr:<store or model>``: text features read the transcripts of that asr
+    store instead of the corpus's text (mer.extract.asr.apply_text_source).
     ``workers``: local worker processes (default: one per core; 0 = run in this process).
     ``scheduler``: address of an existing dask.distributed scheduler (workers must see the
     audio files and the ``mer`` package). ``manifest``: an explicit manifest path.
@@ -109,12 +112,24 @@ def run_extract(
         if k not in features:
             raise UsageError(f"options given for {k!r}, which is not in --features {','.join(features)}")
 
+    if text_source and "asr" in features and len(features) > 1:
+        # The transcripts must exist before text features can read them: asr first, then the rest.
+        kw = dict(cache=cache, fmt=fmt, device=device, workers=workers, scheduler=scheduler, dtype=dtype,
+                  batch_size=batch_size, quiet=quiet, max_seconds=max_seconds, accept_failures=accept_failures)
+        done = run_extract(dataset, ["asr"], root=root, manifest=manifest, configs={k: v for k, v in configs.items() if k == "asr"}, **kw)
+        done.update(run_extract(dataset, [f for f in features if f != "asr"], manifest=manifest, text_source=text_source,
+                                configs={k: v for k, v in configs.items() if k != "asr"}, **kw))
+        return done
     if root is not None:
         from mer.common.datasets.prepare import prepare
 
         m, _ = prepare(dataset, root, cache=cache, quiet=quiet)
     else:
         m = mf.load(dataset, cache, manifest=manifest)
+    if text_source:
+        from mer.extract.asr import apply_text_source
+
+        m = apply_text_source(m, text_source, cache, say=lambda s: print(s, file=sys.stderr))
     features = applicable_features(features, m)
     n = len(m.df)
     device = _device.check(device)

@@ -58,6 +58,8 @@ class TrainConfig:
     # Which store of a feature to use when several configurations were extracted:
     # {feature: {config field: value}}, e.g. {"bert": {"layer": "all"}} (--store bert.layer=all).
     stores: dict = field(default_factory=dict)
+    # Text from ASR transcripts instead of the corpus's: "asr:<asr store path or model>".
+    text_source: str | None = None
 
 
 # Optimizers by name (--optimizer choices come from here). Adam's weight_decay adds an L2
@@ -340,6 +342,11 @@ def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, 
         raise UsageError("--run-id names one run; this command trains several (drop --run-id)")
 
     man, sch, labels, classes = load_labels(dataset, scheme, cache, manifest)
+    if tc.text_source:  # same rows, transcripts (and their word times) from an asr store
+        from mer.extract.asr import apply_text_source
+
+        man = apply_text_source(man, tc.text_source, cache, say=(lambda s: None) if quiet else
+                                (lambda s: print(s, file=sys.stderr)))
     for n, c in classes_of.items():
         check_balanced(c, n, tc, sch.is_regression)
         check_context(c, n, tc.context)
