@@ -200,7 +200,7 @@ def test_paper_features_from_the_cli_on_the_synthetic_corpus(tmp_path, capsys):
     ref = np.concatenate([x[: len(seq)] for x in (_row(m, "frames", 0), _row(e, "lld", 0))], axis=1)
     assert len(seq) == min(len(_row(m, "frames", 0)), len(_row(e, "lld", 0)))
     np.testing.assert_allclose(seq, ref, rtol=1e-5, atol=2e-3)
-    for rid in ("pooled", "frames"):
+    for rid in ("pooled", "frames", "hier"):  # hier: the fold models decide with their chosen thresholds
         out = tmp_path / f"{rid}.csv"
         mer("predict", "--run", runs / rid, "--audio", row["audio"], "--text", row["text"], "--out", out)
         p = pd.read_csv(out)
