@@ -98,6 +98,9 @@ class _FusionHelp(click.Option):
               help="With --bucket: at most this many padded frames per batch (rows x longest sequence), which bounds memory; 0: no cap.")
 @click.option("--text-source", default=None, metavar="asr:STORE|MODEL",
               help="Train on text features computed from ASR transcripts (mer extract --features asr, then --text-source there too).")
+@click.option("--normalize", type=click.Choice(["fold", "speaker"]), default="fold", show_default=True,
+              help="speaker: first standardise each speaker's audio features over that speaker's own utterances (test ones too, "
+                   "labels unused; common SER practice), then the usual per-fold normalisation.")
 @click.option("--store", "stores", multiple=True, callback=_stores, metavar="FEATURE.FIELD=VALUE",
               help="Use the store of FEATURE extracted with that config value when there are several, e.g. --store bert.layer=all.")
 @click.option("--context", type=click.Choice(["none", "dialog"]), default="none", show_default=True,
@@ -110,7 +113,7 @@ class _FusionHelp(click.Option):
 @click.option("--no-plots", is_flag=True, help="Skip confusion.png and curves.png.")
 @click.option("--quiet", "-q", is_flag=True)
 def train(dataset, features, fusion, protocol, scheme, seeds, seed, cache, manifest, out, run_id, epochs, batch_size, lr,
-          optimizer, weight_decay, grad_clip, patience, monitor, balanced, max_len, context, bucket, batch_frames, stores, text_source, options, device, threads, no_plots, quiet):
+          optimizer, weight_decay, grad_clip, patience, monitor, balanced, max_len, context, bucket, batch_frames, stores, text_source, normalize, options, device, threads, no_plots, quiet):
     """Train fusion models on cached features and write one run directory per
     (feature set, fusion): config.yaml, metrics.json, predictions.csv, weights, plots.
 
@@ -125,7 +128,7 @@ def train(dataset, features, fusion, protocol, scheme, seeds, seed, cache, manif
     tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
                      grad_clip=grad_clip, patience=patience, monitor=monitor, balanced=balanced, context=context, max_len=max_len, bucket=bucket,
                      batch_frames=batch_frames, device=device, threads=threads,
-                     stores=stores, text_source=text_source)
+                     stores=stores, text_source=text_source, normalize=normalize)
     run_train(dataset, list(features), fusion, protocol=protocol, scheme=scheme,
               seeds=[seed] if seed is not None else seeds, cache=cache, out=out, device=device, manifest=manifest,
               options=options, config=tc, run_id=run_id, command="mer " + shlex.join(sys.argv[1:]),

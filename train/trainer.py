@@ -60,6 +60,10 @@ class TrainConfig:
     stores: dict = field(default_factory=dict)
     # Text from ASR transcripts instead of the corpus's: "asr:<asr store path or model>".
     text_source: str | None = None
+    # "fold": z-scoring with training-row statistics only (always done); "speaker": before it,
+    # each speaker's audio standardised with that speaker's own utterances, test ones included,
+    # labels unused (mer.train.speakernorm).
+    normalize: str = "fold"
 
 
 # Optimizers by name (--optimizer choices come from here). Adam's weight_decay adds an L2
@@ -341,6 +345,8 @@ def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, 
     if run_id and n_runs > 1:
         raise UsageError("--run-id names one run; this command trains several (drop --run-id)")
 
+    if tc.normalize not in ("fold", "speaker"):
+        raise UsageError(f"--normalize {tc.normalize!r}: fold or speaker")
     man, sch, labels, classes = load_labels(dataset, scheme, cache, manifest)
     if tc.text_source:  # same rows, transcripts (and their word times) from an asr store
         from mer.extract.asr import apply_text_source
@@ -383,6 +389,18 @@ def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, 
                     rep.counts[f"without a label under the scheme: {sch.source} {raw}"] = n
                 data_cache[dkey] = (build_data(man.df, labels, classes, sources, fcache, sch.is_regression, rep), rep)
             data, rep = data_cache[dkey]
+            if tc.normalize == "speaker":
+                skey = (dkey, "speaker")
+                if skey not in data_cache:
+                    from mer.train.speakernorm import speaker_normalized
+
+                    normed, info = speaker_normalized(data)
+                    rep.counts["speakers normalised separately (--normalize speaker)"] = info["speakers"]
+                    if info["without_speaker"]:
+                        rep.counts["utterances without a speaker id, not speaker-normalised"] = info["without_speaker"]
+                    data_cache[skey] = (normed, rep)
+                data = data_cache[skey][0]
+                dkey = skey
             if getattr(cls, "aligns_audio_to_tokens", False):
                 # masked: audio pooled per token from word times where the manifest has them
                 akey = (dkey, "audio_to_tokens")
