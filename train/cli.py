@@ -94,7 +94,7 @@ class _FusionHelp(click.Option):
               help="Keep the first N frames/tokens of every sequence input (a fixed crop, as seed 002's fixed-size spectrograms; default: whole sequences).")
 @click.option("--bucket/--no-bucket", default=True, show_default=True,
               help="Batch utterances of similar length together, so batches pad little (same models, other batch mixes).")
-@click.option("--batch-frames", type=int, default=16384, show_default=True,
+@click.option("--batch-frames", type=int, default=8192, show_default=True,
               help="With --bucket: at most this many padded frames per batch (rows x longest sequence), which bounds memory; 0: no cap.")
 @click.option("--text-source", default=None, metavar="asr:STORE|MODEL",
               help="Train on text features computed from ASR transcripts (mer extract --features asr, then --text-source there too).")
@@ -110,10 +110,12 @@ class _FusionHelp(click.Option):
               help="Fusion config field, e.g. --set hidden=128 --set dropout=0.2 (applies to every fusion that has it; a name no fusion has is an error).")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA if available), cpu, cuda, cuda:1.")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads (0: torch's default); small models train fastest on 1.")
+@click.option("--jobs", "-j", type=int, default=0, show_default=True,
+              help="Worker processes over folds and seeds (0: one per core); results equal --jobs 1 for a fixed seed. CPU only.")
 @click.option("--no-plots", is_flag=True, help="Skip confusion.png and curves.png.")
 @click.option("--quiet", "-q", is_flag=True)
 def train(dataset, features, fusion, protocol, scheme, seeds, seed, cache, manifest, out, run_id, epochs, batch_size, lr,
-          optimizer, weight_decay, grad_clip, patience, monitor, balanced, max_len, context, bucket, batch_frames, stores, text_source, normalize, options, device, threads, no_plots, quiet):
+          optimizer, weight_decay, grad_clip, patience, monitor, balanced, max_len, context, bucket, batch_frames, stores, text_source, normalize, options, device, threads, jobs, no_plots, quiet):
     """Train fusion models on cached features and write one run directory per
     (feature set, fusion): config.yaml, metrics.json, predictions.csv, weights, plots.
 
@@ -127,7 +129,7 @@ def train(dataset, features, fusion, protocol, scheme, seeds, seed, cache, manif
 
     tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
                      grad_clip=grad_clip, patience=patience, monitor=monitor, balanced=balanced, context=context, max_len=max_len, bucket=bucket,
-                     batch_frames=batch_frames, device=device, threads=threads,
+                     batch_frames=batch_frames, device=device, threads=threads, jobs=jobs,
                      stores=stores, text_source=text_source, normalize=normalize)
     run_train(dataset, list(features), fusion, protocol=protocol, scheme=scheme,
               seeds=[seed] if seed is not None else seeds, cache=cache, out=out, device=device, manifest=manifest,

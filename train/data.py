@@ -678,10 +678,11 @@ def pad_ragged(segments: list[np.ndarray], dim: int, max_len: int | None = None)
 
 # Batches drawn from a pool of this many batches are grouped by length (see Batcher.order).
 BUCKET_POOL = 32
-# Default cap on a batch's padded frames (rows x longest sequence): with the mel CNN's
-# 32-channel full-resolution maps, 16,384 frames x 64 bins hold about 130 MB per feature
-# map and under 1 GB of saved activations per step, whatever the utterance lengths.
-BATCH_FRAMES = 16384
+# Default cap on a batch's padded frames (rows x longest sequence). The mel CNN's 32-channel
+# full-resolution maps cost about 100 KB of saved activations per frame in training, so
+# 8,192 frames keep one training process near 0.8 GB peak whatever the utterance lengths
+# (16,384 measured 2.1 GB; bench/RESULTS.md); batches of short utterances still get batch_size rows.
+BATCH_FRAMES = 8192
 
 
 class Batcher:

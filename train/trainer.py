@@ -47,7 +47,7 @@ class TrainConfig:
     balanced: bool = False        # class-weighted cross-entropy (weights from the training rows)
     max_len: int | None = None    # cap on frames/tokens per ragged input (None: no cap); the first max_len are kept
     bucket: bool = True           # batch rows of similar length together (mer.train.data.Batcher)
-    batch_frames: int = 16384     # with bucket: at most this many padded frames per batch (0: no cap)
+    batch_frames: int = 8192      # with bucket: at most this many padded frames per batch (0: no cap)
     grad_clip: float = 5.0        # max global gradient norm; 0 = no clipping
     context: str = "none"         # "none": utterances on their own; "dialog": batches of whole dialogues (mer.train.dialog)
     device: str = "auto"
@@ -55,6 +55,8 @@ class TrainConfig:
     # busy 2-core machine spin against each other (measured here: 5.6 ms per MLP step with
     # 1 thread, 114 ms with 2). 0 = torch's default.
     threads: int = 1
+    # Worker processes over folds and seeds (0: one per usable core); results equal --jobs 1.
+    jobs: int = 0
     # Which store of a feature to use when several configurations were extracted:
     # {feature: {config field: value}}, e.g. {"bert": {"layer": "all"}} (--store bert.layer=all).
     stores: dict = field(default_factory=dict)
@@ -184,6 +186,33 @@ def evaluate(model, batcher: Batcher, rows, loss_fn, regression: bool, batch_siz
     return total / max(n, 1), np.concatenate(outs)[back], torch.cat(logit_list)[order]
 
 
+def _bound_heap() -> None:
+    """Serve every allocation above 64 KiB with its own mapping, returned to the system when
+    freed (glibc only; elsewhere nothing changes). Training allocates and frees feature maps
+    of a different size at every batch; glibc's default (a threshold that rises to 32 MiB)
+    keeps them in a heap that fragments, and a fold's peak RSS rose from 1.1 to 1.7 GB with
+    no gain in speed (measured: 17.4 vs 18.0 s of CPU for the same fold; bench/RESULTS.md)."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 64 * 1024)   # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def _peak_rss_mb() -> float:
+    import resource
+    import sys
+
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 2**20 if sys.platform == "darwin" else r / 1024   # bytes on macOS, KiB elsewhere
+
+
 def _score(metrics: dict, loss: float, monitor: str):
     # Larger is better; the validation loss breaks ties between equal accuracies.
     if monitor == "loss":
@@ -253,7 +282,10 @@ def train_fold(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, devi
                     correct += int((_proba(model, logits).argmax(-1) == y).sum())
         v_loss, v_out, _ = evaluate(model, batcher, fold.valid, loss_fn, data.regression, tc.batch_size)
         vm = metrics_of(v_out, fold.valid)
-        h = {"epoch": epoch + 1, "train_loss": tot / max(n, 1), "valid_loss": v_loss}
+        # rows trained on and this process's peak RSS so far: the benchmark's throughput, and
+        # memory that stays flat across epochs and folds (bench/bench_train_seq.py)
+        h = {"epoch": epoch + 1, "train_loss": tot / max(n, 1), "valid_loss": v_loss, "train_rows": n,
+             "peak_rss_mb": round(_peak_rss_mb(), 1)}
         if data.regression:
             h.update(valid_mae=vm["mae"])
         else:
@@ -279,6 +311,70 @@ def train_fold(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, devi
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     return FoldResult(seed, fold.name, m, np.asarray(fold.test), t_out, history, state, norm, best_epoch,
                       sweeps, time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------- parallel folds
+_JOB: tuple | None = None   # what forked workers train: (cls, cfg, data, tasks, tc, device)
+
+
+def jobs_for(tc: TrainConfig, n_tasks: int, device: str) -> int:
+    """Worker processes for ``n_tasks`` folds: ``tc.jobs`` (0 = one per usable core), never
+    more than the tasks; 1 on a GPU (one device, and CUDA cannot be used after a fork)."""
+    import os
+
+    if not str(device).startswith("cpu"):
+        return 1
+    n = tc.jobs or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return max(1, min(int(n), n_tasks))
+
+
+def fold_results(cls, cfg, data: TrainData, tasks: list, tc: TrainConfig, device: str):
+    """``train_fold`` for every (seed, fold) of ``tasks``, yielded in task order.
+
+    With more than one job the folds run in forked worker processes: they inherit the
+    aligned arrays (copy-on-write, nothing is pickled but the results), train with
+    ``tc.threads`` torch threads each, and return exactly what the same fold returns in
+    this process (every fold seeds its own generators; a test compares ``--jobs 2`` with
+    ``--jobs 1``). Where fork is unavailable (Windows, macOS's default) folds run here.
+    """
+    import multiprocessing as mp
+
+    global _JOB
+    jobs = jobs_for(tc, len(tasks), device)
+    if jobs <= 1 or "fork" not in mp.get_all_start_methods():
+        for seed, fold in tasks:
+            yield train_fold(cls, cfg, data, fold, seed, tc, device)
+        return
+    _JOB = (cls, cfg, data, tasks, tc, device)
+    _warm_imports()
+    try:
+        with mp.get_context("fork").Pool(jobs, initializer=_init_worker, initargs=(tc.threads,)) as pool:
+            yield from pool.imap(_run_task, range(len(tasks)))
+    finally:
+        _JOB = None
+
+
+def _warm_imports() -> None:
+    """Import, before forking, what the first optimizer step imports lazily (torch._dynamo,
+    sympy: profiled at 4 s of CPU), so workers share it instead of each paying for it."""
+    import torch
+
+    p = torch.zeros(1, requires_grad=True)
+    p.grad = torch.zeros(1)
+    torch.optim.AdamW([p]).step()
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+def _run_task(i: int) -> FoldResult:
+    cls, cfg, data, tasks, tc, device = _JOB
+    seed, fold = tasks[i]
+    return train_fold(cls, cfg, data, fold, seed, tc, device)
 
 
 # ----------------------------------------------------------------------------- the command
@@ -316,6 +412,7 @@ def run_train(dataset: str, features, fusions, protocol: str | None = None, sche
     dev = pick_device(tc.device)
     import torch
 
+    _bound_heap()
     prev_threads = torch.get_num_threads()
     if dev == "cpu" and tc.threads:
         torch.set_num_threads(int(tc.threads))
@@ -417,12 +514,12 @@ def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, 
             fold_sets = {s: make_folds(spec, data.meta, strat, s, rep, tc.valid_fraction) for s in seeds}
             total = sum(len(v) for v in fold_sets.values())
             label = f"{fname} [{'+'.join(s.key for s in sources)}]"
+            tasks = [(s, fold) for s in seeds for fold in fold_sets[s]]
             with progress(total, f"train {label}", unit="fold", disable=quiet) as bar:
-                for s in seeds:
-                    for fold in fold_sets[s]:
-                        results.append(train_fold(cls, cfg, data, fold, s, tc, dev))
-                        bar.set_postfix_str(_postfix(results[-1], data.regression))
-                        bar.update(1)
+                for r in fold_results(cls, cfg, data, tasks, tc, dev):
+                    results.append(r)
+                    bar.set_postfix_str(_postfix(results[-1], data.regression))
+                    bar.update(1)
             seconds = time.perf_counter() - t0
             run_dir = write_run(
                 out_root, run_id, dataset=dataset, manifest=man, scheme=sch, protocol=spec, seeds=seeds,
