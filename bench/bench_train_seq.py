@@ -4,7 +4,8 @@ For one or more synthetic IEMOCAP-layout corpora (espeak-ng speech from mer.comm
 features extracted by `mer extract`: bert, mfcc, mel, egemaps), runs `mer train` for every
 named fusion with a fixed number of epochs, twice: with this checkout and with the code of
 ``--baseline`` (default 9748dd6, main before issue 10), checked out by ``git archive`` into a
-temporary folder and run by the same Python, on the same stores, in this same script. Each
+temporary folder and run by the same Python, on the same corpus, in this same script (the
+baseline reads stores of its own version, so it extracts the corpus with its own code). Each
 command runs in its own process; the script samples the summed PSS of its process tree
 (workers included) every 0.5 s. Reported per (corpus, fusion, code): wall seconds, training
 utterances per second (training rows x epochs run, summed over folds, over the wall time of the
@@ -77,6 +78,18 @@ def corpus(out: Path, per_class: int, features: str) -> tuple[Path, dict]:
     return cache, info
 
 
+def old_cache(out: Path, per_class: int, old_tree: Path, features: str) -> Path:
+    """The baseline reads only its own store version (1; this code writes 2, with per-chunk
+    checksums), so it extracts the same corpus with its own code, in its own process
+    (``--workers 0``: a worker process would import this checkout's modules instead)."""
+    root, cache = out / f"corpus-{per_class}", out / f"cache-{per_class}-old"
+    if not (cache / ".extracted").exists():
+        subprocess.run([sys.executable, "-c", OLD_LAUNCH, str(old_tree), "extract", "-d", "iemocap", "-r", str(root),
+                        "-f", features, "--cache", str(cache), "--workers", "0", "-q"], check=True)
+        (cache / ".extracted").write_text(features)
+    return cache
+
+
 def baseline_tree(out: Path, commit: str) -> Path:
     tree = out / f"baseline-{commit}"
     if not (tree / "train" / "trainer.py").exists():
@@ -143,10 +156,12 @@ def main() -> None:
     for k in args.per_class:
         cache, info = corpus(out, k, "bert,mfcc,mel,egemaps")
         print(f"\ncorpus per_class={k} ({20 * k} utterances): {info or 'reused'}", flush=True)
+        if old_tree is not None:
+            ocache = old_cache(out, k, old_tree, ",".join(sorted({f for p in args.fusions for f in p.split(":")[1].split(",")})))
         for pair in args.fusions:
             fusion, feats = pair.split(":")
             new = run_one("new", None, cache, fusion, feats, args.epochs, out, args.protocol)
-            old = None if old_tree is None else run_one("old", old_tree, cache, fusion, feats,
+            old = None if old_tree is None else run_one("old", old_tree, ocache, fusion, feats,
                                                         args.old_epochs or args.epochs, out, args.protocol)
             rows.append((k, fusion, feats, new, old))
             line = (f"{20 * k:>6} {fusion:>12} {feats:>10} | new {new['wall']:7.1f} s {new['ups']:7.1f} utt/s "
