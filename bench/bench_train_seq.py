@@ -9,7 +9,8 @@ baseline reads stores of its own version, so it extracts the corpus with its own
 command runs in its own process; the script samples the summed PSS of its process tree
 (workers included) every 0.5 s. Reported per (corpus, fusion, code): wall seconds, training
 utterances per second (training rows x epochs run, summed over folds, over the wall time of the
-whole command, loading included), peak tree PSS, and new/old ratios; for the new code also the
+whole command, loading included) and per CPU second (all its processes: the fairer figure on a
+shared machine), peak tree PSS, and new/old ratios; for the new code also the
 peak RSS of the training process after every fold (from history.json), to show it is flat.
 
 The old code is slow; ``--old-epochs`` runs it for fewer epochs (throughput is per epoch, so
@@ -100,7 +101,7 @@ def baseline_tree(out: Path, commit: str) -> Path:
 
 
 def run_one(code: str, old_tree: Path | None, cache: Path, fusion: str, feats: str, epochs: int, out: Path,
-            protocol: str = "loso") -> dict:
+            protocol: str = "loso", rows_per_epoch: dict | None = None) -> dict:
     runs = out / f"runs-{code}-{fusion}-{cache.name}"
     args = ["train", "-d", "iemocap", "-f", feats, "--fusion", fusion, "--protocol", protocol, "--epochs", str(epochs),
             "--patience", str(epochs + 1), "--cache", str(cache), "--out", str(runs), "--no-plots", "-q"]
@@ -112,28 +113,13 @@ def run_one(code: str, old_tree: Path | None, cache: Path, fusion: str, feats: s
     run = max(runs.iterdir(), key=lambda p: p.stat().st_mtime)
     hist = json.loads((run / "history.json").read_text())
     utts = sum(e.get("train_rows", 0) for f in hist for e in f["epochs"])
-    if not utts:  # the baseline's history has no train_rows: count them from the run's own folds
-        utts = _train_rows_from_run(run, hist)
+    if not utts:  # the baseline's history has no train_rows: the same folds' rows from the new run
+        utts = sum(rows_per_epoch[(str(f["seed"]), str(f["fold"]))] * len(f["epochs"]) for f in hist)
+    per_epoch = {(str(f["seed"]), str(f["fold"])): f["epochs"][0].get("train_rows", 0) for f in hist}
     ua = json.loads((run / "metrics.json").read_text())["mean"].get("ua")
     rss = [max(e.get("peak_rss_mb", 0) for e in f["epochs"]) for f in hist]
-    return {"wall": wall, "pss_gb": pss / 2**30, "cpu": cpu, "utts": utts, "ups": utts / wall, "ua": ua,
-            "fold_rss_mb": rss}
-
-
-def _train_rows_from_run(run: Path, hist: list) -> int:
-    """Training rows per fold for a run without train_rows in its history: every used row is
-    in exactly one test fold; the training rows of a fold are the rest minus its validation
-    slice (the protocol's 10% carve, as `make_folds` does it)."""
-    import pandas as pd
-
-    pred = pd.read_csv(run / "predictions.csv")
-    n = len(pred)
-    total = 0
-    for f in hist:
-        n_test = int((pred["fold"].astype(str) == str(f["fold"])).sum())
-        rest = n - n_test
-        total += (rest - max(1, round(rest * 0.1))) * len(f["epochs"])
-    return total
+    return {"wall": wall, "pss_gb": pss / 2**30, "cpu": cpu, "utts": utts, "ups": utts / wall, "upc": utts / max(cpu, 1e-9),
+            "ua": ua, "fold_rss_mb": rss, "rows_per_epoch": per_epoch}
 
 
 def main() -> None:
@@ -162,13 +148,15 @@ def main() -> None:
             fusion, feats = pair.split(":")
             new = run_one("new", None, cache, fusion, feats, args.epochs, out, args.protocol)
             old = None if old_tree is None else run_one("old", old_tree, ocache, fusion, feats,
-                                                        args.old_epochs or args.epochs, out, args.protocol)
+                                                        args.old_epochs or args.epochs, out, args.protocol,
+                                                        new["rows_per_epoch"])
             rows.append((k, fusion, feats, new, old))
             line = (f"{20 * k:>6} {fusion:>12} {feats:>10} | new {new['wall']:7.1f} s {new['ups']:7.1f} utt/s "
-                    f"{new['pss_gb']:5.2f} GB ua {new['ua']:.3f}")
+                    f"({new['upc']:.1f} per CPU s) {new['pss_gb']:5.2f} GB ua {new['ua']:.3f}")
             if old:
-                line += (f" | old {old['wall']:7.1f} s {old['ups']:6.1f} utt/s {old['pss_gb']:5.2f} GB ua {old['ua']:.3f}"
-                         f" | x{new['ups'] / old['ups']:.1f} throughput, x{old['pss_gb'] / new['pss_gb']:.1f} less memory")
+                line += (f" | old {old['wall']:7.1f} s {old['ups']:6.1f} utt/s ({old['upc']:.1f} per CPU s) "
+                         f"{old['pss_gb']:5.2f} GB ua {old['ua']:.3f} | x{new['ups'] / old['ups']:.1f} throughput "
+                         f"(x{new['upc'] / old['upc']:.1f} per CPU s), x{old['pss_gb'] / new['pss_gb']:.1f} less memory")
             print(line, flush=True)
             print(f"{'':>30}   new: peak RSS per fold (MB) {new['fold_rss_mb']}", flush=True)
     print("\n| utterances | fusion | features | new wall s | new utt/s | new peak PSS GB | old wall s (epochs) | "
