@@ -43,7 +43,8 @@ import numpy as np
 
 from mer.common.errors import MerError, UsageError, require
 from mer.extract.base import EXTRACTORS, ExtractorConfig, OutputSpec, Utterance
-from mer.extract.torchutil import NeuralExtractor, dtype_name, hash_file, inference, pooled_stats, shared_model
+from mer.extract.neural import NeuralExtractor
+from mer.extract.torchutil import dtype_name, hash_file, inference, pooled_stats, shared_model
 
 SAMPLE_RATE = 48000
 WINDOW = SAMPLE_RATE      # 1-second windows

@@ -30,7 +30,8 @@ import numpy as np
 
 from mer.common.errors import MerError, MissingDependency, UsageError
 from mer.extract.base import EXTRACTORS, ExtractorConfig, OutputSpec, Utterance
-from mer.extract.torchutil import NeuralExtractor, dtype_name, hash_file, inference, shared_model
+from mer.extract.neural import NeuralExtractor
+from mer.extract.torchutil import dtype_name, hash_file, inference, shared_model
 
 SAMPLE_RATE = 16000
 EMBED_DIM = 256

@@ -38,8 +38,8 @@ import numpy as np
 
 from mer.common.errors import MerError, UsageError, require
 from mer.extract.base import EXTRACTORS, ExtractorConfig, OutputSpec, Utterance
+from mer.extract.neural import NeuralExtractor
 from mer.extract.torchutil import (
-    NeuralExtractor,
     dtype_name,
     hash_model_dir,
     inference,

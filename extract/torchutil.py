@@ -8,9 +8,8 @@
   encoders (or two versions of one) never share a store.
 - ``shared_model``: one loaded model per (key, device) per process, so a Dask worker that runs
   many tasks loads each model once.
-- ``prefetch``: run a producer (audio decoding, tokenising, CPU extractors) in a background thread
-  a few items ahead of the consumer, so the GPU does not wait on the CPU.
-- ``NeuralExtractor``: the base class the four neural extractors share.
+
+The neural extractors' base class is ``mer.extract.neural.NeuralExtractor``.
 
 torch is imported inside functions: importing this module stays cheap.
 """
@@ -19,18 +18,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import queue
 import threading
-from abc import abstractmethod
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 
-from mer.common.device import choose as pick_device  # noqa: F401 - the one device choice, used below
+from mer.common.device import choose as pick_device  # noqa: F401 - the one device choice, for the extractors
 from mer.common.errors import MerError, UsageError
-from mer.extract.base import Extractor, Utterance
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -276,152 +272,6 @@ def shared_model(key: tuple, loader: Callable[[], T]) -> T:
         obj = loader()
         _MODELS[key] = obj
         return obj
-
-
-def clear_shared_models() -> None:
-    with _MODELS_LOCK:
-        _MODELS.clear()
-    _empty_cache()
-
-
-# --------------------------------------------------------------------------- CPU/GPU overlap
-
-_END = object()
-
-
-def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
-    """Iterate ``items`` with a background thread producing up to ``depth`` items ahead.
-
-    Decoding audio (soundfile/PyAV release the GIL) and CPU feature work overlap with GPU
-    forward passes in the consumer. Exceptions in the producer surface in the consumer.
-    """
-    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-
-    def produce():
-        try:
-            for it in items:
-                if stop.is_set():
-                    return
-                q.put(it)
-            q.put(_END)
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            q.put(_Raise(e))
-
-    t = threading.Thread(target=produce, name="mer-prefetch", daemon=True)
-    t.start()
-    try:
-        while True:
-            it = q.get()
-            if it is _END:
-                break
-            if isinstance(it, _Raise):
-                raise it.exc
-            yield it
-    finally:
-        stop.set()
-        # Unblock a producer waiting on a full queue so the thread can finish.
-        while t.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                t.join(timeout=0.05)
-
-
-class _Raise:
-    def __init__(self, exc: BaseException):
-        self.exc = exc
-
-
-def gpu_resources(extractor_cls, device: str) -> dict[str, int] | None:
-    """Dask ``resources=`` for a task of this extractor: GPU work only goes to workers started
-    with ``--resources GPU=1``; CPU extractors (and CPU runs) need nothing."""
-    if getattr(extractor_cls, "uses_gpu", False) and str(device).startswith("cuda"):
-        return {"GPU": 1}
-    return None
-
-
-# --------------------------------------------------------------------------- shared base class
-
-
-class NeuralExtractor(Extractor):
-    """Base for the torch extractors: device/dtype resolution, a lazily loaded model reused
-    across batches, OOM-retrying sub-batches, and a place to record repairs.
-
-    Engine-facing additions (all optional to use):
-      ``load()``            load the model now (else the first ``process`` does)
-      ``sort_key(utt)``     a length for grouping similar utterances into one batch
-      ``batch_hint`` utterances per ``process`` call that keep the device busy
-      ``available()``       (ok, reason): whether the extractor can run with its config here
-      ``report``            set it to a mer.common.report.Report to collect repairs/notes
-    """
-
-    uses_gpu: ClassVar[bool] = True
-    batch_hint: ClassVar[int] = 32
-
-    def __init__(self, config=None, device: str = "cpu"):
-        super().__init__(config, pick_device(device))
-        self.report = None
-        self.events: list[tuple[str, str, str, str]] = []  # (kind, id, reason, detail)
-        self._model = None
-        # Sub-batch items are (utterance id, payload) pairs, so OOM messages can name one.
-        self._batcher = OOMBatcher(getattr(self.config, "batch_size", 32), describe=lambda item: str(item[0]))
-
-    # -- engine helpers
-    @classmethod
-    def available(cls, config=None) -> tuple[bool, str]:
-        return True, ""
-
-    @staticmethod
-    def sort_key(utt: Utterance) -> int:
-        if utt.audio is not None:
-            return int(len(utt.audio))
-        return len(utt.text or "")
-
-    @property
-    def torch_dtype(self):
-        return resolve_dtype(self.device, getattr(self.config, "dtype", "auto"))
-
-    def load(self):
-        if self._model is None:
-            self._model = self._load()
-        return self._model
-
-    def setup(self) -> None:
-        """The engine's hook, called once per worker before the first batch."""
-        self.load()
-
-    @abstractmethod
-    def _load(self):
-        """Load and return the model (each subclass loads its own)."""
-
-    # -- recording repairs: into the engine's Report when it gave us one, always into events
-    def _record(self, kind: str, uid: str, reason: str, detail: str = "") -> None:
-        self.events.append((kind, uid, reason, detail))
-        if self.report is not None:
-            getattr(self.report, kind)(uid, self.name, reason, detail)
-
-    def pop_events(self) -> list[tuple[str, str, str, str]]:
-        """Repairs/notes recorded since the last call, as (kind, utterance id, reason, detail),
-        kind being "repair" or "note": for an engine that gathers them per batch."""
-        ev, self.events = self.events, []
-        return ev
-
-    def _audio(self, utt: Utterance) -> np.ndarray:
-        if utt.audio is None:
-            raise MerError(f"{utt.id}: no audio given to the {self.name} extractor")
-        if self.sample_rate and utt.sample_rate and int(utt.sample_rate) != int(self.sample_rate):
-            raise MerError(
-                f"{utt.id}: audio is at {utt.sample_rate} Hz, the {self.name} extractor needs {self.sample_rate} Hz"
-            )
-        x = np.asarray(utt.audio, dtype=np.float32)
-        if x.ndim != 1:
-            raise MerError(f"{utt.id}: {self.name} expects mono audio, got shape {x.shape}")
-        if len(x) == 0:
-            raise MerError(f"{utt.id}: empty audio")
-        if not np.isfinite(x).all():
-            raise MerError(f"{utt.id}: audio contains NaN or infinite samples")
-        return x
 
 
 @contextmanager

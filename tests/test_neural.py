@@ -87,7 +87,7 @@ def test_oom_batcher_halves_and_keeps_order():
         tu.OOMBatcher(4)(broken, [1, 2])
 
 
-def test_hashing_prefetch_and_shared_model(tmp_path):
+def test_hashing_and_shared_model(tmp_path):
     d = tmp_path / "m"
     d.mkdir()
     (d / "config.json").write_text("{}")
@@ -100,22 +100,10 @@ def test_hashing_prefetch_and_shared_model(tmp_path):
     os.utime(d / "model.safetensors", ns=(1, 1))
     assert tu.hash_model_dir(d) != h1
 
-    assert list(tu.prefetch(iter(range(50)), depth=3)) == list(range(50))
-
-    def gen():
-        yield 1
-        raise RuntimeError("decode failed")
-
-    with pytest.raises(RuntimeError, match="decode failed"):
-        list(tu.prefetch(gen()))
-
     n = []
     key = ("test", str(tmp_path))
     a = tu.shared_model(key, lambda: n.append(1) or object())
     assert tu.shared_model(key, lambda: n.append(1) or object()) is a and n == [1]
-
-    assert tu.gpu_resources(EXTRACTORS.get("bert"), "cuda") == {"GPU": 1}
-    assert tu.gpu_resources(EXTRACTORS.get("bert"), "cpu") is None
 
 
 def test_unknown_model_id_is_actionable(tmp_path, monkeypatch):
@@ -306,7 +294,18 @@ def test_openl3_random_weights_shapes_batching_determinism(input_repr, size, dev
 
 
 def test_openl3_frontend_matches_kapre_reference():
-    """Log-mel front end vs a numpy/librosa rendering of Kapre's Melspectrogram (tolerance 1e-3 dB)."""
+    """Log-mel front end (float32 torch) vs a float64 numpy/librosa rendering of Kapre's
+    Melspectrogram, within a tolerance that holds on any x86-64 CPU.
+
+    Why the tolerance depends on the level: the float32 STFT's rounding leaves an absolute
+    error of about K * eps32 * a_max in each mel amplitude (a_max: the loudest one), so a bin
+    ``ref`` dB below the maximum (dB = 10 log10 of the amplitude here, as in Kapre) has a
+    relative error K * eps32 * 10^(-ref/10), i.e. 20/ln(10) * K * eps32 * 10^(-ref/10) dB. A
+    fixed 1e-3 dB held on AMD EPYC and failed on an Intel Xeon (1.14e-3 dB, one value ~45 dB
+    down in an almost empty mel256 band), because the summation order of the FFT (SIMD width)
+    differs between CPUs. Measured here K <= 2.1; the bound for a radix-2 FFT of n = 2048
+    grows like log2(n) = 11, so K = 16 holds whatever order the CPU sums in. The 1e-4 dB
+    floor is 10x float32's resolution of values up to 80 dB (80 * eps32 = 1e-5)."""
     import librosa
 
     from mer.extract.openl3 import build_network
@@ -326,7 +325,10 @@ def test_openl3_frontend_matches_kapre_reference():
         db = 10 * np.log10(np.maximum(np.sqrt(fb @ power), 1e-10))
         ref = np.maximum(db - db.max(), -80.0)
         assert ours.shape == ref.shape == (n_mels, 199)
-        np.testing.assert_allclose(ours, ref, atol=1e-3, rtol=0)
+        k, eps = 16.0, float(np.finfo(np.float32).eps)
+        tol = 1e-4 + 20 / np.log(10) * k * eps * 10.0 ** (-ref / 10)
+        err = np.abs(ours.astype(np.float64) - ref)
+        assert np.all(err <= tol), f"{repr_}: worst {err.max():.3g} dB at {ref.flat[np.argmax(err / tol)]:.1f} dB (tol there {tol.flat[np.argmax(err / tol)]:.3g})"
 
 
 def _keras_like_h5(path, net):
