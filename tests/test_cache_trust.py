@@ -62,6 +62,10 @@ def test_missing_session_fails_the_run_and_only_those_rows_are_retried(corpus, m
         g.rename(g.with_suffix(".away"))
     with pytest.raises(MerError, match=r"3 rows failed \(missing audio: 3\), e\.g\. Ses01F_impro01_F003"):
         run_extract("iemocap", ["mfcc", "egemaps"], cache=cache, **KW)
+    from mer.extract.cache import find_store
+
+    with pytest.raises(MerError, match="run `mer extract"):  # so `mer train` cannot run on 7 of 10 rows
+        find_store("iemocap", "mfcc", cache)
     for g in gone:
         g.with_suffix(".away").rename(g)
     seen = []
