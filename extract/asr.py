@@ -39,8 +39,8 @@ import numpy as np
 
 from mer.common.errors import MerError, UsageError, require
 from mer.extract.base import EXTRACTORS, ExtractorConfig, OutputSpec, Utterance
+from mer.extract.neural import NeuralExtractor
 from mer.extract.torchutil import (
-    NeuralExtractor,
     dtype_name,
     hash_model_dir,
     inference,
@@ -75,7 +75,6 @@ class _Asr:
 
 @EXTRACTORS.register("asr")
 class AsrExtractor(NeuralExtractor):
-    name = "asr"
     modality = "audio"
     Config = AsrConfig
     sample_rate = SAMPLE_RATE
