@@ -90,6 +90,7 @@ def test_asr_transcripts_feed_bert_through_text_source(whisper, tmp_path, capsys
           "--protocol", "random", "--epochs", "2", "--out", str(runs), "--run-id", "asr", "-q", "--no-plots"])
     cfg = yaml.safe_load((runs / "asr" / "config.yaml").read_text())
     assert cfg["train"]["text_source"] == f"asr:{asr_store}"
+    assert cfg["text_source"]["store"] == asr_store and 0 <= cfg["text_source"]["wer"]["wer"]
     assert cfg["stores"]["bert"]["path"] != [s for s in berts if s["path"] != cfg["stores"]["bert"]["path"]][0]["path"]
     assert json.loads((runs / "asr" / "metrics.json").read_text())["n_utterances"] == 12
 

@@ -117,6 +117,8 @@ def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, se
         "stores": {f: store_record(fcache.get(f)) for f in dict.fromkeys(s.feature for s in sources)},
         "weights": [f"weights/seed{r.seed}-{r.fold}.safetensors" for r in results],
     }
+    if manifest.meta.get("text_source"):  # text from ASR transcripts: which store, model, WER
+        config["text_source"] = _plain(manifest.meta["text_source"])
     if getattr(data, "alignment", None):  # how audio was cut to tokens (word times or resampling)
         config["audio_to_tokens"] = _plain(data.alignment)
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
