@@ -20,6 +20,7 @@ COMMANDS = {
     "prepare": "mer.common.cli:prepare",
     "extract": "mer.extract.cli:extract",
     "cache": "mer.extract.cli:cache",
+    "recipes": "mer.common.cli:recipes",
     "train": "mer.train.cli:train",
     "runs": "mer.train.cli:runs",
     "compare": "mer.train.cli:compare",
@@ -31,6 +32,7 @@ HELP = {
     "prepare": "Read a corpus in its official layout and write a validated manifest.",
     "extract": "Extract features into content-keyed stores in the cache.",
     "cache": "List, verify, export or remove feature stores.",
+    "recipes": "The seed papers' recipes (features, model, training settings) and their figures.",
     "train": "Train fusion models on cached features and write a run directory.",
     "runs": "Compare run directories as a table (and CSV/Markdown/PNG).",
     "compare": "Paired significance tests between runs on the same folds (table + PNG).",
@@ -123,6 +125,23 @@ def demo(cache, out, per_class, seed, quick):
     from mer.common.demo import run_demo
 
     run_demo(cache=cache, out=out, per_class=per_class, seed=seed, quick=quick)
+
+
+@click.command()
+def recipes():
+    """The seed papers' recipes with the figures they report (run one with
+    `mer extract --recipe NAME -d D` then `mer train --recipe NAME -d D`)."""
+    from mer.common.recipes import table
+
+    rows = table()
+    cols = ["recipe", "seed", "dataset", "fusion", "context", "protocol", "scheme", "features", "metric", "paper figure"]
+    width = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    click.echo("  ".join(c.ljust(width[c]) for c in cols))
+    for r in rows:
+        click.echo("  ".join(str(r[c]).ljust(width[c]) for c in cols))
+    click.echo("")
+    for r in rows:
+        click.echo(f"{r['recipe']}: {r['reported as']}")
 
 
 def main(argv=None):

@@ -118,6 +118,17 @@ def _manifest(dataset: str, cache, manifest):
     return manifest
 
 
+def _config_matches(stored: dict, wanted: dict) -> bool:
+    """``stored`` (a store's extractor config) has the ``wanted`` values, compared as text
+    (``--store bert.layer=all``); a model directory or .conf file is compared by its name
+    (a recipe's ``roberta-large`` is the user's ``/models/roberta-large``)."""
+    def text(k, v):
+        v = Path(v).name if k in ("model", "config") and isinstance(v, str) and v else v
+        return str(v).lower()
+
+    return all(k in stored and text(k, stored[k]) == text(k, v) for k, v in wanted.items())
+
+
 def find_store(dataset: str, feature: str, cache=None, manifest=None, where: dict | None = None) -> Path:
     """The newest COMPLETE store of extractor ``feature`` built from the current manifest
     (its modality hash), else a MerError naming the `mer extract` command to run.
@@ -133,8 +144,7 @@ def find_store(dataset: str, feature: str, cache=None, manifest=None, where: dic
             hits.append(s)
     if hits and where:
         def fits(s):
-            cfg = s.get("config") or {}
-            return all(k in cfg and str(cfg[k]).lower() == str(v).lower() for k, v in where.items())
+            return _config_matches(s.get("config") or {}, where)
 
         chosen = [s for s in hits if fits(s)]
         if not chosen:

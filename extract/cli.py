@@ -70,8 +70,11 @@ def _features_help() -> str:
 @click.option("--text-source", default=None, metavar="asr:STORE|MODEL",
               help="Text features from ASR transcripts: an asr store path or the --asr.model it was made with (see --features asr).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary table.")
+@click.option("--recipe", default=None, help="Extract exactly a recipe's features with its settings (`mer recipes` lists them); --<feature>.<field> options override them.")
+@click.option("--substitute", is_flag=True, help="With --recipe: replace encoders that are not installed by the packaged defaults (recorded; the results are then not the paper's).")
 @_feature_options
-def extract(dataset, root, cache, features, fmt, dtype, device, workers, scheduler, batch_size, max_seconds, manifest, accept_failures, text_source, quiet, **opts):
+def extract(dataset, root, cache, features, fmt, dtype, device, workers, scheduler, batch_size, max_seconds, manifest, accept_failures, text_source, quiet,
+            recipe, substitute, **opts):
     """Extract features into content-keyed stores in the cache.
 
     One store per feature and configuration: <cache>/<dataset>/features/<feature>-<key>.zarr
@@ -87,6 +90,24 @@ def extract(dataset, root, cache, features, fmt, dtype, device, workers, schedul
             continue
         _, feat, fld = k.split("__", 2)
         configs.setdefault(feat, {})[fld] = v
+    if recipe:
+        from mer.common import recipes
+        from mer.common.errors import UsageError
+
+        if features:
+            raise UsageError("--recipe names the features to extract; drop --features (or drop --recipe)")
+        r = recipes.load(recipe)
+        if r.dataset != dataset:
+            click.echo(f"note: recipe {r.name} is set up for {r.dataset}; extracting it for {dataset}", err=True)
+        plan = recipes.plan(r, configs, substitute)
+        for sub in plan.substitutions:
+            click.echo(f"note: substituted {sub['feature']} {sub['wanted']} -> {sub['used_feature']} {sub['used']} "
+                       f"(the results are not the paper's)", err=True)
+        features, configs = ",".join(plan.features), plan.features
+    elif substitute:
+        from mer.common.errors import UsageError
+
+        raise UsageError("--substitute works with --recipe only")
     if not features:
         from mer.extract.base import default_features
 

@@ -68,7 +68,7 @@ class _FusionHelp(click.Option):
 
 @click.command()
 @click.option("--dataset", "-d", type=dataset_choice(), required=True, help="Corpus (its manifest must be prepared).")
-@click.option("--features", "-f", multiple=True, required=True,
+@click.option("--features", "-f", multiple=True,
               help="Comma list of stores[.output], e.g. bert,mfcc or bert.tokens,mfcc.frames. Repeat for several feature sets.")
 @click.option("--fusion", cls=_FusionHelp, default="concat", show_default=True, callback=_check_fusions)
 @click.option("--protocol", "-p", default=None, help="Protocol from manifests/<dataset>.yaml (loso, si, sd, official, random; default: the dataset's).")
@@ -114,8 +114,12 @@ class _FusionHelp(click.Option):
               help="Worker processes over folds and seeds (0: one per core); results equal --jobs 1 for a fixed seed. CPU only.")
 @click.option("--no-plots", is_flag=True, help="Skip confusion.png and curves.png.")
 @click.option("--quiet", "-q", is_flag=True)
-def train(dataset, features, fusion, protocol, scheme, seeds, seed, cache, manifest, out, run_id, epochs, batch_size, lr,
-          optimizer, weight_decay, grad_clip, patience, monitor, balanced, max_len, context, bucket, batch_frames, stores, text_source, normalize, options, device, threads, jobs, no_plots, quiet):
+@click.option("--recipe", default=None, help="Train a paper's recipe (`mer recipes`); options given here override its values (recorded in the run).")
+@click.option("--substitute", is_flag=True, help="With --recipe: use the stores `mer extract --recipe ... --substitute` made with the packaged encoders (recorded; not the paper's numbers).")
+@click.pass_context
+def train(ctx, dataset, features, fusion, protocol, scheme, seeds, seed, cache, manifest, out, run_id, epochs, batch_size, lr,
+          optimizer, weight_decay, grad_clip, patience, monitor, balanced, max_len, context, bucket, batch_frames, stores, text_source,
+          normalize, options, device, threads, jobs, no_plots, quiet, recipe, substitute):
     """Train fusion models on cached features and write one run directory per
     (feature set, fusion): config.yaml, metrics.json, predictions.csv, weights, plots.
 
@@ -124,9 +128,32 @@ def train(dataset, features, fusion, protocol, scheme, seeds, seed, cache, manif
       mer train -d iemocap -f bert,mfcc --fusion concat,late --protocol loso
       mer train -d iemocap -f bert,mfcc -f bert -f mfcc --seeds 0,1,2   # fusion vs unimodal
       mer train -d mosi -f bert,egemaps --scheme regression
+      mer train --recipe cm-roberta -d meld --substitute --epochs 20    # a paper's settings, epochs overridden
     """
+    from mer.common.errors import UsageError
     from mer.train.trainer import TrainConfig, run_train
 
+    record = store_cfgs = None
+    if recipe:
+        from click.core import ParameterSource
+
+        from mer.common.recipes import train_setup
+
+        given = {n for n in ctx.params if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE}
+        vals, record, store_cfgs = train_setup(recipe, dataset, dict(ctx.params), given, cache, manifest, substitute)
+        features, fusion, protocol, scheme, context, options = (vals[k] for k in ("features", "fusion", "protocol", "scheme",
+                                                                                    "context", "options"))
+        epochs, batch_size, lr, optimizer, weight_decay, grad_clip, patience, monitor, balanced, max_len = (
+            vals[k] for k in ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "grad_clip", "patience",
+                              "monitor", "balanced", "max_len"))
+        fusion = [fusion] if isinstance(fusion, str) else fusion
+        for sub in record["substitutions"]:
+            click.echo(f"note: substituted {sub['feature']} -> {sub['used_feature']} {sub['used']} (the results are "
+                       f"not the paper's)", err=True)
+    elif substitute:
+        raise UsageError("--substitute works with --recipe only")
+    elif not features:
+        raise UsageError("name the features to train on with --features (or train a paper's --recipe)")
     tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
                      grad_clip=grad_clip, patience=patience, monitor=monitor, balanced=balanced, context=context, max_len=max_len, bucket=bucket,
                      batch_frames=batch_frames, device=device, threads=threads, jobs=jobs,
@@ -134,7 +161,7 @@ def train(dataset, features, fusion, protocol, scheme, seeds, seed, cache, manif
     run_train(dataset, list(features), fusion, protocol=protocol, scheme=scheme,
               seeds=[seed] if seed is not None else seeds, cache=cache, out=out, device=device, manifest=manifest,
               options=options, config=tc, run_id=run_id, command="mer " + shlex.join(sys.argv[1:]),
-              plots=not no_plots, quiet=quiet)
+              plots=not no_plots, quiet=quiet, recipe=record, store_configs=store_cfgs)
 
 
 @click.command()
@@ -162,7 +189,10 @@ def runs(roots, filters, sort, ascending, metrics, csv_path, md_path, png_path, 
     if len(df) == 0:
         raise MerError(f"no finished runs under {', '.join(roots)}" + (" matching the filters" if filters else ""))
     id_cols = ["run", "dataset", "features", "fusion", "protocol", "scheme", "seeds", "folds", "n"]
-    metric_cols = [c for c in df.columns if c not in id_cols + ["path"] and not c.endswith("_std")]
+    paper_cols = ["recipe", "paper"]   # the recipe's paper figure, shown when a run has one
+    metric_cols = [c for c in df.columns if c not in id_cols + paper_cols + ["path"] and not c.endswith("_std")]
+    if "paper" in df.columns and (df["paper"] != "").any():
+        id_cols = id_cols + paper_cols
     if baseline:
         from mer.train.compare import baseline_columns
 

@@ -84,7 +84,11 @@ def _grouped_split(rows: np.ndarray, y: np.ndarray | None, groups: np.ndarray, f
     held = None
     if ys is not None and n_groups >= k and _stratify_ok(ys):
         try:
-            cands = [te for _, te in StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(rows, ys, g)]
+            import warnings
+
+            with warnings.catch_warnings():   # "least populated class has fewer members than n_splits": expected here
+                warnings.simplefilter("ignore", UserWarning)
+                cands = [te for _, te in StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(rows, ys, g)]
             held = min(cands, key=lambda te: abs(len(te) - target))
         except ValueError:
             held = None

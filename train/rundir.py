@@ -78,7 +78,7 @@ def paper_fold(protocol: dict, folds: list[dict], keys) -> dict | None:
 
 
 def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, seeds, fusion, model_cfg, train_cfg,
-              requests, sources, fcache, data, results, report, seconds, command=None, plots=True) -> Path:
+              requests, sources, fcache, data, results, report, seconds, command=None, plots=True, recipe=None) -> Path:
     import yaml
 
     from mer.common import __version__
@@ -121,6 +121,8 @@ def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, se
         config["text_source"] = _plain(manifest.meta["text_source"])
     if getattr(data, "alignment", None):  # how audio was cut to tokens (word times or resampling)
         config["audio_to_tokens"] = _plain(data.alignment)
+    if recipe:
+        config["recipe"] = _plain(recipe)
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
 
     from mer.train.layermix import weights_from_state
@@ -165,6 +167,12 @@ def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, se
                                   "(a threshold picked here would be tuned on test data; use threshold=auto)")
         metrics["sweeps"] = [{"fold": r.fold, "seed": r.seed, "split": "test", "analysis_only": True, "table": _plain(r.sweeps)}
                              for r in results if r.sweeps]
+    if recipe:
+        # the paper's figure next to this run's value of the same metric (synthetic or substituted
+        # runs say so in "substitutions"; their numbers are not the paper's)
+        pm = recipe["paper"]["metric"]
+        metrics["paper"] = {**recipe["paper"], "run": mean.get(pm), "substituted": bool(recipe.get("substitutions")),
+                            "overrides": sorted(recipe.get("overrides") or {})}
     (run / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (run / "history.json").write_text(json.dumps(
         [{"fold": r.fold, "seed": r.seed, "best_epoch": r.best_epoch, "epochs": _plain(r.history)} for r in results], indent=1))
@@ -298,6 +306,9 @@ def runs_table(roots, filters: list[str] = (), sort: str | None = None, ascendin
         row = {"run": run.name, "dataset": m.get("dataset"), "features": m.get("features"), "fusion": m.get("fusion"),
                "protocol": m.get("protocol"), "scheme": m.get("scheme"), "seeds": len(m.get("seeds") or [0]),
                "folds": len(m.get("folds") or []), "n": m.get("n_utterances")}
+        paper = m.get("paper") or {}
+        row["recipe"] = paper.get("recipe", "")
+        row["paper"] = f"{paper['metric']} {paper['figure']:.4f}" if paper else ""
         for k, v in (m.get("mean") or {}).items():
             row[k] = v
             row[f"{k}_std"] = (m.get("std") or {}).get(k)

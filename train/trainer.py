@@ -393,7 +393,8 @@ def run_train(dataset: str, features, fusions, protocol: str | None = None, sche
               seeds=(0,), cache=None, out=None, epochs: int | None = None, device: str = "auto",
               manifest=None, feature_sets: dict[str, FeatureSet] | None = None, options: dict | None = None,
               config: TrainConfig | None = None, run_id: str | None = None, command: str | None = None,
-              plots: bool = True, quiet: bool = False) -> list[Path]:
+              plots: bool = True, quiet: bool = False, recipe: dict | None = None,
+              store_configs: dict[str, dict] | None = None) -> list[Path]:
     """Train every (feature set, fusion) pair; returns the run directories written.
 
     ``features``: one comma list (``"bert,mfcc"``) or a list of them (several feature
@@ -418,13 +419,13 @@ def run_train(dataset: str, features, fusions, protocol: str | None = None, sche
         torch.set_num_threads(int(tc.threads))
     try:
         return _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, manifest, feature_sets,
-                          options, tc, dev, run_id, command, plots, quiet)
+                          options, tc, dev, run_id, command, plots, quiet, recipe, store_configs)
     finally:
         torch.set_num_threads(prev_threads)
 
 
 def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, manifest, feature_sets, options, tc, dev,
-               run_id, command, plots, quiet) -> list[Path]:
+               run_id, command, plots, quiet, recipe=None, store_configs=None) -> list[Path]:
     from mer.common.progress import progress
     from mer.train.fusion import FUSIONS
     from mer.train.protocols import make_folds, protocol_spec
@@ -455,7 +456,9 @@ def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, 
         check_context(c, n, tc.context)
     _check_modalities(man, requests, feature_sets)
     # find_store checks each store against this manifest's modality hashes.
-    fcache = FeatureCache(dataset, cache, man, sets=feature_sets, where=tc.stores)
+    where = {f: {**(store_configs or {}).get(f, {}), **(tc.stores or {}).get(f, {})}
+             for f in set(store_configs or {}) | set(tc.stores or {})}   # a recipe's stores, then --store
+    fcache = FeatureCache(dataset, cache, man, sets=feature_sets, where=where)
     out_root = Path(out) if out else Path("runs")
     written: list[Path] = []
     data_cache: dict[tuple, tuple[TrainData, Report]] = {}
@@ -525,6 +528,7 @@ def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, 
                 out_root, run_id, dataset=dataset, manifest=man, scheme=sch, protocol=spec, seeds=seeds,
                 fusion=fname, model_cfg=cfg, train_cfg=tc, requests=reqs, sources=sources, fcache=fcache,
                 data=data, results=results, report=rep, seconds=seconds, command=command, plots=plots,
+                recipe=recipe,
             )
             written.append(run_dir)
             if not quiet:

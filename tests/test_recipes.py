@@ -1,0 +1,173 @@
+"""Recipes (issue 11): the five seed papers' settings as data, `mer recipes`, `mer extract
+--recipe`, `mer train --recipe` with overrides recorded, missing encoders and --substitute."""
+import json
+from dataclasses import fields
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from mer.common import recipes
+from mer.common.cli import main
+from mer.common.errors import MerError, UsageError
+
+
+def _mer(*args):
+    try:
+        main([str(a) for a in args])
+    except SystemExit as e:
+        raise AssertionError(f"mer {' '.join(map(str, args))} exited with {e.code}") from None
+
+
+def test_five_recipes_one_per_seed_paper_are_complete_and_valid(capsys):
+    from mer.common.schemes import dataset_spec
+    from mer.extract.base import EXTRACTORS
+    from mer.train.fusion import FUSIONS
+    from mer.train.trainer import TrainConfig
+
+    names = recipes.names()
+    assert len(names) == 5
+    seen_seeds = set()
+    train_fields = {f.name for f in fields(TrainConfig)}
+    for n in names:
+        r = recipes.load(n)
+        seen_seeds.add(r.seed)
+        spec = dataset_spec(r.dataset)
+        assert r.scheme in spec["schemes"] and r.protocol in spec["protocols"], n
+        assert r.fusion in FUSIONS.names() and r.context in ("none", "dialog"), n
+        for f, cfg in r.features.items():
+            have = {x.name for x in fields(EXTRACTORS.get(f).Config)}
+            assert set(cfg) <= have, (n, f, set(cfg) - have)
+        model_fields = {x.name for x in fields(FUSIONS.get(r.fusion).Config)}
+        assert set(r.model) <= model_fields, (n, set(r.model) - model_fields)
+        assert {recipes.TRAIN_OPTIONS[k] for k in r.train} <= train_fields
+        assert {"optimizer", "lr", "batch_size", "epochs", "patience", "monitor"} <= set(r.train), n
+        assert 0 < r.figure < 1 and r.metric in recipes.METRICS and r.figure_text and r.differs
+        for part in r.inputs.replace("+", ",").split(","):   # inputs name the recipe's features only
+            assert part.split(".")[0] in r.features, (n, part)
+        for f, s in r.substitute.items():
+            assert f in r.features and (s.get("feature") or f) in EXTRACTORS.names()
+    assert seen_seeds == {"000", "001", "002", "003", "004"}
+    capsys.readouterr()
+    _mer("recipes")
+    out = capsys.readouterr().out
+    for n in names:
+        r = recipes.load(n)
+        assert n in out and f"{100 * r.figure:.2f}" in out and r.figure_text in out
+
+
+def test_unknown_recipe_and_bad_keys_are_clear_errors(tmp_path):
+    with pytest.raises(UsageError, match="choose from"):
+        recipes.load("nope")
+    bad = tmp_path / "r.yaml"
+    bad.write_text(yaml.safe_dump({"name": "x", "metric": "ua", "learning_rate": 1}))
+    with pytest.raises(MerError, match="unknown recipe keys"):
+        recipes.load(str(bad))
+
+
+def test_missing_encoder_names_the_model_and_the_option_and_substitute_records_it():
+    r = recipes.load("cm-roberta")
+    with pytest.raises(MerError) as e:
+        recipes.plan(r, {"smile": {"config": "/nonexistent/emo_large.conf"}})
+    msg = str(e.value)
+    assert "--substitute" in msg and "--smile.config" in msg
+    with pytest.raises(MerError) as e:
+        recipes.plan(recipes.load("atfsc"))
+    msg = str(e.value)
+    assert "bert-base-uncased" in msg and "--bert.model" in msg and "huggingface-cli download bert-base-uncased" in msg
+    p = recipes.plan(r, substitute=True)
+    assert p.features["bert"] == {"model": "all-MiniLM-L6-v2", "layer": "last4"}
+    assert set(p.features) == {"compare", "dvector", "bert"} and "openl3" not in p.inputs
+    assert p.inputs == "compare,dvector,bert.mean"
+    assert {s["feature"]: s["used_feature"] for s in p.substitutions} == {"smile": "compare", "openl3": "dvector",
+                                                                          "bert": "bert"}
+    # a command-line setting that makes the encoder available is used instead of substituting
+    p2 = recipes.plan(recipes.load("atfsc"), {"bert": {"model": "all-MiniLM-L6-v2"}})
+    assert not p2.substitutions and p2.features["bert"]["model"] == "all-MiniLM-L6-v2"
+
+
+@pytest.fixture
+def recipe_cache(tmp_path):
+    """Two bert stores of different configs and one mfcc store, plus a recipe of our own."""
+    from mer.train.synthetic_features import synthetic, write_stores
+
+    man, sets = synthetic(200, seed=2, text_dim=8, audio_dim=8, noise=0.5, ragged=False)
+    cache = tmp_path / "cache"
+    sets["bert"].config = {"model": "/models/other-encoder", "layer": "last"}
+    sets["mfcc"].config = {"n_mfcc": 13}
+    write_stores(man, {"bert": sets["bert"], "mfcc": sets["mfcc"]}, cache)
+    wanted = synthetic(200, seed=2, text_dim=8, audio_dim=8, noise=0.5, ragged=False)[1]["bert"]
+    wanted.config = {"model": "/somewhere/all-MiniLM-L6-v2", "layer": "last"}
+    wanted.key = "the-recipes-one"
+    write_stores(man, {"bert": wanted}, cache)
+    rec = {"name": "mine", "seed": "x", "paper": "a test", "dataset": "iemocap", "scheme": "emo4", "protocol": "sd",
+           "features": {"bert": {"model": "all-MiniLM-L6-v2"}, "mfcc": {"n_mfcc": 13}}, "inputs": "bert,mfcc",
+           "fusion": "concat", "model": {"hidden": 32}, "context": "none",
+           "train": {"optimizer": "adam", "lr": 0.01, "weight_decay": 3e-4, "batch_size": 16, "epochs": 4,
+                     "patience": 4, "monitor": "loss"},
+           "metric": "ua", "figure": 0.683, "figure_text": "UA 68.3", "differs": "nothing"}
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(rec))
+    return cache, path
+
+
+def test_train_recipe_uses_its_stores_and_settings_and_records_overrides(recipe_cache, tmp_path, capsys):
+    cache, path = recipe_cache
+    out = tmp_path / "runs"
+    _mer("train", "--recipe", path, "-d", "iemocap", "--cache", cache, "--out", out, "--run-id", "r", "--epochs", 2,
+         "--set", "hidden=16", "--no-plots", "-q")
+    cfg = yaml.safe_load((out / "r" / "config.yaml").read_text())
+    assert cfg["stores"]["bert"]["config"]["model"].endswith("all-MiniLM-L6-v2")     # the recipe's store, not the newest other
+    assert cfg["fusion"] == "concat" and cfg["features"] == "bert,mfcc" and cfg["protocol"]["name"] == "sd"
+    t = cfg["train"]
+    assert (t["optimizer"], t["lr"], t["weight_decay"], t["batch_size"], t["patience"], t["monitor"]) == \
+        ("adam", 0.01, 3e-4, 16, 4, "loss")
+    assert t["epochs"] == 2 and cfg["model"]["hidden"] == 16                          # the command line wins
+    ov = cfg["recipe"]["overrides"]
+    assert ov["epochs"] == {"recipe": 4, "command line": 2} and ov["set hidden"]["recipe"] == "32"
+    assert cfg["recipe"]["name"] == "mine" and cfg["recipe"]["substitutions"] == []
+    m = json.loads((out / "r" / "metrics.json").read_text())
+    assert m["paper"]["figure"] == 0.683 and m["paper"]["metric"] == "ua" and m["paper"]["run"] == m["mean"]["ua"]
+    capsys.readouterr()
+    _mer("runs", out)
+    shown = capsys.readouterr().out
+    assert "recipe" in shown and "paper" in shown and "ua 0.6830" in shown
+
+
+def test_train_recipe_without_its_stores_says_which_extract_to_run(recipe_cache, tmp_path):
+    cache, path = recipe_cache
+    rec = yaml.safe_load(path.read_text())
+    rec["features"]["mfcc"] = {"n_mfcc": 40}
+    path.write_text(yaml.safe_dump(rec))
+    with pytest.raises(MerError) as e:
+        recipes.train_setup(str(path), "iemocap", {"options": {}}, set(), cache)
+    assert "mer extract --recipe mine --dataset iemocap" in str(e.value)
+    with pytest.raises(UsageError, match="set up for --dataset iemocap"):
+        recipes.train_setup(str(path), "meld", {"options": {}}, set(), cache)
+
+
+def test_recipe_extract_then_train_end_to_end_with_substitute(tmp_path):
+    """The two commands of a recipe on a synthetic IEMOCAP-layout corpus with real speech:
+    bert-base-uncased is not installed, so --substitute uses the packaged encoder and says so."""
+    pytest.importorskip("espeakng_loader")
+    from mer.common.datasets.prepare import prepare
+    from mer.common.synth import generate
+
+    corpus, cache = tmp_path / "corpus", tmp_path / "cache"
+    generate(corpus, layout="iemocap", per_class=2, sessions=5, seed=0, quiet=True)
+    prepare("iemocap", corpus, cache=cache, quiet=True)
+    with pytest.raises(SystemExit):   # without --substitute: the message names the model (tested above)
+        main(["extract", "--recipe", "atfsc", "-d", "iemocap", "--cache", str(cache), "--workers", "0", "-q"])
+    _mer("extract", "--recipe", "atfsc", "-d", "iemocap", "--cache", cache, "--substitute", "--workers", 0, "-q")
+    _mer("train", "--recipe", "atfsc", "-d", "iemocap", "--cache", cache, "--substitute", "--out", tmp_path / "runs",
+         "--run-id", "atfsc", "--epochs", 1, "-q", "--no-plots")
+    run = tmp_path / "runs" / "atfsc"
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["fusion"] == "weighted" and cfg["scheme"]["name"] == "sent3" and cfg["train"]["lr"] == 1e-5
+    assert cfg["stores"]["bert"]["config"]["model"] == "all-MiniLM-L6-v2"
+    assert cfg["recipe"]["substitutions"][0]["wanted"]["model"] == "bert-base-uncased"
+    assert cfg["recipe"]["overrides"] == {"epochs": {"recipe": 7, "command line": 1}}
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["paper"]["figure"] == 0.6461 and m["paper"]["substituted"] is True
+    assert m["paper"]["run"] == m["mean"]["accuracy"]
