@@ -187,20 +187,26 @@ def evaluate(model, batcher: Batcher, rows, loss_fn, regression: bool, batch_siz
 
 
 def _bound_heap() -> None:
-    """Serve every allocation above 64 KiB with its own mapping, returned to the system when
-    freed (glibc only; elsewhere nothing changes). Training allocates and frees feature maps
-    of a different size at every batch; glibc's default (a threshold that rises to 32 MiB)
-    keeps them in a heap that fragments, and a fold's peak RSS rose from 1.1 to 1.7 GB with
-    no gain in speed (measured: 17.4 vs 18.0 s of CPU for the same fold; bench/RESULTS.md)."""
+    """Opt-in (``MER_MALLOC_MMAP_KB=64``): serve every allocation above that size with its
+    own mapping, returned to the system when freed (glibc only; elsewhere nothing changes).
+
+    Why opt-in: for the mel/MFCC CNNs it lowers a fold's peak RSS from 1.7 to 1.1 GB at no
+    cost in speed (glibc's dynamic threshold lets the heap fragment), but it makes RNN
+    training 2.5-3x slower: an LSTM's backward allocates whole-sequence buffers at every step,
+    and with a fixed threshold each one is a fresh mapping whose pages the kernel faults in
+    and zeroes (measured with ``bench/bench_malloc.py``: system time 7x; bench/RESULTS.md).
+    The seed 003/004 models are LSTMs, so the default stays glibc's."""
     import ctypes
     import ctypes.util
+    import os
     import sys
 
-    if not sys.platform.startswith("linux"):
+    kb = int(os.environ.get("MER_MALLOC_MMAP_KB", "0") or 0)
+    if kb <= 0 or not sys.platform.startswith("linux"):
         return
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 64 * 1024)   # M_MMAP_THRESHOLD
+        libc.mallopt(-3, kb * 1024)   # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         pass
 
