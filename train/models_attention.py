@@ -71,15 +71,11 @@ class _TextGRUBranch(nn.Module):
         return self.fc_out(self.drop(last))
 
 
-class _DialogTextGRU(nn.Module):
-    """Seed 002 text module over a dialogue: FC(100) -> Bi-GRU(100) across the utterances -> FC."""
+class _DialogTextGRU(_TextGRUBranch):
+    """Seed 002 text module over a dialogue: FC(100) -> Bi-GRU(100) across the utterances -> FC.
 
-    def __init__(self, d_in: int, d_out: int, fc: int, gru: int, dropout: float):
-        super().__init__()
-        self.fc_in = nn.Linear(d_in, fc)
-        self.gru = PackedRNN(fc, gru, cell="gru", bidirectional=True)
-        self.drop = nn.Dropout(dropout)
-        self.fc_out = nn.Linear(self.gru.out_dim, d_out)
+    The same layers as the within-utterance branch (so its weights load either way); only the
+    sequence the GRU runs over differs."""
 
     def forward(self, v, dmask):
         """``v`` [N, d_in] utterance vectors, ``dmask`` [D, U] -> [N, d_out]."""
