@@ -39,7 +39,7 @@ import numpy as np
 
 from mer.common.errors import MerError, UsageError, require
 from mer.extract.base import EXTRACTORS, ExtractorConfig, OutputSpec, Utterance
-from mer.extract.neural import NeuralExtractor
+from mer.extract.neural import NeuralExtractor, from_local
 from mer.extract.torchutil import (
     dtype_name,
     hash_model_dir,
@@ -128,14 +128,8 @@ class AsrExtractor(NeuralExtractor):
 
     def _load_uncached(self) -> _Asr:
         transformers = require("transformers", "text")
-        d = str(self.model_dir)
         self.identity()  # checks the model type first
-        try:
-            with quiet_transformers():
-                proc = transformers.AutoProcessor.from_pretrained(d, local_files_only=True)
-                model = transformers.WhisperForConditionalGeneration.from_pretrained(d, local_files_only=True)
-        except OSError as e:
-            raise MerError(f"--asr.model {self.config.model}: cannot load from {d}: {str(e).splitlines()[0]}") from None
+        proc, model = from_local(self, transformers.AutoProcessor, transformers.WhisperForConditionalGeneration)
         model.eval().requires_grad_(False)
         model.to(device=self.device, dtype=self.torch_dtype)
         if not getattr(model.generation_config, "alignment_heads", None):

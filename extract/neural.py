@@ -95,3 +95,17 @@ class NeuralExtractor(Extractor):
         if not np.isfinite(x).all():
             raise MerError(f"{utt.id}: audio contains NaN or infinite samples")
         return x
+
+
+def from_local(ext, *loaders):
+    """``loader.from_pretrained`` on ``ext``'s local model folder for each loader, quietly and
+    offline; a folder that cannot be loaded is one line naming the extractor's ``--<name>.model``
+    option (bert, wav2vec and asr load this way)."""
+    from mer.extract.torchutil import quiet_transformers
+
+    d = str(ext.model_dir)
+    try:
+        with quiet_transformers():
+            return [f.from_pretrained(d, local_files_only=True) for f in loaders]
+    except OSError as e:
+        raise MerError(f"--{ext.name}.model {ext.config.model}: cannot load from {d}: {str(e).splitlines()[0]}") from None

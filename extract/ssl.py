@@ -36,14 +36,13 @@ import numpy as np
 
 from mer.common.errors import MerError, UsageError, require
 from mer.extract.base import EXTRACTORS, ExtractorConfig, OutputSpec, Utterance
-from mer.extract.neural import NeuralExtractor
+from mer.extract.neural import NeuralExtractor, from_local
 from mer.extract.torchutil import (
     dtype_name,
     hash_model_dir,
     inference,
     length_sorted,
     pooled_stats,
-    quiet_transformers,
     resolve_hf_model,
     shared_model,
 )
@@ -171,13 +170,8 @@ class Wav2VecExtractor(NeuralExtractor):
 
     def _load_uncached(self) -> _SSLModel:
         transformers = require("transformers", "text")
-        d = str(self.model_dir)
         _ = self.hf_config  # validates the model type first
-        try:
-            with quiet_transformers():
-                model = transformers.AutoModel.from_pretrained(d, local_files_only=True)
-        except OSError as e:
-            raise MerError(f"--wav2vec.model {self.config.model}: cannot load from {d}: {str(e).splitlines()[0]}") from None
+        (model,) = from_local(self, transformers.AutoModel)
         pp = self._preproc()
         fe = transformers.Wav2Vec2FeatureExtractor(
             feature_size=1,

@@ -38,13 +38,12 @@ import numpy as np
 
 from mer.common.errors import MerError, UsageError, require
 from mer.extract.base import EXTRACTORS, ExtractorConfig, OutputSpec, Utterance
-from mer.extract.neural import NeuralExtractor
+from mer.extract.neural import NeuralExtractor, from_local
 from mer.extract.torchutil import (
     dtype_name,
     hash_model_dir,
     inference,
     length_sorted,
-    quiet_transformers,
     resolve_hf_model,
     shared_model,
 )
@@ -180,13 +179,7 @@ class BertExtractor(NeuralExtractor):
 
     def _load_uncached(self) -> _TextModel:
         transformers = require("transformers", "text")
-        d = str(self.model_dir)
-        try:
-            with quiet_transformers():
-                tok = transformers.AutoTokenizer.from_pretrained(d, local_files_only=True)
-                model = transformers.AutoModel.from_pretrained(d, local_files_only=True)
-        except OSError as e:
-            raise MerError(f"--bert.model {self.config.model}: cannot load from {d}: {str(e).splitlines()[0]}") from None
+        tok, model = from_local(self, transformers.AutoTokenizer, transformers.AutoModel)
         model.eval().requires_grad_(False)
         # Half precision only on GPU (resolve_dtype refuses it on CPU).
         model.to(device=self.device, dtype=self.torch_dtype)
