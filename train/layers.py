@@ -124,11 +124,23 @@ def compact_cat(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.T
 
 # --------------------------------------------------------------------------- recurrent encoders
 
-class PackedRNN(nn.Module):
-    """A (Bi)LSTM/GRU run on packed sequences, so padding cannot influence it.
+class MaskedRNN(nn.Module):
+    """A (Bi)LSTM/GRU over padded, masked sequences whose outputs equal a packed run's.
 
     ``forward(x, mask)`` returns ``(outputs [B, T, H*dirs] zero at padding, last [B, H*dirs])``
-    where ``last`` concatenates the final hidden state of each direction of the top layer.
+    where ``last`` concatenates the final hidden state of each direction of the top layer,
+    taken at each row's own last real step.
+
+    Why not ``pack_padded_sequence``: on CPU PyTorch runs a packed sequence one time step at a
+    time, projecting each step's input separately, while a dense call projects the whole
+    sequence in one matrix product (oneDNN): forward + backward of an LSTM 40->128 over 26 x 310
+    frames took 829 ms packed and 85 ms dense here (bench/RESULTS.md). Dense calls are exact
+    at real positions (a test compares with the packed run) because every direction runs over
+    sequences whose real steps come first: the forward direction reaches a row's padding only
+    after its last real step, and the backward direction is the forward recurrence over each
+    row reversed within its own length (padding stays at the end), reversed back afterwards.
+    Each (layer, direction) is one call with the ``nn.LSTM``/``nn.GRU`` parameters, so state
+    dicts keep their names (``rnn.weight_ih_l0_reverse``, ...) and old checkpoints load.
     """
 
     def __init__(self, d_in: int, hidden: int, *, cell: str = "lstm", layers: int = 1,
@@ -137,22 +149,40 @@ class PackedRNN(nn.Module):
         cls = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
         self.rnn = cls(d_in, hidden, num_layers=layers, batch_first=True,
                        bidirectional=bidirectional, dropout=dropout if layers > 1 else 0.0)
+        self.cell, self.layers = cell, layers
         self.dirs = 2 if bidirectional else 1
         self.out_dim = hidden * self.dirs
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, name: str = "sequence"):
-        from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+    def _run(self, seq: torch.Tensor, layer: int, reverse: bool) -> torch.Tensor:
+        """One direction of one layer over ``seq`` [B, T, D] (zero initial state) -> [B, T, H]."""
+        sfx = f"_l{layer}" + ("_reverse" if reverse else "")
+        w = [getattr(self.rnn, f"{k}{sfx}") for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        h0 = seq.new_zeros(1, seq.shape[0], self.rnn.hidden_size)
+        if self.cell == "lstm":
+            return torch.lstm(seq, (h0, h0), w, True, 1, 0.0, self.training, False, True)[0]
+        return torch.gru(seq, h0, w, True, 1, 0.0, self.training, False, True)[0]
 
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, name: str = "sequence"):
         check_left_aligned(mask, name)
-        T = x.shape[1]
-        L = lengths(mask).clamp(min=1).cpu()
-        packed = pack_padded_sequence(zero_pad(x, mask), L, batch_first=True, enforce_sorted=False)
-        out, h = self.rnn(packed)
-        if isinstance(h, tuple):  # LSTM: (h, c)
-            h = h[0]
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
-        last = torch.cat([h[-self.dirs + i] for i in range(self.dirs)], dim=-1)
-        return out, last
+        B, T = mask.shape
+        L = lengths(mask).clamp(min=1)
+        t = torch.arange(T, device=x.device)[None, :]
+        # time index of each row reversed within its length; padded steps stay where they are
+        rev = torch.where(t < L[:, None], L[:, None] - 1 - t, t)
+        rev = rev[..., None]
+        rows, last = torch.arange(B, device=x.device), L - 1
+        h = zero_pad(x, mask)
+        for layer in range(self.layers):
+            if layer and self.training and self.rnn.dropout:   # nn.LSTM's dropout between layers
+                h = F.dropout(h, self.rnn.dropout, True)
+            outs, finals = [], []
+            for d in range(self.dirs):
+                seq = h if d == 0 else torch.gather(h, 1, rev.expand(-1, -1, h.shape[-1]))
+                o = self._run(seq, layer, bool(d))
+                finals.append(o[rows, last])          # the state after the row's last real step
+                outs.append(o if d == 0 else torch.gather(o, 1, rev.expand(-1, -1, o.shape[-1])))
+            h = zero_pad(torch.cat(outs, dim=-1) if self.dirs > 1 else outs[0], mask)
+        return h, torch.cat(finals, dim=-1)
 
 
 # --------------------------------------------------------------------------- mask-aware 2-D CNN
@@ -249,9 +279,14 @@ class MaskedConv2d(nn.Module):
     def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int]):
         super().__init__()
         kt, kf = kernel
-        # explicit asymmetric 'same' padding (even kernels such as (10, 2) need it)
+        # 'same' padding: odd kernels (3x3) let the convolution pad (no padded copy of the
+        # input is made and saved for backward: a full-size map per layer); even kernels such
+        # as (10, 2) need explicit asymmetric padding.
         self.pad = ((kf - 1) // 2, kf - 1 - (kf - 1) // 2, (kt - 1) // 2, kt - 1 - (kt - 1) // 2)
-        self.conv = nn.Conv2d(c_in, c_out, kernel, bias=False)
+        symmetric = kt % 2 == 1 and kf % 2 == 1
+        self.conv = nn.Conv2d(c_in, c_out, kernel, bias=False, padding=(kt // 2, kf // 2) if symmetric else 0)
+        if symmetric:
+            self.pad = None
         self.bn = MaskedBatchNorm2d(c_out)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, zeroed: bool = False) -> torch.Tensor:
@@ -260,7 +295,9 @@ class MaskedConv2d(nn.Module):
         # channels-last: oneDNN's convolutions run 1.5-1.7x faster on it than on NCHW here
         # (measured forward + backward, 16->32 and 32->48 channels); the values are the same
         # up to float rounding, and the mask-aware ops below work on either layout.
-        x = F.pad(x, self.pad).contiguous(memory_format=torch.channels_last)
+        if self.pad is not None:
+            x = F.pad(x, self.pad)
+        x = x.contiguous(memory_format=torch.channels_last)
         return self.bn.forward_relu(self.conv(x), mask)
 
 

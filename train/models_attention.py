@@ -15,7 +15,7 @@ then an FC layer and the softmax classifier. Branches (section 3.1, 3.2):
 - ragged audio (mel-spectrogram frames, or any frame-level audio feature): the mel CNN of
   ``mer.train.layers.MelCNN`` (parallel (10,2) / (2,8) convolutions, 4 conv layers to 80
   channels, BN + ReLU, max-pooling), mask-aware, then an FC to ``n``;
-- ragged text (BERT tokens): FC(100) -> Bi-GRU(100) on packed sequences -> FC to ``n``.
+- ragged text (BERT tokens): FC(100) -> Bi-GRU(100) over the real tokens (``layers.MaskedRNN``) -> FC to ``n``.
 
 With ``--context dialog`` (conversation-level, as the paper runs it: the Bi-GRU "encode[s]
 all utterances, capturing past and future dialogue information"), the text module is
@@ -47,7 +47,7 @@ from mer.train.layers import (
     dialog_mask,
     to_dialogs,
     MfccCNN,
-    PackedRNN,
+    MaskedRNN,
     check_dims,
     check_left_aligned,
     get_mask,
@@ -57,12 +57,12 @@ from mer.train.layers import (
 
 
 class _TextGRUBranch(nn.Module):
-    """Seed 002 text module: FC(100) -> Bi-GRU(hidden 100) -> FC, on packed sequences."""
+    """Seed 002 text module: FC(100) -> Bi-GRU(hidden 100) -> FC, over the real tokens only."""
 
     def __init__(self, d_in: int, d_out: int, fc: int, gru: int, dropout: float):
         super().__init__()
         self.fc_in = nn.Linear(d_in, fc)
-        self.gru = PackedRNN(fc, gru, cell="gru", bidirectional=True)
+        self.gru = MaskedRNN(fc, gru, cell="gru", bidirectional=True)
         self.drop = nn.Dropout(dropout)
         self.fc_out = nn.Linear(self.gru.out_dim, d_out)
 

@@ -8,7 +8,7 @@ Recognition from Text and Speech", section 3.2 and Fig. 2.
    Inputs of one modality are combined first: fixed vectors are concatenated (as the
    paper concatenates openSMILE and OpenL3, ``x^a = a^LLF (+) a^OpenL3``) and projected to one
    step; every ragged input is projected per frame; the steps are joined along time, real
-   steps first per utterance, and run packed. The paper runs its LSTMs over the utterances
+   steps first per utterance, and run mask-exact (``layers.MaskedRNN``). The paper runs its LSTMs over the utterances
    of a dialogue: that is ``--context dialog`` (below). With ``--context none`` the model
    classifies utterances on their own and the LSTMs run over frames/tokens (a pooled-only
    modality is then a one-step sequence, and the attention reduces to linear maps).
@@ -42,7 +42,7 @@ from torch import nn
 from mer.train.fusion import FUSIONS, by_modality
 from mer.train.layers import (
     FusionBase,
-    PackedRNN,
+    MaskedRNN,
     check_dims,
     compact_cat,
     dialog_mask,
@@ -145,12 +145,12 @@ class CrossModalFusion(FusionBase):
         inp = _ModalityVector if context == "dialog" else _ModalityInput
         self.inp_a = inp(by_modality(self.inputs, "audio"), h)
         self.inp_t = inp(by_modality(self.inputs, "text"), h)
-        self.enc_a = PackedRNN(h, h // 2, cell="lstm", layers=2, bidirectional=True, dropout=c.dropout)
-        self.enc_t = PackedRNN(h, h // 2, cell="lstm", layers=2, bidirectional=True, dropout=c.dropout)
+        self.enc_a = MaskedRNN(h, h // 2, cell="lstm", layers=2, bidirectional=True, dropout=c.dropout)
+        self.enc_t = MaskedRNN(h, h // 2, cell="lstm", layers=2, bidirectional=True, dropout=c.dropout)
         mk = lambda: nn.ModuleList(_AttnBlock(h, c.heads, c.ff, c.dropout) for _ in range(c.layers))  # noqa: E731
         self.cross_a, self.cross_t, self.self_a, self.self_t = mk(), mk(), mk(), mk()
         # dialog: [H_a, H_t] joined per utterance (2h features); none: joined along time (h)
-        self.mid = PackedRNN(2 * h if context == "dialog" else h, h // 2, cell="lstm", bidirectional=True)
+        self.mid = MaskedRNN(2 * h if context == "dialog" else h, h // 2, cell="lstm", bidirectional=True)
         self.mid_ff = nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, h))
         self.res_a = nn.Sequential(nn.Linear(h, h), nn.LayerNorm(h))
         self.res_t = nn.Sequential(nn.Linear(h, h), nn.LayerNorm(h))

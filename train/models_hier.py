@@ -10,7 +10,7 @@ their losses has the same minimiser because the heads share no parameters):
   (neutral is left out on purpose: its ambiguity would blur the emotion classes);
 - Model 3 (text, level 2): all classes, neutral included, trained on all samples.
 Each is "LSTMs followed by two fully connected layers": every ragged input of the
-modality runs through an LSTM on packed sequences (last hidden state), fixed inputs (e.g. a
+modality runs through an LSTM over its real frames (``layers.MaskedRNN``; last hidden state), fixed inputs (e.g. a
 39-d MFCC mean, GeMAPS functionals) enter as they are, and the concatenation goes through
 two FC layers. Models 1 and 2 have separate speech encoders, as in the paper.
 
@@ -49,7 +49,7 @@ from torch import nn
 
 from mer.common.errors import MerError
 from mer.train.fusion import FUSIONS, by_modality
-from mer.train.layers import FusionBase, balanced_weights, PackedRNN, check_dims, get_mask, mlp, require_modalities
+from mer.train.layers import FusionBase, balanced_weights, MaskedRNN, check_dims, get_mask, mlp, require_modalities
 
 NEUTRAL_NAMES = ("neu", "neutral")
 
@@ -64,7 +64,7 @@ class _Branch(nn.Module):
         d = 0
         for i, s in enumerate(specs):
             if s.kind == "ragged":
-                rnn = PackedRNN(s.dim, hidden, cell="lstm", bidirectional=bidirectional)
+                rnn = MaskedRNN(s.dim, hidden, cell="lstm", bidirectional=bidirectional)
                 self.rnns[str(i)] = rnn
                 d += rnn.out_dim
             else:
