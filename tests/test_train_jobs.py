@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 
 from mer.train.synthetic_features import synthetic, write_stores
-from mer.train.trainer import TrainConfig, jobs_for, run_train
+from mer.train.trainer import TrainConfig, parallel_plan, run_train
 
 
 def _run(cache, out, jobs):
-    tc = TrainConfig(epochs=3, batch_size=32, jobs=jobs)
+    tc = TrainConfig(epochs=3, batch_size=32, jobs=jobs, threads=1)   # equal results need equal thread counts
     (run,) = run_train("iemocap", "bert.tokens,mfcc.frames", "weighted", protocol="loso", seeds=(0, 1), cache=cache,
                        out=out, config=tc, device="cpu", plots=False, quiet=True)
     folds = json.loads((run / "metrics.json").read_text())["folds"]
@@ -27,11 +27,18 @@ def test_jobs_2_equals_jobs_1_for_a_fixed_seed(tmp_path):
     assert strip(f1) == strip(f2)
 
 
-def test_jobs_default_is_one_per_core_capped_by_tasks_and_one_on_gpu():
+def test_parallel_plan_defaults_and_limits():
     import os
 
     cores = len(os.sched_getaffinity(0))
-    assert jobs_for(TrainConfig(jobs=0), 100, "cpu") == cores
-    assert jobs_for(TrainConfig(jobs=8), 3, "cpu") == 3
-    assert jobs_for(TrainConfig(jobs=4), 10, "cuda") == 1
-    assert np.all([jobs_for(TrainConfig(jobs=j), 5, "cpu") >= 1 for j in (0, 1, 2)])
+    # pooled models: one process per core, one thread each
+    assert parallel_plan(TrainConfig(), 100, "cpu", sequences=False) == (cores, 1)
+    # sequence models: one process, every core a thread
+    assert parallel_plan(TrainConfig(), 100, "cpu", sequences=True) == (1, cores)
+    # explicit --jobs: capped by the tasks; sequence models' threads fill the cores left to each job
+    assert parallel_plan(TrainConfig(jobs=8), 3, "cpu", sequences=False)[0] == 3
+    assert parallel_plan(TrainConfig(jobs=1), 5, "cpu", sequences=True) == (1, cores)
+    assert parallel_plan(TrainConfig(jobs=1), 5, "cpu", sequences=False) == (1, 1)
+    assert parallel_plan(TrainConfig(jobs=2, threads=3), 5, "cpu", sequences=True) == (2, 1)   # forked: 1 thread
+    assert parallel_plan(TrainConfig(jobs=4), 10, "cuda", sequences=True)[0] == 1
+    assert np.all([parallel_plan(TrainConfig(jobs=j), 5, "cpu", s)[0] >= 1 for j in (0, 1, 2) for s in (True, False)])

@@ -94,7 +94,7 @@ class _FusionHelp(click.Option):
               help="Keep the first N frames/tokens of every sequence input (a fixed crop, as seed 002's fixed-size spectrograms; default: whole sequences).")
 @click.option("--bucket/--no-bucket", default=True, show_default=True,
               help="Batch utterances of similar length together, so batches pad little (same models, other batch mixes).")
-@click.option("--batch-frames", type=int, default=8192, show_default=True,
+@click.option("--batch-frames", type=int, default=4096, show_default=True,
               help="With --bucket: at most this many padded frames per batch (rows x longest sequence), which bounds memory; 0: no cap.")
 @click.option("--text-source", default=None, metavar="asr:STORE|MODEL",
               help="Train on text features computed from ASR transcripts (mer extract --features asr, then --text-source there too).")
@@ -109,9 +109,12 @@ class _FusionHelp(click.Option):
 @click.option("--set", "options", multiple=True, callback=_options, metavar="NAME=VALUE",
               help="Fusion config field, e.g. --set hidden=128 --set dropout=0.2 (applies to every fusion that has it; a name no fusion has is an error).")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA if available), cpu, cuda, cuda:1.")
-@click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads (0: torch's default); small models train fastest on 1.")
+@click.option("--threads", type=int, default=0, show_default=True,
+              help="torch CPU threads per process (0: the cores left to each of --jobs).")
 @click.option("--jobs", "-j", type=int, default=0, show_default=True,
-              help="Worker processes over folds and seeds (0: one per core); results equal --jobs 1 for a fixed seed. CPU only.")
+              help="Worker processes over folds and seeds (0: auto, one process with all cores as threads for "
+                   "frame/token-sequence models, one per core for pooled ones); results equal --jobs 1 at the same "
+                   "--threads and seed. CPU only.")
 @click.option("--no-plots", is_flag=True, help="Skip confusion.png and curves.png.")
 @click.option("--quiet", "-q", is_flag=True)
 @click.option("--recipe", default=None, help="Train a paper's recipe (`mer recipes`); options given here override its values (recorded in the run).")

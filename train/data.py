@@ -24,13 +24,14 @@ import numpy as np
 
 from mer.common.errors import MerError, UsageError
 from mer.common.report import Report
+from mer.train.streaming import ChunkedFrames, StreamedRows
 
 # Which fixed output stands for "the pooled vector" of a store when the user names only the
 # feature (first match wins); anything else falls back to the store's first fixed output.
 PREFERRED_POOLED = ("pooled", "functionals", "utterance", "mean", "cls")
 # Likewise for sequences.
 PREFERRED_SEQUENCE = ("tokens", "frames", "lld")
-# Ragged arrays larger than this are spilled to a temporary .npy and memory-mapped.
+# Fixed (pooled) arrays larger than this are spilled to a temporary .npy and memory-mapped.
 MMAP_BYTES = int(os.environ.get("MER_MMAP_BYTES", 1 << 30))
 # Suffix of an input derived by mean-pooling a ragged output (a store with no fixed output).
 MEAN_SUFFIX = "@mean"
@@ -159,12 +160,8 @@ class FeatureSet:
                 raise MerError(f"store {path}: no output {name!r} (it has: {', '.join(decl)})")
             if decl[name]["kind"] == "fixed":
                 fixed[name] = _materialize(reader.read_fixed(name), f"{Path(path).name}.{name}")
-            else:
-                if hasattr(reader, "array"):  # lazy zarr/h5 array: large ones are memory-mapped
-                    vals, offs = reader.array(f"{name}/values"), reader.read_offsets(name)
-                else:
-                    vals, offs = reader.read_ragged(name)
-                ragged[name] = (_materialize(vals, f"{Path(path).name}.{name}"), np.asarray(offs, np.int64))
+            else:   # frame/token sequences stay in the store, read by chunks as batches need them
+                ragged[name] = (ChunkedFrames(path, f"{name}/values"), np.asarray(reader.read_offsets(name), np.int64))
         return cls(
             feature=attrs.get("feature", Path(path).name.split("-")[0]),
             modality=attrs.get("modality", "audio"),
@@ -181,7 +178,8 @@ class FeatureSet:
 
 
 def _materialize(arr, label: str) -> np.ndarray:
-    """numpy arrays pass through; lazy (zarr/h5) arrays above MMAP_BYTES are copied in
+    """(Fixed outputs: pooled vectors, which training keeps in memory.)
+    numpy arrays pass through; lazy (zarr/h5) arrays above MMAP_BYTES are copied in
     chunks to a temporary .npy and memory-mapped, smaller ones are read into memory."""
     if isinstance(arr, np.ndarray):
         return arr
@@ -371,6 +369,22 @@ def _part_rows(fs: FeatureSet, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return np.where(ok, pos, 0), ok
 
 
+def row_means(values, offsets: np.ndarray) -> np.ndarray:
+    """Mean frame of every packed row (float64 sums; an empty row gives zeros) -> [N, D]
+    float32. Streamed values are read row by row (in store order: chunk after chunk)."""
+    n = np.diff(offsets)
+    out = np.zeros((len(n), values.shape[1]), np.float64)
+    full = n > 0
+    if isinstance(values, np.ndarray):
+        if full.any():  # reduceat over the non-empty rows' starts: each runs to the next one
+            out[full] = np.add.reduceat(np.asarray(values, np.float64), offsets[:-1][full], axis=0)
+    else:
+        for r in np.flatnonzero(full):
+            out[r] = np.asarray(values[offsets[r] : offsets[r + 1]], np.float64).sum(0)
+    out[full] /= n[full][:, None]
+    return out.astype(np.float32)
+
+
 def join_vectors(vectors: list[np.ndarray]) -> np.ndarray:
     """One utterance's (or a batch's) part vectors side by side."""
     return np.concatenate([np.asarray(v, np.float32) for v in vectors], axis=-1)
@@ -408,12 +422,7 @@ def _join_fixed(parts: list[tuple[FeatureSet, str, bool]], ids: np.ndarray) -> t
             vals, offs = fs.ragged[name]
             n = np.diff(offs)[rows]
             valid &= n > 0
-            v, o = _gather_ragged(vals, offs, rows)
-            mean = np.zeros((len(rows), vals.shape[1]), np.float64)
-            full = n > 0
-            if full.any():  # reduceat over the non-empty segments' starts: each runs to the next one
-                mean[full] = np.add.reduceat(np.asarray(v, np.float64), o[:-1][full], axis=0) / n[full][:, None]
-            cols.append(mean.astype(np.float32))
+            cols.append(row_means(*_gather_ragged(vals, offs, rows)))
         else:
             cols.append(np.asarray(fs.fixed[name][rows], np.float32))
     x = join_vectors(cols)
@@ -535,12 +544,16 @@ class TrainData:
         return input_specs(self.sources)
 
 
-def _gather_ragged(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Re-pack the ragged rows ``rows`` (in that order) contiguously; returns (values, offsets)."""
+def _gather_ragged(values, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Re-pack the ragged rows ``rows`` (in that order) contiguously; returns (values, offsets).
+    Values streamed from a store (``ChunkedFrames``) are not copied: the result is a
+    ``StreamedRows`` view that reads them by chunks when sliced."""
     starts, ends = offsets[rows], offsets[rows + 1]
     lengths = (ends - starts).astype(np.int64)
     new_off = np.zeros(len(rows) + 1, np.int64)
     np.cumsum(lengths, out=new_off[1:])
+    if isinstance(values, ChunkedFrames):
+        return StreamedRows(values, starts, lengths), new_off
     if len(rows) and np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows))):
         return values[starts[0] : ends[-1]], new_off  # already contiguous: a view (keeps memmaps mapped)
     idx = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]) if len(rows) else np.zeros(0, np.int64)
@@ -601,8 +614,7 @@ def build_data(manifest_df, labels, classes: list[str], sources: list[InputSourc
             raise MerError(f"store {fs.where}: output {s.output!r} is empty for utterance {ids[sel][empty[0]]} "
                            f"({len(empty)} such); re-extract or drop them")
         if s.pooled_here:
-            sums = np.add.reduceat(np.asarray(v, np.float64), o[:-1], axis=0)
-            arrays[s.key] = Arrays("fixed", fixed=(sums / lengths[:, None]).astype(np.float32))
+            arrays[s.key] = Arrays("fixed", fixed=row_means(v, o))
         else:
             arrays[s.key] = Arrays("ragged", values=v, offsets=o, lengths=lengths)
     report.counts["used for training"] = int(len(sel))
@@ -678,11 +690,17 @@ def pad_ragged(segments: list[np.ndarray], dim: int, max_len: int | None = None)
 
 # Batches drawn from a pool of this many batches are grouped by length (see Batcher.order).
 BUCKET_POOL = 32
+# Streamed inputs: shuffled in runs of this many rows that lie together in the store.
+STORE_RUN = 16
+# Batches built ahead, in a background thread, while the model computes (Prefetcher).
+PREFETCH = 2
 # Default cap on a batch's padded frames (rows x longest sequence). The mel CNN's 32-channel
-# full-resolution maps cost about 100 KB of saved activations per frame in training, so
-# 8,192 frames keep one training process near 0.8 GB peak whatever the utterance lengths
-# (16,384 measured 2.1 GB; bench/RESULTS.md); batches of short utterances still get batch_size rows.
-BATCH_FRAMES = 8192
+# full-resolution maps cost about 100 KB of saved activations per frame in training; at 4,096
+# frames a step is also faster than at 8,192 (its maps stay closer to the caches): one LOSO
+# fold of attention with mel frames took 10.1 s and 1.41 GB peak against 13.9 s and 1.66 GB,
+# weighted with MFCC frames 2.3 s against 3.6 s (bench/RESULTS.md). Batches of short
+# utterances still get batch_size rows.
+BATCH_FRAMES = 4096
 
 
 class Batcher:
@@ -716,6 +734,14 @@ class Batcher:
                 n = np.diff(a.offsets)
                 length = np.maximum(length, np.minimum(n, max_len) if max_len else n)
         self.length = length if length.any() else None
+        # Inputs read from the store by chunks: shuffled pools are cut from runs of rows that
+        # lie together in the store, and a pool holds no more frames than their chunk caches.
+        self.streamed = [a.values for a in data.arrays.values() if a.kind == "ragged" and isinstance(a.values, StreamedRows)]
+        self.pool_rows = None
+        for v in self.streamed:
+            row_bytes = max(1, int(v.shape[0] * v.shape[1] * v.dtype.itemsize) // max(1, len(v.starts)))
+            fit = max(2, v.frames.cache_bytes // row_bytes // 2)   # half the cache: room for the next pool's first chunks
+            self.pool_rows = fit if self.pool_rows is None else min(self.pool_rows, fit)
 
     def batch(self, rows: np.ndarray) -> tuple[dict, "object"]:
         import torch
@@ -744,11 +770,14 @@ class Batcher:
         src = (starts[:, None] + np.arange(T)[None, :])[mask]        # frame indices, row-major
         x = np.zeros((len(rows), T, a.values.shape[1]), np.float32)
         if len(src):
-            lo, hi = int(src.min()), int(src.max()) + 1
-            if hi - lo <= 4 * len(src):   # one contiguous read (memmap-friendly), then gather
-                block = np.asarray(a.values[lo:hi], np.float32)[src - lo]
+            if isinstance(a.values, StreamedRows):   # read from the store by chunks
+                block = np.asarray(a.values.take(rows, n), np.float32)
             else:
-                block = np.asarray(a.values[src], np.float32)
+                lo, hi = int(src.min()), int(src.max()) + 1
+                if hi - lo <= 4 * len(src):   # one contiguous read (memmap-friendly), then gather
+                    block = np.asarray(a.values[lo:hi], np.float32)[src - lo]
+                else:
+                    block = np.asarray(a.values[src], np.float32)
             x[mask] = (block - mean) / std
         return x, mask
 
@@ -764,13 +793,15 @@ class Batcher:
         """
         rows = np.asarray(rows, np.int64)
         rng = rng or np.random.default_rng()
-        if shuffle:
+        pool = batch_size * BUCKET_POOL
+        if shuffle and self.streamed:
+            rows, pool = self._store_local(rows, pool, rng)
+        elif shuffle:
             rows = rows[rng.permutation(len(rows))]
         if not self.bucket or self.length is None:
             return [rows[a : a + batch_size] for a in range(0, len(rows), batch_size)]
         if not shuffle:
             return self._cut(rows[np.argsort(self.length[rows], kind="stable")], batch_size)
-        pool = batch_size * BUCKET_POOL
         batches = []
         for p in range(0, len(rows), pool):
             chunk = rows[p : p + pool]
@@ -778,6 +809,18 @@ class Batcher:
         if len(batches) > 1 and len(batches[-1]) < 2:   # a batch of one breaks batch norm
             batches[-2] = np.concatenate([batches[-2], batches.pop()])
         return [batches[i] for i in rng.permutation(len(batches))]
+
+    def _store_local(self, rows: np.ndarray, pool: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """Shuffled rows for streamed inputs: runs of ``STORE_RUN`` rows that lie together in
+        the store, the runs in random order, and a pool size whose frames fit the chunk
+        caches: each pool then decodes its chunks about once (a random order would decode a
+        chunk once per row in it). Rows within a pool are mixed by the length sort and the
+        batch shuffle; the pools still draw from all over the corpus."""
+        pool = max(2, min(pool, self.pool_rows or pool))
+        ordered = self.streamed[0].store_order(rows)
+        runs = [ordered[a : a + STORE_RUN] for a in range(0, len(ordered), STORE_RUN)]
+        rows = np.concatenate([runs[i] for i in rng.permutation(len(runs))]) if runs else ordered
+        return rows, pool
 
     def _cut(self, rows: np.ndarray, batch_size: int) -> list[np.ndarray]:
         """Consecutive batches of length-sorted ``rows`` within the row and frame budgets."""
@@ -797,9 +840,55 @@ class Batcher:
         return out
 
     def iterate(self, rows: np.ndarray, batch_size: int, shuffle: bool = False, rng: np.random.Generator | None = None):
-        for r in self.order(rows, batch_size, shuffle, rng):
-            b, y = self.batch(r)
-            yield r, b, y
+        """(rows, batch, targets) of one pass; batches are built ``PREFETCH`` ahead in a thread
+        (reading and decoding chunks, padding: numpy and the codecs release the GIL)."""
+        order = self.order(rows, batch_size, shuffle, rng)
+        yield from Prefetcher(lambda r: (r, *self.batch(r)), order, PREFETCH)
+
+
+class Prefetcher:
+    """``make(item)`` for every item, in order, computed up to ``depth`` items ahead by one
+    background thread. An exception there is raised here, at the item that failed; leaving
+    the loop early stops the thread."""
+
+    def __init__(self, make, items, depth: int = PREFETCH):
+        self.make, self.items, self.depth = make, list(items), max(1, int(depth))
+
+    def __iter__(self):
+        import queue
+        import threading
+
+        q: queue.Queue = queue.Queue(self.depth)
+        stop = threading.Event()
+        end = object()
+
+        def work():
+            try:
+                for it in self.items:
+                    if stop.is_set():
+                        return
+                    q.put((True, self.make(it)))
+                q.put((True, end))
+            except BaseException as e:   # handed to the consumer, raised there
+                q.put((False, e))
+
+        th = threading.Thread(target=work, name="mer-prefetch", daemon=True)
+        th.start()
+        try:
+            while True:
+                ok, v = q.get()
+                if not ok:
+                    raise v
+                if v is end:
+                    return
+                yield v
+        finally:
+            stop.set()
+            while th.is_alive():   # unblock a producer waiting on a full queue
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    th.join(0.05)
 
 
 def single_batch(features: dict[str, np.ndarray], sources: list[InputSource], norm: Normalizer, device="cpu") -> dict:

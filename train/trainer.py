@@ -47,15 +47,17 @@ class TrainConfig:
     balanced: bool = False        # class-weighted cross-entropy (weights from the training rows)
     max_len: int | None = None    # cap on frames/tokens per ragged input (None: no cap); the first max_len are kept
     bucket: bool = True           # batch rows of similar length together (mer.train.data.Batcher)
-    batch_frames: int = 8192      # with bucket: at most this many padded frames per batch (0: no cap)
+    batch_frames: int = 4096      # with bucket: at most this many padded frames per batch (0: no cap)
     grad_clip: float = 5.0        # max global gradient norm; 0 = no clipping
     context: str = "none"         # "none": utterances on their own; "dialog": batches of whole dialogues (mer.train.dialog)
     device: str = "auto"
-    # CPU threads for torch. 1 by default: these models are small, and intra-op threads on a
-    # busy 2-core machine spin against each other (measured here: 5.6 ms per MLP step with
-    # 1 thread, 114 ms with 2). 0 = torch's default.
-    threads: int = 1
-    # Worker processes over folds and seeds (0: one per usable core); results equal --jobs 1.
+    # How the cores are used (``parallel_plan``). jobs: worker processes over folds and seeds;
+    # threads: torch threads per process. 0 = auto: models over frame/token sequences get one
+    # process with every core as a thread (their large tensors parallelise inside an op, 1.4-1.8x
+    # on 2 cores, at one process's memory); pooled-vector models get one process per core with
+    # one thread each (their steps are too small for threads). Results equal --jobs 1 at the same
+    # --threads.
+    threads: int = 0
     jobs: int = 0
     # Which store of a feature to use when several configurations were extracted:
     # {feature: {config field: value}}, e.g. {"bert": {"layer": "all"}} (--store bert.layer=all).
@@ -323,38 +325,65 @@ def train_fold(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, devi
 _JOB: tuple | None = None   # what forked workers train: (cls, cfg, data, tasks, tc, device)
 
 
-def jobs_for(tc: TrainConfig, n_tasks: int, device: str) -> int:
-    """Worker processes for ``n_tasks`` folds: ``tc.jobs`` (0 = one per usable core), never
-    more than the tasks; 1 on a GPU (one device, and CUDA cannot be used after a fork)."""
+def usable_cores() -> int:
     import os
 
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def parallel_plan(tc: TrainConfig, n_tasks: int, device: str, sequences: bool) -> tuple[int, int]:
+    """(worker processes, torch threads per process) for ``n_tasks`` folds.
+
+    ``--jobs``/``--threads`` when given (processes never more than the tasks; forked workers
+    one thread each); else, on a CPU, sequence models (``sequences``: a ragged input) run in
+    this process with every core as a thread, and pooled models in one process per core.
+    Measured on 2 cores (bench/RESULTS.md): a mel-CNN fold took 10.1 s with 1 thread and
+    5.7 s with 2, and two processes would hold two copies of its ~1 GB peak; an MLP step is
+    slower with 2 threads than with 1. A GPU gets one process (one device, and CUDA cannot
+    be used after a fork)."""
+    cores = usable_cores()
     if not str(device).startswith("cpu"):
-        return 1
-    n = tc.jobs or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    return max(1, min(int(n), n_tasks))
+        return 1, max(1, tc.threads or 1)
+    jobs = tc.jobs or (1 if sequences else cores)
+    jobs = max(1, min(int(jobs), n_tasks))
+    if jobs > 1:
+        # Forked workers use one thread: a child forked after its parent ran OpenMP with
+        # several threads hangs at its own first multi-threaded op (GNU libgomp is not
+        # fork-safe), and a notebook or test session may have done so before this call.
+        return jobs, 1
+    return 1, int(tc.threads or (cores if sequences else 1))
 
 
 def fold_results(cls, cfg, data: TrainData, tasks: list, tc: TrainConfig, device: str):
     """``train_fold`` for every (seed, fold) of ``tasks``, yielded in task order.
 
     With more than one job the folds run in forked worker processes: they inherit the
-    aligned arrays (copy-on-write, nothing is pickled but the results), train with
-    ``tc.threads`` torch threads each, and return exactly what the same fold returns in
-    this process (every fold seeds its own generators; a test compares ``--jobs 2`` with
-    ``--jobs 1``). Where fork is unavailable (Windows, macOS's default) folds run here.
+    aligned arrays (copy-on-write, nothing is pickled but the results), train with one
+    torch thread each, and return exactly what the same fold returns in this process
+    (every fold seeds its own generators; a test compares ``--jobs 2`` with ``--jobs 1``).
+    Where fork is unavailable (Windows, macOS's default) folds run here.
     """
     import multiprocessing as mp
 
+    import torch
+
     global _JOB
-    jobs = jobs_for(tc, len(tasks), device)
+    sequences = any(a.kind == "ragged" for a in data.arrays.values())
+    jobs, threads = parallel_plan(tc, len(tasks), device, sequences)
     if jobs <= 1 or "fork" not in mp.get_all_start_methods():
-        for seed, fold in tasks:
-            yield train_fold(cls, cfg, data, fold, seed, tc, device)
+        prev = torch.get_num_threads()
+        if str(device).startswith("cpu"):
+            torch.set_num_threads(threads)
+        try:
+            for seed, fold in tasks:
+                yield train_fold(cls, cfg, data, fold, seed, tc, device)
+        finally:
+            torch.set_num_threads(prev)
         return
     _JOB = (cls, cfg, data, tasks, tc, device)
     _warm_imports()
     try:
-        with mp.get_context("fork").Pool(jobs, initializer=_init_worker, initargs=(tc.threads,)) as pool:
+        with mp.get_context("fork").Pool(jobs, initializer=_init_worker, initargs=(threads,)) as pool:
             yield from pool.imap(_run_task, range(len(tasks)))
     finally:
         _JOB = None
@@ -373,8 +402,7 @@ def _warm_imports() -> None:
 def _init_worker(threads: int) -> None:
     import torch
 
-    if threads:
-        torch.set_num_threads(int(threads))
+    torch.set_num_threads(int(threads))
 
 
 def _run_task(i: int) -> FoldResult:
@@ -417,17 +445,9 @@ def run_train(dataset: str, features, fusions, protocol: str | None = None, sche
         tc.epochs = int(epochs)
     tc.device = device or tc.device
     dev = pick_device(tc.device)
-    import torch
-
     _bound_heap()
-    prev_threads = torch.get_num_threads()
-    if dev == "cpu" and tc.threads:
-        torch.set_num_threads(int(tc.threads))
-    try:
-        return _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, manifest, feature_sets,
-                          options, tc, dev, run_id, command, plots, quiet, recipe, store_configs)
-    finally:
-        torch.set_num_threads(prev_threads)
+    return _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, manifest, feature_sets,
+                      options, tc, dev, run_id, command, plots, quiet, recipe, store_configs)
 
 
 def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, manifest, feature_sets, options, tc, dev,
