@@ -60,15 +60,17 @@ main(sys.argv[1:])
 """
 
 
-def corpus(out: Path, per_class: int, features: str) -> tuple[Path, dict]:
-    """Synthesize (once) and extract (once) a corpus; returns its cache and what it cost."""
-    root, cache = out / f"corpus-{per_class}", out / f"cache-{per_class}"
+def corpus(out: Path, per_class: int, features: str, lengths: str = "espeak") -> tuple[Path, dict]:
+    """Synthesize (once) and extract (once) a corpus; returns its cache and what it cost.
+    ``lengths="iemocap"``: utterance durations drawn like IEMOCAP's (1-15 s, mean ~4.5 s)."""
+    tag = f"{per_class}" + ("" if lengths == "espeak" else f"-{lengths}")
+    root, cache = out / f"corpus-{tag}", out / f"cache-{tag}"
     info = {}
     if not (root / "synth_info.json").exists():
         from mer.common.synth import generate
 
         t0 = time.perf_counter()
-        generate(root, layout="iemocap", per_class=per_class, sessions=5, seed=0, workers=2)
+        generate(root, layout="iemocap", per_class=per_class, sessions=5, seed=0, workers=2, lengths=lengths)
         info["synth_s"] = round(time.perf_counter() - t0, 1)
     if not (cache / ".extracted").exists():
         t0 = time.perf_counter()
@@ -79,11 +81,12 @@ def corpus(out: Path, per_class: int, features: str) -> tuple[Path, dict]:
     return cache, info
 
 
-def old_cache(out: Path, per_class: int, old_tree: Path, features: str) -> Path:
+def old_cache(out: Path, per_class: int, old_tree: Path, features: str, lengths: str = "espeak") -> Path:
     """The baseline reads only its own store version (1; this code writes 2, with per-chunk
     checksums), so it extracts the same corpus with its own code, in its own process
     (``--workers 0``: a worker process would import this checkout's modules instead)."""
-    root, cache = out / f"corpus-{per_class}", out / f"cache-{per_class}-old"
+    tag = f"{per_class}" + ("" if lengths == "espeak" else f"-{lengths}")
+    root, cache = out / f"corpus-{tag}", out / f"cache-{tag}-old"
     if not (cache / ".extracted").exists():
         subprocess.run([sys.executable, "-c", OLD_LAUNCH, str(old_tree), "extract", "-d", "iemocap", "-r", str(root),
                         "-f", features, "--cache", str(cache), "--workers", "0", "-q"], check=True)
@@ -131,6 +134,8 @@ def main() -> None:
     ap.add_argument("--baseline", default="9748dd6")
     ap.add_argument("--protocol", default="loso", help="loso (5 folds) or si (2 folds: cheaper for the slow baseline)")
     ap.add_argument("--no-old", action="store_true", help="only this code")
+    ap.add_argument("--lengths", default="espeak", choices=["espeak", "iemocap"],
+                    help="utterance durations: espeak's (1-8.5 s) or drawn like IEMOCAP's (1-15 s, mean ~4.5 s)")
     ap.add_argument("--out", default="/tmp/mer-bench-seq")
     args = ap.parse_args()
     out = Path(args.out)
@@ -140,10 +145,11 @@ def main() -> None:
     old_tree = None if args.no_old else baseline_tree(out, args.baseline)
     rows = []
     for k in args.per_class:
-        cache, info = corpus(out, k, "bert,mfcc,mel,egemaps")
+        cache, info = corpus(out, k, "bert,mfcc,mel,egemaps", args.lengths)
         print(f"\ncorpus per_class={k} ({20 * k} utterances): {info or 'reused'}", flush=True)
         if old_tree is not None:
-            ocache = old_cache(out, k, old_tree, ",".join(sorted({f for p in args.fusions for f in p.split(":")[1].split(",")})))
+            ocache = old_cache(out, k, old_tree, ",".join(sorted({f for p in args.fusions for f in p.split(":")[1].split(",")})),
+                               args.lengths)
         for pair in args.fusions:
             fusion, feats = pair.split(":")
             new = run_one("new", None, cache, fusion, feats, args.epochs, out, args.protocol)

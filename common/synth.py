@@ -435,14 +435,24 @@ def synthesize(batches: list[list[Utt]], workers: int, quiet: bool = True) -> di
 # --------------------------------------------------------------------------------------
 
 
-def finish_audio(u: Utt, samples: np.ndarray, sr: int) -> np.ndarray:
-    """int16 @ 22,050 Hz -> float32 @ ``sr`` with silence padding and white noise at ``u.snr_db``."""
+def iemocap_length(u: Utt) -> float:
+    """A duration (s) drawn for ``u`` from a log-normal fitted to IEMOCAP's utterances (mean
+    about 4.5 s, clipped to 1-15 s), from the utterance's own seed (so the other utterances'
+    draws do not move)."""
+    r = np.random.default_rng([u.noise_seed, 4])
+    return float(np.clip(r.lognormal(mean=1.3, sigma=0.6), 1.0, 15.0))
+
+
+def finish_audio(u: Utt, samples: np.ndarray, sr: int, min_seconds: float = 0.0) -> np.ndarray:
+    """int16 @ 22,050 Hz -> float32 @ ``sr`` with silence padding and white noise at ``u.snr_db``;
+    the trailing silence is extended to reach ``min_seconds`` (speech longer is kept whole)."""
     import soxr
 
     x = samples.astype(np.float32) / 32768.0
     if sr != SYNTH_RATE:
         x = soxr.resample(x, SYNTH_RATE, sr).astype(np.float32)
     a, b = (int(round(p * sr)) for p in u.pad)
+    b = max(b, int(round(min_seconds * sr)) - a - len(x))
     p_sig = float(np.mean(x.astype(np.float64) ** 2)) + 1e-12  # power of the speech itself
     x = np.concatenate([np.zeros(a, np.float32), x, np.zeros(b, np.float32)])
     rng = np.random.default_rng(u.noise_seed)
@@ -640,7 +650,7 @@ def _write_iemocap(out: Path, cfg, rng, workers: int, quiet: bool) -> dict:
             xx = {"F": 0, "M": 0}
             for u in utts:
                 samples, events = audio[u.idx]
-                x = finish_audio(u, samples, sr)
+                x = finish_audio(u, samples, sr, iemocap_length(u) if cfg.lengths == "iemocap" else 0.0)
                 dur = len(x) / sr
                 start, end = t, t + dur
                 wav = sdir / "sentences" / "wav" / name / f"{u.uid}.wav"
@@ -879,6 +889,9 @@ class SynthConfig:
     # emotional turns that follow a turn of the same emotion is neutral in voice and words
     # but keeps its label (only the context tells it); 0 = utterances independent
     context: float = 0.0
+    # iemocap: "espeak" (utterances as long as their speech, 1-8.5 s, mean ~3 s) or "iemocap"
+    # (trailing silence extends each to a duration drawn like IEMOCAP's: 1-15 s, mean ~4.5 s)
+    lengths: str = "espeak"
 
     def params(self) -> dict:
         return {"generator_version": GENERATOR_VERSION, **asdict(self)}
@@ -906,6 +919,7 @@ def generate(
     alignments: bool = True,
     video: bool = True,
     context: float = 0.0,
+    lengths: str = "espeak",
     workers: int | None = None,
     quiet: bool = True,
 ) -> Path:
@@ -933,8 +947,10 @@ def generate(
     if out.exists() and any(out.iterdir()):
         raise MerError(f"{out}: not empty; a synthetic corpus is only written into an empty or new folder")
     out.mkdir(parents=True, exist_ok=True)
+    if lengths not in ("espeak", "iemocap") or (lengths == "iemocap" and layout != "iemocap"):
+        raise UsageError(f"lengths {lengths!r}: espeak, or iemocap (for the iemocap layout)")
     cfg = SynthConfig(layout, per_class, sessions, seed, one_modality, label_noise, defects, dialog_wavs, alignments, video,
-                      context)
+                      context, lengths)
     rng = np.random.default_rng(np.random.SeedSequence([seed, LAYOUTS.index(layout), GENERATOR_VERSION]))
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     summary = WRITERS[layout](out, cfg, rng, workers, quiet)

@@ -746,7 +746,7 @@ class Batcher:
     def batch(self, rows: np.ndarray) -> tuple[dict, "object"]:
         import torch
 
-        rows = np.asarray(rows, np.int64)
+        rows = np.ascontiguousarray(rows, np.int64)   # torch refuses views with negative strides
         t_rows = torch.from_numpy(rows).to(self.device)
         out = {k: v.index_select(0, t_rows) for k, v in self._fixed.items()}
         for k, a in self.data.arrays.items():
