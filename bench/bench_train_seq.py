@@ -87,7 +87,8 @@ def old_cache(out: Path, per_class: int, old_tree: Path, features: str, lengths:
     (``--workers 0``: a worker process would import this checkout's modules instead)."""
     tag = f"{per_class}" + ("" if lengths == "espeak" else f"-{lengths}")
     root, cache = out / f"corpus-{tag}", out / f"cache-{tag}-old"
-    if not (cache / ".extracted").exists():
+    marker = cache / ".extracted"
+    if not marker.exists() or not set(features.split(",")) <= set(marker.read_text().split(",")):
         subprocess.run([sys.executable, "-c", OLD_LAUNCH, str(old_tree), "extract", "-d", "iemocap", "-r", str(root),
                         "-f", features, "--cache", str(cache), "--workers", "0", "-q"], check=True)
         (cache / ".extracted").write_text(features)

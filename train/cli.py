@@ -109,6 +109,8 @@ class _FusionHelp(click.Option):
 @click.option("--set", "options", multiple=True, callback=_options, metavar="NAME=VALUE",
               help="Fusion config field, e.g. --set hidden=128 --set dropout=0.2 (applies to every fusion that has it; a name no fusion has is an error).")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA if available), cpu, cuda, cuda:1.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="Mixed precision (autocast): bf16 on CPU or GPU, fp16 on CUDA only (with loss scaling).")
 @click.option("--threads", type=int, default=0, show_default=True,
               help="torch CPU threads per process (0: the cores left to each of --jobs).")
 @click.option("--jobs", "-j", type=int, default=0, show_default=True,
@@ -122,7 +124,7 @@ class _FusionHelp(click.Option):
 @click.pass_context
 def train(ctx, dataset, features, fusion, protocol, scheme, seeds, seed, cache, manifest, out, run_id, epochs, batch_size, lr,
           optimizer, weight_decay, grad_clip, patience, monitor, balanced, max_len, context, bucket, batch_frames, stores, text_source,
-          normalize, options, device, threads, jobs, no_plots, quiet, recipe, substitute):
+          normalize, options, device, precision, threads, jobs, no_plots, quiet, recipe, substitute):
     """Train fusion models on cached features and write one run directory per
     (feature set, fusion): config.yaml, metrics.json, predictions.csv, weights, plots.
 
@@ -159,7 +161,7 @@ def train(ctx, dataset, features, fusion, protocol, scheme, seeds, seed, cache, 
         raise UsageError("name the features to train on with --features (or train a paper's --recipe)")
     tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
                      grad_clip=grad_clip, patience=patience, monitor=monitor, balanced=balanced, context=context, max_len=max_len, bucket=bucket,
-                     batch_frames=batch_frames, device=device, threads=threads, jobs=jobs,
+                     batch_frames=batch_frames, device=device, precision=precision, threads=threads, jobs=jobs,
                      stores=stores, text_source=text_source, normalize=normalize)
     run_train(dataset, list(features), fusion, protocol=protocol, scheme=scheme,
               seeds=[seed] if seed is not None else seeds, cache=cache, out=out, device=device, manifest=manifest,

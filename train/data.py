@@ -753,9 +753,16 @@ class Batcher:
             if a.kind != "ragged":
                 continue
             x, m = self._pad(a, k, rows)
-            out[k] = torch.from_numpy(x).to(self.device)
-            out[k + ".mask"] = torch.from_numpy(m).to(self.device)
+            out[k] = self._to_device(torch.from_numpy(x))
+            out[k + ".mask"] = self._to_device(torch.from_numpy(m))
         return out, self._y.index_select(0, t_rows)
+
+    def _to_device(self, t):
+        """To the training device; on a GPU through pinned memory, copied asynchronously (the
+        prefetching thread pins the next batch while the GPU computes)."""
+        if str(self.device).startswith("cuda"):
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t
 
     def _pad(self, a: Arrays, key: str, rows: np.ndarray):
         """Normalised, zero-padded ``[B, T, D]`` and mask of ``rows`` (same as pad_ragged of

@@ -157,6 +157,7 @@ class MaskedRNN(nn.Module):
         """One direction of one layer over ``seq`` [B, T, D] (zero initial state) -> [B, T, H]."""
         sfx = f"_l{layer}" + ("_reverse" if reverse else "")
         w = [getattr(self.rnn, f"{k}{sfx}") for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        seq = seq.to(w[0].dtype)   # under autocast a Linear before may hand bf16/fp16 steps
         h0 = seq.new_zeros(1, seq.shape[0], self.rnn.hidden_size)
         if self.cell == "lstm":
             return torch.lstm(seq, (h0, h0), w, True, 1, 0.0, self.training, False, True)[0]
@@ -255,6 +256,7 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
         if not self.training:
             return torch.where(m, F.relu(super().forward(x)), torch.zeros((), dtype=x.dtype, device=x.device))
         n = float(max(int(mask.sum()) * x.shape[-1], 1))
+        x = x.float()   # under --precision bf16/fp16 the statistics are still summed in float32
         y, mean, var = _MaskedBNReLU.apply(x, m.to(x.dtype), n, self.weight, self.bias, self.eps)
         self._track(mean.detach(), var.detach(), torch.tensor(n, dtype=x.dtype, device=x.device))
         return y

@@ -59,6 +59,9 @@ class TrainConfig:
     # --threads.
     threads: int = 0
     jobs: int = 0
+    # Mixed precision (torch.autocast): "fp32" (off), "bf16" (CPU or CUDA), "fp16" (CUDA only,
+    # with a gradient scaler). Masked batch statistics and the loss stay in float32.
+    precision: str = "fp32"
     # Which store of a feature to use when several configurations were extracted:
     # {feature: {config field: value}}, e.g. {"bert": {"layer": "all"}} (--store bert.layer=all).
     stores: dict = field(default_factory=dict)
@@ -164,7 +167,7 @@ def _proba(model, logits):
     return torch.softmax(logits, -1)
 
 
-def evaluate(model, batcher: Batcher, rows, loss_fn, regression: bool, batch_size: int = 64):
+def evaluate(model, batcher: Batcher, rows, loss_fn, regression: bool, batch_size: int = 64, precision: str = "fp32"):
     """(mean loss, outputs, logits) on ``rows`` (outputs in the order of ``rows``); outputs are
     probabilities or predictions. Batches of ``batch_size`` rows grouped by length: one batch
     of a whole split held every padded feature map at once (6 GB for 30 validation rows of
@@ -177,7 +180,8 @@ def evaluate(model, batcher: Batcher, rows, loss_fn, regression: bool, batch_siz
     outs, logit_list, where, total, n = [], [], [], 0.0, 0
     with torch.no_grad():
         for r, b, y in batcher.iterate(rows, batch_size):
-            logits = model(b)
+            with autocast(precision, batcher.device):
+                logits = model(b).float()
             total += float(loss_fn(logits, y)) * len(r)
             n += len(r)
             logit_list.append(logits.detach())
@@ -240,6 +244,25 @@ def calibrate_on_validation(model, batcher: Batcher, fold, data: TrainData, loss
     return model.calibrate(v_logits, torch.from_numpy(data.y[fold.valid]).to(v_logits.device)) or {}
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def autocast(precision: str, device: str):
+    """The autocast context of ``--precision`` on ``device`` (a no-op for fp32)."""
+    import contextlib
+
+    import torch
+
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision}: choose from {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    kind = "cuda" if str(device).startswith("cuda") else "cpu"
+    if precision == "fp16" and kind != "cuda":
+        raise UsageError("--precision fp16 needs a CUDA device (fp16 matrix products are slow or missing on CPUs); use bf16")
+    return torch.autocast(kind, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
 def train_fold(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, device: str) -> FoldResult:
     import torch
 
@@ -260,6 +283,9 @@ def train_fold(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, devi
     opt = make_optimizer(tc.optimizer, [p for p in model.parameters() if p.requires_grad], tc.lr, tc.weight_decay)
     loss_fn = _default_loss(model, data, fold.train, tc, device)
     monitor = tc.monitor if tc.monitor != "auto" else ("loss" if data.regression else "ua")
+    amp = lambda: autocast(tc.precision, device)  # noqa: E731
+    # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
+    scaler = torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None
 
     def metrics_of(out, rows):
         y = data.y[rows]
@@ -274,21 +300,30 @@ def train_fold(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, devi
         for r, b, y in batcher.iterate(fold.train, tc.batch_size, shuffle=True, rng=rng):
             if len(r) < 2 and n > 0:
                 continue  # a last batch of one row breaks batch norm; it is shuffled anew next epoch
-            logits = model(b)
+            with amp():
+                logits = model(b).float()
             loss = loss_fn(logits, y)
             if not torch.isfinite(loss):
                 raise MerError(f"{cls.__name__}: training loss became {float(loss)} in epoch {epoch + 1} (fold {fold.name}); lower --lr")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)   # clip the true gradients
+            else:
+                loss.backward()
             if tc.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            opt.step()
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
             tot += loss.item() * len(r)
             n += len(r)
             if not data.regression:
                 with torch.no_grad():  # through predict_proba: some models pack several heads into logits
                     correct += int((_proba(model, logits).argmax(-1) == y).sum())
-        v_loss, v_out, _ = evaluate(model, batcher, fold.valid, loss_fn, data.regression, tc.batch_size)
+        v_loss, v_out, _ = evaluate(model, batcher, fold.valid, loss_fn, data.regression, tc.batch_size, tc.precision)
         vm = metrics_of(v_out, fold.valid)
         # rows trained on and this process's peak RSS so far: the benchmark's throughput, and
         # memory that stays flat across epochs and folds (bench/bench_train_seq.py)
@@ -307,7 +342,7 @@ def train_fold(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, devi
             break
     model.load_state_dict(best_state)
     chosen = calibrate_on_validation(model, batcher, fold, data, loss_fn)
-    t_loss, t_out, t_logits = evaluate(model, batcher, fold.test, loss_fn, data.regression, tc.batch_size)
+    t_loss, t_out, t_logits = evaluate(model, batcher, fold.test, loss_fn, data.regression, tc.batch_size, tc.precision)
     m = metrics_of(t_out, fold.test)
     m.update(test_loss=t_loss, best_epoch=best_epoch, epochs_run=len(history), **chosen)
     sweeps = []
@@ -464,6 +499,7 @@ def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, 
     check_options(classes_of, options)
     if tc.optimizer not in OPTIMIZERS:
         raise UsageError(f"--optimizer {tc.optimizer}: unknown; choose from {', '.join(OPTIMIZERS)}")
+    autocast(tc.precision, dev)   # an unknown or impossible --precision fails before any work
     seeds = [int(s) for s in (parse_list(seeds, "--seeds") if isinstance(seeds, str) else seeds)]
     n_runs = len(requests) * len(fusion_names)
     if run_id and n_runs > 1:
