@@ -1,6 +1,7 @@
 """glibc's mmap threshold and training speed: an LSTM (the seed 003/004 encoders) trained on
 packed 100 Hz frame sequences, with glibc's default (dynamic) threshold and with the fixed
-64 KiB one that ``MER_MALLOC_MMAP_KB=64`` sets. Each setting runs in a fresh process (mallopt
+64 KiB one that ``MER_MALLOC_MMAP_KB=64`` set (training's opt-in setting until the oneDNN kernel caches
+were capped, which fixed the growth it was meant for; the option is gone). Each setting runs in a fresh process (mallopt
 is process-wide); prints wall, user and system seconds and the ratio.
 
     python bench/bench_malloc.py [--steps 10]

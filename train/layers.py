@@ -4,7 +4,7 @@ Every block here takes the batch convention of ``mer.train.fusion``: a ragged in
 zero-padded ``[B, T, D]`` tensor with a bool mask ``[B, T]`` (True = real frame/token).
 The rule every block follows is that padded positions can never reach an output: they are
 overwritten with zeros (``torch.where``, so even inf/NaN padding is harmless) before any
-operation that mixes time steps, recurrent layers run on packed sequences, attention uses
+operation that mixes time steps, recurrent layers see each row's real steps only (``MaskedRNN``), attention uses
 ``-inf`` key masks, batch statistics are computed over real positions only, and pooling
 weighs real positions only. The tests change padded values and compare outputs.
 

@@ -192,31 +192,6 @@ def evaluate(model, batcher: Batcher, rows, loss_fn, regression: bool, batch_siz
     return total / max(n, 1), np.concatenate(outs)[back], torch.cat(logit_list)[order]
 
 
-def _bound_heap() -> None:
-    """Opt-in (``MER_MALLOC_MMAP_KB=64``): serve every allocation above that size with its
-    own mapping, returned to the system when freed (glibc only; elsewhere nothing changes).
-
-    Why opt-in: for the mel/MFCC CNNs it lowers a fold's peak RSS from 1.7 to 1.1 GB at no
-    cost in speed (glibc's dynamic threshold lets the heap fragment), but it makes RNN
-    training 2.5-3x slower: an LSTM's backward allocates whole-sequence buffers at every step,
-    and with a fixed threshold each one is a fresh mapping whose pages the kernel faults in
-    and zeroes (measured with ``bench/bench_malloc.py``: system time 7x; bench/RESULTS.md).
-    The seed 003/004 models are LSTMs, so the default stays glibc's."""
-    import ctypes
-    import ctypes.util
-    import os
-    import sys
-
-    kb = int(os.environ.get("MER_MALLOC_MMAP_KB", "0") or 0)
-    if kb <= 0 or not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, kb * 1024)   # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
 def _peak_rss_mb() -> float:
     import resource
     import sys
@@ -480,7 +455,6 @@ def run_train(dataset: str, features, fusions, protocol: str | None = None, sche
         tc.epochs = int(epochs)
     tc.device = device or tc.device
     dev = pick_device(tc.device)
-    _bound_heap()
     return _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, manifest, feature_sets,
                       options, tc, dev, run_id, command, plots, quiet, recipe, store_configs)
 
