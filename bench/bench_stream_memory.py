@@ -70,7 +70,14 @@ def main() -> None:
     for n in args.sizes:
         cache = out / f"cache-{n}"
         if not (cache / ".written").exists():
-            info = write_corpus(cache, n)
+            # in a child process: this one must stay small, because a process started from
+            # it inherits its peak RSS across fork + exec (ru_maxrss), which history.json reports
+            import subprocess
+
+            code = (f"import sys, json; sys.path.insert(0, {str(HERE)!r}); from bench_stream_memory import write_corpus; "
+                    f"from pathlib import Path; print(json.dumps(write_corpus(Path({str(cache)!r}), {n})))")
+            info = json.loads(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                             text=True).stdout.strip().splitlines()[-1])
             (cache / ".written").write_text(json.dumps(info))
         info = json.loads((cache / ".written").read_text())
         print(f"\n{n} utterances: {info['frames']:,} frames+tokens in the stores", flush=True)

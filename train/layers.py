@@ -256,7 +256,8 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
         if not self.training:
             return torch.where(m, F.relu(super().forward(x)), torch.zeros((), dtype=x.dtype, device=x.device))
         n = float(max(int(mask.sum()) * x.shape[-1], 1))
-        x = x.float()   # under --precision bf16/fp16 the statistics are still summed in float32
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()   # under --precision bf16/fp16 the statistics are still summed in float32
         y, mean, var = _MaskedBNReLU.apply(x, m.to(x.dtype), n, self.weight, self.bias, self.eps)
         self._track(mean.detach(), var.detach(), torch.tensor(n, dtype=x.dtype, device=x.device))
         return y
