@@ -774,12 +774,12 @@ class Batcher:
             n = np.minimum(n, self.max_len)
         T = max(int(n.max()) if len(n) else 0, 1)
         mask = np.arange(T)[None, :] < n[:, None]
-        src = (starts[:, None] + np.arange(T)[None, :])[mask]        # frame indices, row-major
         x = np.zeros((len(rows), T, a.values.shape[1]), np.float32)
-        if len(src):
+        if n.sum():
             if isinstance(a.values, StreamedRows):   # read from the store by chunks
                 block = np.asarray(a.values.take(rows, n), np.float32)
             else:
+                src = (starts[:, None] + np.arange(T)[None, :])[mask]        # frame indices, row-major
                 lo, hi = int(src.min()), int(src.max()) + 1
                 if hi - lo <= 4 * len(src):   # one contiguous read (memmap-friendly), then gather
                     block = np.asarray(a.values[lo:hi], np.float32)[src - lo]
