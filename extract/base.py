@@ -19,18 +19,7 @@ import numpy as np
 from mer.common.registry import Registry
 
 EXTRACTORS: Registry[type["Extractor"]] = Registry(
-    "feature",
-    name_attr="name",
-    modules=(
-        "mer.extract.spectral",   # mfcc, mel
-        "mer.extract.smile",      # egemaps, gemaps, compare, emobase, is09-is13, smile (any .conf)
-        "mer.extract.text",       # bert
-        "mer.extract.openl3",     # openl3
-        "mer.extract.speaker",    # dvector
-        "mer.extract.ssl",        # wav2vec
-        "mer.extract.prosody",    # prosody (seed 003)
-        "mer.extract.asr",        # asr (Whisper-family transcripts with word timestamps)
-    ),
+    "feature", package="mer.extract", marker="EXTRACTORS.register", name_attr="name"
 )
 
 

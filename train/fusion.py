@@ -24,16 +24,7 @@ from dataclasses import dataclass
 from mer.common.errors import UsageError
 from mer.common.registry import Registry
 
-FUSIONS: Registry[type] = Registry(
-    "fusion",
-    modules=(
-        "mer.train.models_basic",       # concat, late (and unimodal baselines through them)
-        "mer.train.models_attention",   # attention (seed 002), weighted (seed 000)
-        "mer.train.models_masked",      # masked, interaction (seed 001)
-        "mer.train.models_cross",       # cross (seed 004)
-        "mer.train.models_hier",        # hierarchical (seed 003)
-    ),
-)
+FUSIONS: Registry[type] = Registry("fusion", package="mer.train", marker="FUSIONS.register")
 
 
 @dataclass(frozen=True)

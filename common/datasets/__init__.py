@@ -24,16 +24,7 @@ class Adapter:
     needs_audio: bool = True
 
 
-DATASETS: Registry[Adapter] = Registry(
-    "dataset",
-    modules=(
-        "mer.common.datasets.iemocap",
-        "mer.common.datasets.meld",
-        "mer.common.datasets.mmsa",
-        "mer.common.datasets.slue",
-        "mer.common.datasets.csvdata",
-    ),
-)
+DATASETS: Registry[Adapter] = Registry("dataset", package="mer.common.datasets", marker="@register(")
 
 
 def register(name: str, description: str):
