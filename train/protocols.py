@@ -50,6 +50,14 @@ class Fold:
                 raise MerError(f"fold {self.name}: the {part} split is empty")
 
 
+def without_test(folds: list[Fold]) -> list[Fold]:
+    """The folds a hyper-parameter search trains on: each fold's test rows are left out
+    entirely and its validation rows are the split scored (early stopping and the score read
+    the same rows, as the search's objective is a validation figure). A search that scored
+    test folds would choose its configuration on the data it then reports."""
+    return [Fold(f.name, f.train, f.valid, f.valid) for f in folds]
+
+
 def _stratify_ok(y: np.ndarray | None) -> bool:
     if y is None:
         return False

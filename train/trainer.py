@@ -20,6 +20,7 @@ import numpy as np
 from mer.common.device import choose as pick_device
 from mer.common.errors import MerError, UsageError
 from mer.common.report import Report
+from mer.train.callbacks import epoch_end
 from mer.train.data import (
     Batcher,
     FeatureCache,
@@ -71,6 +72,10 @@ class TrainConfig:
     # each speaker's audio standardised with that speaker's own utterances, test ones included,
     # labels unused (mer.train.speakernorm).
     normalize: str = "fold"
+    # Which split a fold is scored on: "test" (training runs), or "valid" for search trials
+    # (mer tune): each fold's test rows are left out entirely and its validation rows are
+    # scored instead, so a search never reads a test fold (mer.train.protocols.without_test).
+    score_on: str = "test"
 
 
 # Optimizers by name (--optimizer choices come from here). Adam's weight_decay adds an L2
@@ -243,6 +248,8 @@ def train_fold(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, devi
 
     from mer.train.metrics import classification_metrics, regression_metrics
 
+    if hasattr(cls, "fit_fold"):   # classical baselines fit in one call, no epochs (mer.train.models_sklearn)
+        return cls.fit_fold(cfg, data, fold, seed, tc, device)
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -309,6 +316,7 @@ def train_fold(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, devi
         else:
             h.update(train_accuracy=correct / max(n, 1), valid_accuracy=vm["accuracy"], valid_ua=vm["ua"])
         history.append(h)
+        epoch_end(seed, fold.name, h)   # mer tune's pruner sees every epoch (mer.train.callbacks)
         score = _score(vm, v_loss, monitor)
         if best is None or score > best:
             best, best_epoch = score, epoch + 1
@@ -463,7 +471,7 @@ def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, 
                run_id, command, plots, quiet, recipe=None, store_configs=None) -> list[Path]:
     from mer.common.progress import progress
     from mer.train.fusion import FUSIONS
-    from mer.train.protocols import make_folds, protocol_spec
+    from mer.train.protocols import make_folds, protocol_spec, without_test
     from mer.train.rundir import write_run
 
     feature_lists = [features] if isinstance(features, str) else list(features)
@@ -481,6 +489,8 @@ def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, 
 
     if tc.normalize not in ("fold", "speaker"):
         raise UsageError(f"--normalize {tc.normalize!r}: fold or speaker")
+    if tc.score_on not in ("test", "valid"):
+        raise UsageError(f"score_on {tc.score_on!r}: test or valid")
     man, sch, labels, classes = load_labels(dataset, scheme, cache, manifest)
     if tc.text_source:  # same rows, transcripts (and their word times) from an asr store
         from mer.extract.asr import apply_text_source
@@ -551,6 +561,8 @@ def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, 
             results: list[FoldResult] = []
             t0 = time.perf_counter()
             fold_sets = {s: make_folds(spec, data.meta, strat, s, rep, tc.valid_fraction) for s in seeds}
+            if tc.score_on == "valid":   # search trials: test rows left out (mer.train.protocols.without_test)
+                fold_sets = {s: without_test(f) for s, f in fold_sets.items()}
             total = sum(len(v) for v in fold_sets.values())
             label = f"{fname} [{'+'.join(s.key for s in sources)}]"
             tasks = [(s, fold) for s in seeds for fold in fold_sets[s]]
