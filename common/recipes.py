@@ -6,6 +6,7 @@ extractor settings (``features``: extractor -> config fields), the model inputs
 (``model``, what ``--set`` would take), the training settings (``train``: optimizer, lr,
 weight decay, batch size, epochs, patience, monitored quantity, gradient clipping), the
 context mode, protocol and label scheme, and the metric the paper reports with its figure.
+A recipe may carry the paper's search space (``space``) for ``mer tune --recipe``.
 
 ``mer extract --recipe NAME -d D`` extracts exactly the recipe's features;
 ``mer train --recipe NAME -d D`` trains it and writes the paper's figure next to the run's.
@@ -28,7 +29,7 @@ from pathlib import Path
 from mer.common.errors import MerError, UsageError
 
 RECIPE_KEYS = {"name", "seed", "paper", "dataset", "scheme", "protocol", "features", "inputs", "fusion", "model",
-               "context", "train", "metric", "figure", "figure_text", "differs", "notes", "substitute"}
+               "context", "train", "metric", "figure", "figure_text", "differs", "notes", "substitute", "space"}
 TRAIN_KEYS = {"optimizer", "lr", "weight_decay", "batch_size", "epochs", "patience", "monitor", "grad_clip",
               "balanced", "max_len"}
 METRICS = ("accuracy", "ua", "weighted_f1", "macro_f1")
@@ -54,6 +55,9 @@ class Recipe:
     differs: str = ""
     notes: str = ""
     substitute: dict[str, dict] = field(default_factory=dict)
+    # The paper's hyper-parameter search space, for `mer tune --recipe` (name -> "low:high[:log]",
+    # "a,b,c", a list, or {low, high, log}; mer.train.tune.parse_param reads it).
+    space: dict = field(default_factory=dict)
     path: str = ""
 
     def paper_record(self) -> dict:

@@ -58,6 +58,17 @@ def _check_optimizer(ctx, param, value):
     return value
 
 
+def _check_track(ctx, param, value):
+    if not value:
+        return ()
+    from mer.train.tracking import TRACKERS
+
+    bad = [v for v in value if v not in TRACKERS.names()]
+    if bad:
+        raise click.BadParameter(f"unknown tracker {', '.join(bad)}; choose from: {', '.join(TRACKERS.names())}")
+    return tuple(value)
+
+
 class _FusionHelp(click.Option):
     """--fusion's help lists the registry's names, computed only when help is shown."""
 
@@ -121,10 +132,14 @@ class _FusionHelp(click.Option):
 @click.option("--quiet", "-q", is_flag=True)
 @click.option("--recipe", default=None, help="Train a paper's recipe (`mer recipes`); options given here override its values (recorded in the run).")
 @click.option("--substitute", is_flag=True, help="With --recipe: use the stores `mer extract --recipe ... --substitute` made with the packaged encoders (recorded; not the paper's numbers).")
+@click.option("--track", multiple=True, callback=_check_track, metavar="mlflow|tensorboard",
+              help="Log each run to MLflow (local store under the cache unless --track-uri) or as TensorBoard event "
+                   "files in the run directory. Repeatable.")
+@click.option("--track-uri", default=None, help="MLflow tracking URI (default sqlite:///<cache>/mlflow/mlflow.db).")
 @click.pass_context
 def train(ctx, dataset, features, fusion, protocol, scheme, seeds, seed, cache, manifest, out, run_id, epochs, batch_size, lr,
           optimizer, weight_decay, grad_clip, patience, monitor, balanced, max_len, context, bucket, batch_frames, stores, text_source,
-          normalize, options, device, precision, threads, jobs, no_plots, quiet, recipe, substitute):
+          normalize, options, device, precision, threads, jobs, no_plots, quiet, recipe, substitute, track, track_uri):
     """Train fusion models on cached features and write one run directory per
     (feature set, fusion): config.yaml, metrics.json, predictions.csv, weights, plots.
 
@@ -163,10 +178,14 @@ def train(ctx, dataset, features, fusion, protocol, scheme, seeds, seed, cache, 
                      grad_clip=grad_clip, patience=patience, monitor=monitor, balanced=balanced, context=context, max_len=max_len, bucket=bucket,
                      batch_frames=batch_frames, device=device, precision=precision, threads=threads, jobs=jobs,
                      stores=stores, text_source=text_source, normalize=normalize)
-    run_train(dataset, list(features), fusion, protocol=protocol, scheme=scheme,
-              seeds=[seed] if seed is not None else seeds, cache=cache, out=out, device=device, manifest=manifest,
-              options=options, config=tc, run_id=run_id, command="mer " + shlex.join(sys.argv[1:]),
-              plots=not no_plots, quiet=quiet, recipe=record, store_configs=store_cfgs)
+    written = run_train(dataset, list(features), fusion, protocol=protocol, scheme=scheme,
+                        seeds=[seed] if seed is not None else seeds, cache=cache, out=out, device=device, manifest=manifest,
+                        options=options, config=tc, run_id=run_id, command="mer " + shlex.join(sys.argv[1:]),
+                        plots=not no_plots, quiet=quiet, recipe=record, store_configs=store_cfgs)
+    if track:   # mer.train.tracking: logged from the finished run directories
+        from mer.train.tracking import track as log_runs
+
+        log_runs(written, track, uri=track_uri, cache=cache)
 
 
 @click.command()
@@ -195,9 +214,12 @@ def runs(roots, filters, sort, ascending, metrics, csv_path, md_path, png_path, 
         raise MerError(f"no finished runs under {', '.join(roots)}" + (" matching the filters" if filters else ""))
     id_cols = ["run", "dataset", "features", "fusion", "protocol", "scheme", "seeds", "folds", "n"]
     paper_cols = ["recipe", "paper"]   # the recipe's paper figure, shown when a run has one
-    metric_cols = [c for c in df.columns if c not in id_cols + paper_cols + ["path"] and not c.endswith("_std")]
+    study_cols = ["study", "trial"]    # mer tune's trials, shown when a run is one
+    metric_cols = [c for c in df.columns if c not in id_cols + paper_cols + study_cols + ["path"] and not c.endswith("_std")]
     if "paper" in df.columns and (df["paper"] != "").any():
         id_cols = id_cols + paper_cols
+    if "study" in df.columns and (df["study"] != "").any():
+        id_cols = id_cols + study_cols
     if baseline:
         from mer.train.compare import baseline_columns
 

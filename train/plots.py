@@ -119,3 +119,38 @@ def layer_weights_png(mixes, path: Path, title: str = "") -> Path:
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def study_pngs(study, folder: Path, metric: str) -> list[Path]:
+    """`mer tune`'s plots, drawn by Optuna's matplotlib backend: optimisation history,
+    parameter importances (fANOVA; needs two finished trials that differ) and parallel
+    coordinates. A plot Optuna cannot draw for this study is left out with a note in the
+    list's place (printed by the caller), never a half-drawn file."""
+    import warnings
+
+    plt = _plt()
+    from optuna.visualization import matplotlib as ov
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    label = f"validation {metric}"
+    for name, draw in (("history", lambda: ov.plot_optimization_history(study, target_name=label)),
+                       ("importances", lambda: ov.plot_param_importances(study)),
+                       ("parallel", lambda: ov.plot_parallel_coordinate(study, target_name=label))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # Optuna marks its matplotlib plots experimental
+            try:
+                ax = draw()
+            except (ValueError, RuntimeError, ZeroDivisionError) as e:
+                plt.close("all")
+                out.append(f"{name}.png not drawn: {e}")
+                continue
+        fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+        fig.set_size_inches(8, 4.8)
+        fig.tight_layout()
+        p = folder / f"{name}.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        out.append(p)
+    return out

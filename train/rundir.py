@@ -315,6 +315,9 @@ def runs_table(roots, filters: list[str] = (), sort: str | None = None, ascendin
         for k in ("ua", "accuracy"):  # the fold a paper reports alone (si: Ses05-F), when the protocol names one
             if k in ((m.get("paper_fold") or {}).get("mean") or {}):
                 row[f"paper_fold_{k}"] = m["paper_fold"]["mean"][k]
+        tune = m.get("tune") or {}   # a `mer tune` trial or its final re-run: `--filter study=S`
+        row["study"] = tune.get("study", "")
+        row["trial"] = "" if not tune else (f"best-{tune['trial']}" if tune.get("final") else str(tune["trial"]))
         row["path"] = str(run)
         rows.append(row)
     df = pd.DataFrame(rows)
