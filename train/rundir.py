@@ -276,7 +276,8 @@ def load_models(run, device: str = "cpu"):
 
 # ----------------------------------------------------------------------------- comparing runs
 def find_runs(roots) -> list[Path]:
-    """Run directories under ``roots`` (a run dir itself, or folders holding run dirs)."""
+    """Run directories under ``roots``: a run dir itself, a folder holding run dirs, or a
+    folder of such folders (`mer tune` writes a study's runs into ``<out>/<study>/``)."""
     found = []
     for r in roots:
         r = Path(r)
@@ -284,6 +285,7 @@ def find_runs(roots) -> list[Path]:
             found.append(r)
         elif r.is_dir():
             found += sorted(p.parent for p in r.glob("*/metrics.json"))
+            found += sorted(p.parent for p in r.glob("*/*/metrics.json") if not (p.parent.parent / "metrics.json").exists())
     return found
 
 

@@ -284,7 +284,7 @@ def run_trial(spec_d: dict, k: int) -> dict:
 
     spec = TuneSpec(**spec_d)
     t0 = time.perf_counter()
-    study = load_study(spec, k)
+    study = load_study(spec, k, create=True)   # created here too when a trial is run on its own
     trial = study.ask()
     values = {n: p.suggest(trial) for n, p in spec.params().items()}
     trial.set_user_attr("objective_split", "validation")
