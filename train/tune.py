@@ -284,6 +284,7 @@ def run_trial(spec_d: dict, k: int) -> dict:
 
     spec = TuneSpec(**spec_d)
     t0 = time.perf_counter()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)   # a worker's own logger, not the caller's
     study = load_study(spec, k, create=True)   # created here too when a trial is run on its own
     trial = study.ask()
     values = {n: p.suggest(trial) for n, p in spec.params().items()}
@@ -293,13 +294,17 @@ def run_trial(spec_d: dict, k: int) -> dict:
     # the pruner (forked fold workers would not call this process's hooks).
     tc.jobs, tc.threads = 1, tc.threads or 1
     steps: dict[tuple, int] = {}
+    # One fold's steps never reach the next fold's, even where the space searches --epochs,
+    # so every trial reports fold k's epoch e at the same step.
+    ep = spec.params().get("epochs")
+    stride = max(int(spec.train["epochs"]), int(max(ep.choices) if ep and ep.kind == "categorical" else ep.high) if ep else 0)
 
     def report(seed, fold, record):
         i = steps.setdefault((seed, fold), len(steps))
         v = _epoch_value(spec, record)
         if v is None:
             return
-        trial.report(v, i * tc.epochs + int(record["epoch"]))
+        trial.report(v, i * stride + int(record["epoch"]))
         if trial.should_prune():
             raise optuna.TrialPruned(f"fold {fold} epoch {record['epoch']}: {v:.4f} below the median")
 
@@ -448,10 +453,14 @@ def _on_dask(spec_d: dict, base: int, n: int, workers: int, scheduler: str | Non
     if scheduler:
         client, cluster = Client(scheduler), None
     else:
-        # one thread per worker process: a trial trains with one torch thread, and torch
-        # is not re-entrant across threads of one process for our fork-free fold loop
+        # one thread per worker process: each trial trains in one process with one torch
+        # thread (run_trial), so a worker is one trial at a time and N workers use N cores
+        import logging
+
+        # silence_logs: the nanny's "still alive after 4 s, killing" at shutdown is expected
+        # (a worker's torch threads) and says nothing about the study.
         cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,
-                               dashboard_address=None, memory_limit=0)
+                               dashboard_address=None, memory_limit=0, silence_logs=logging.ERROR)
         client = Client(cluster)
     try:
         futs = [client.submit(run_trial, spec_d, base + i, pure=False) for i in range(n)]
