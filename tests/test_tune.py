@@ -61,8 +61,15 @@ def test_space_syntax():
     for bad in ("1e-2:1e-5", "0:1:log", "a:b", "1:2:3"):
         with pytest.raises(UsageError):
             parse_param("x", bad)
-    with pytest.raises(UsageError, match="nothing to search"):
-        parse_space([])
+    assert parse_space(["lr=0.1:0.2"], base={"lr": "1:2", "hidden": "8,16"})["lr"].high == 0.2   # the command line wins
+    from mer.train.fusion import FUSIONS
+    from mer.train.tune import check_space, default_space
+
+    for name in FUSIONS.names():   # every fusion has a default space that names real options
+        cls = FUSIONS.get(name)
+        check_space(parse_space(base=default_space(cls)), cls)
+    assert set(default_space(FUSIONS.get("concat"))) == {"lr", "weight_decay", "hidden", "dropout"}
+    assert set(default_space(FUSIONS.get("svm-rbf"))) == {"C", "gamma"}
 
 
 def test_space_names_a_training_option_or_a_fusion_field(cache, tmp_path, capsys):

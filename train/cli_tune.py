@@ -40,7 +40,7 @@ def _tune(ctx, **kw):
     from mer.common.errors import UsageError
     from mer.train.fusion import FUSIONS
     from mer.train.trainer import TrainConfig
-    from mer.train.tune import TuneSpec, check_space, default_storage, parse_param, parse_space, run_tune, spec_train_dict
+    from mer.train.tune import TuneSpec, check_space, default_space, default_storage, parse_space, run_tune, spec_train_dict
 
     features, fusion, options = kw["features"], kw["fusion"], kw["options"]
     vals = {k: kw[k] for k in ("protocol", "scheme", "context", "epochs", "batch_size", "lr", "optimizer", "weight_decay",
@@ -65,6 +65,10 @@ def _tune(ctx, **kw):
     if len(fusion) != 1:
         raise UsageError("a study searches one fusion: give --fusion once")
     cls = FUSIONS.get(fusion[0])
+    if not (kw["space"] or kw["space_file"] or recipe_space):
+        recipe_space = default_space(cls)
+        click.echo(f"note: no --space given; searching {fusion[0]}'s default space: "
+                   + " ".join(f"{n}={v}" for n, v in recipe_space.items()), err=True)
     space = parse_space(kw["space"], kw["space_file"], recipe_space)
     check_space(space, cls)
     tc = TrainConfig(**{k: vals[k] for k in ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "grad_clip",

@@ -154,6 +154,7 @@ class LinearSVMFusion(_Linear):
     """Linear SVM (scikit-learn LinearSVC, one-vs-rest) over the pooled inputs."""
 
     Config = LinearSVMConfig
+    tune_space = {"C": "1e-3:1e2:log"}   # mer tune's default space
 
     def estimator(self, seed: int, class_weight):
         from sklearn.svm import LinearSVC
@@ -173,6 +174,7 @@ class LogRegFusion(_Linear):
     """Multinomial logistic regression (scikit-learn, lbfgs) over the pooled inputs."""
 
     Config = LogRegConfig
+    tune_space = {"C": "1e-3:1e2:log"}
 
     def estimator(self, seed: int, class_weight):
         from sklearn.linear_model import LogisticRegression
@@ -196,6 +198,7 @@ class RbfSVMFusion(SklearnFusion):
     kernel expansion, sum_k a_ck exp(-gamma |x - sv_k|^2) + b_c, which the forward computes."""
 
     Config = RbfSVMConfig
+    tune_space = {"C": "1e-2:1e3:log", "gamma": "1e-4:1e0:log"}
     BUFFERS = ("support", "coef", "bias", "gamma")
 
     def fit_arrays(self, X: np.ndarray, y: np.ndarray, seed: int, balanced: bool = False) -> None:
@@ -241,6 +244,7 @@ class GBTFusion(SklearnFusion):
     themselves) and the forward walks all of them at once for ``max_depth`` steps."""
 
     Config = GBTConfig
+    tune_space = {"n_estimators": "50:300", "learning_rate": "0.02:0.3:log", "max_depth": "2:5", "subsample": "0.6:1.0"}
     BUFFERS = ("feature", "threshold", "left", "right", "value", "column", "base", "depth", "seen")
 
     def fit_arrays(self, X: np.ndarray, y: np.ndarray, seed: int, balanced: bool = False) -> None:

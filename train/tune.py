@@ -150,9 +150,25 @@ def parse_space(items=(), yaml_file: str | None = None, base: dict | None = None
         if not sep or not n.strip():
             raise UsageError(f"--space {it!r}: expected name=spec, e.g. lr=1e-5:1e-2:log or hidden=64,128,256")
         out[n.strip()] = parse_param(n.strip(), s)
-    if not out:
-        raise UsageError("nothing to search: give --space name=spec (e.g. --space lr=1e-5:1e-2:log) or --space-file")
     return out
+
+
+def default_space(fusion_cls) -> dict:
+    """The space searched when none is given: the fusion's own ``tune_space`` (the classical
+    baselines: their regularisation and sizes), else the learning rate and weight decay,
+    plus ``hidden`` and ``dropout`` where the fusion's config has them."""
+    from mer.train.trainer import config_fields
+
+    own = getattr(fusion_cls, "tune_space", None)
+    if own is not None:
+        return dict(own)
+    have = config_fields(fusion_cls)
+    space = {"lr": "1e-4:1e-2:log", "weight_decay": "1e-6:1e-2:log"}
+    if "hidden" in have:
+        space["hidden"] = "64,128,256"
+    if "dropout" in have:
+        space["dropout"] = "0.0:0.5"
+    return space
 
 
 def check_space(space: dict[str, Param], fusion_cls) -> None:
