@@ -4,6 +4,7 @@ their predictions from safetensors."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -126,3 +127,29 @@ def test_saved_baselines_reproduce_their_predictions(tmp_path):
                 p = torch.softmax(model({sources[0].key: x}), -1).numpy()
             np.testing.assert_allclose(p, sub[["p_ang", "p_hap", "p_sad", "p_neu"]].to_numpy(float), atol=2e-5,
                                        err_msg=name)
+
+
+def test_baselines_in_compare_and_tune(tmp_path):
+    """The baselines are ordinary runs for `mer compare`, and `mer tune` searches their config."""
+    from dataclasses import asdict
+
+    from mer.train.compare import compare_runs
+    from mer.train.synthetic_features import write_stores
+    from mer.train.tune import TuneSpec, default_storage, parse_param, run_trial, spec_train_dict
+
+    man, sets = _egemaps_like(160, seed=4)
+    a = run_train("iemocap", "egemaps", "concat", manifest=man, feature_sets=sets, out=tmp_path, quiet=True,
+                  plots=False, config=TrainConfig(jobs=1, epochs=5), run_id="mlp")[0]
+    b = run_train("iemocap", "egemaps", "svm-rbf", manifest=man, feature_sets=sets, out=tmp_path, quiet=True,
+                  plots=False, config=TrainConfig(jobs=1), run_id="svm")[0]
+    cmp = compare_runs([a, b], n_boot=50, n_perm=50, seed=0)
+    assert len(cmp.rows) == 1
+    cache = tmp_path / "cache"
+    write_stores(man, sets, cache)
+    spec = TuneSpec(study="svm", storage=default_storage("svm", cache), dataset="iemocap", features="egemaps",
+                    fusion="svm-rbf", out=str(tmp_path / "t"), space={"C": asdict(parse_param("C", "0.1:10:log"))},
+                    train=spec_train_dict(TrainConfig()), cache=str(cache))
+    r = run_trial(asdict(spec), 0)
+    assert r["state"] == "COMPLETE" and r["value"] > 0.6 and 0.1 <= r["params"]["C"] <= 10
+    cfg = __import__("yaml").safe_load((Path(r["run"]) / "config.yaml").read_text())
+    assert cfg["model"]["C"] == pytest.approx(r["params"]["C"])
