@@ -43,6 +43,9 @@ class SklearnFusion(nn.Module):
                            f"(pick one layer with --store <feature>.layer=N)")
         self.inputs, self.n_out, self.config = list(inputs), int(n_out), config or self.Config()
         self.dim = sum(i.dim for i in self.inputs)
+        # Until fitted, random arrays of the fitted shapes (torch's generator): the module is
+        # usable at once (shape and padding tests run on every fusion) and a fit replaces them.
+        self.unfitted()
 
     def features(self, batch: dict) -> torch.Tensor:
         return torch.cat([pooled(batch, i) for i in self.inputs], dim=-1)
@@ -62,7 +65,7 @@ class SklearnFusion(nn.Module):
 
     def _set(self, **arrays) -> None:
         for k, v in arrays.items():
-            self._buffers[k] = torch.as_tensor(np.ascontiguousarray(v))
+            self._buffers[k] = v.contiguous() if torch.is_tensor(v) else torch.as_tensor(np.ascontiguousarray(v))
 
     @staticmethod
     def _two_class(w: np.ndarray) -> np.ndarray:
@@ -138,6 +141,9 @@ class _Linear(SklearnFusion):
         w[seen], b[:] = cw, -1e4
         b[seen] = cb
         self._set(weight=w.astype(np.float32), bias=b.astype(np.float32))
+
+    def unfitted(self) -> None:
+        self._set(weight=torch.randn(self.n_out, self.dim), bias=torch.zeros(self.n_out))
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.features(batch) @ self.weight.T + self.bias
@@ -221,6 +227,10 @@ class RbfSVMFusion(SklearnFusion):
         self._set(support=np.concatenate(svs).astype(np.float32), coef=np.concatenate(coefs, 1).astype(np.float32),
                   bias=bias.astype(np.float32), gamma=np.array(gamma, np.float32))
 
+    def unfitted(self) -> None:
+        self._set(support=torch.randn(8, self.dim), coef=torch.randn(self.n_out, 8), bias=torch.zeros(self.n_out),
+                  gamma=torch.tensor(1.0 / self.dim))
+
     def forward(self, batch: dict) -> torch.Tensor:
         x = self.features(batch)
         d2 = (x * x).sum(-1, keepdim=True) - 2 * x @ self.support.T + (self.support * self.support).sum(-1)
@@ -281,6 +291,14 @@ class GBTFusion(SklearnFusion):
         self._set(base=(raw[0] - self._tree_sum(torch.as_tensor(X[:1], dtype=torch.float32)).numpy()[0]).astype(np.float32))
         seen = est.classes_.astype(int)
         self._set(seen=seen)
+
+    def unfitted(self) -> None:
+        # one stump per class on a random input dimension
+        k = self.n_out
+        self._set(feature=torch.randint(0, self.dim, (k, 3)), threshold=torch.zeros(k, 3, dtype=torch.float64),
+                  left=torch.tensor([1, 1, 2]).repeat(k, 1), right=torch.tensor([2, 1, 2]).repeat(k, 1),
+                  value=torch.randn(k, 3), column=torch.arange(k), base=torch.zeros(k), depth=torch.tensor(1),
+                  seen=torch.arange(k))
 
     def _tree_sum(self, x: torch.Tensor) -> torch.Tensor:
         # float64 comparisons against float64 thresholds: scikit-learn compares float32

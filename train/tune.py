@@ -260,14 +260,10 @@ def trial_config(spec: TuneSpec, values: dict, score_on: str):
     """(TrainConfig, fusion options) of a trial's parameter values."""
     from mer.train.trainer import TrainConfig
 
-    tc = TrainConfig(**spec.train)
     options = dict(spec.options)
-    for n, v in values.items():
-        if n in TRAIN_PARAMS:
-            setattr(tc, n, v)
-        else:
-            options[n] = str(v)
-    tc.score_on = score_on
+    options.update({n: str(v) for n, v in values.items() if n not in TRAIN_PARAMS})
+    # made anew, not mutated: TrainConfig checks its values when it is made
+    tc = TrainConfig(**{**spec.train, **{n: v for n, v in values.items() if n in TRAIN_PARAMS}, "score_on": score_on})
     return tc, options
 
 
