@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dask_procs import scheduler_and_worker
 from test_extract import assert_same_store, make_corpus, write_manifest
 
 from mer.extract.base import EXTRACTORS, Extractor, ExtractorConfig, OutputSpec
@@ -104,38 +104,14 @@ def test_sigkill_then_resume_equals_uninterrupted(corpus, reference):
         assert not Path(str(got) + ".partial").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_dask_scheduler_and_worker_processes(corpus, reference):
     from mer.extract.engine import run_extract
 
     base, rows = corpus
     cache = base / "dist"
     write_manifest(cache, rows)
-    port = _free_port()
-    addr = f"tcp://127.0.0.1:{port}"
-    procs = []
-    try:
-        procs.append(subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", addr, "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
-                                       "--host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+    with scheduler_and_worker() as addr:
         got = run_extract("iemocap", ["mfcc", "egemaps"], cache=cache, scheduler=addr, quiet=True, batch_size=3, max_seconds=2.0)
-    finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
     for feat, ref in reference.items():
         assert got[feat].name == ref.name
         assert_same_store(got[feat], ref)

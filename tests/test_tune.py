@@ -4,16 +4,12 @@ started here (as tests/test_extract_cluster.py does for extraction)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
+from dask_procs import scheduler_and_worker
 
 optuna = pytest.importorskip("optuna")
 
@@ -22,9 +18,6 @@ from mer.common.errors import UsageError  # noqa: E402
 from mer.train.synthetic_features import synthetic, write_stores  # noqa: E402
 from mer.train.trainer import TrainConfig  # noqa: E402
 from mer.train.tune import TuneSpec, parse_param, parse_space, run_trial, run_tune, spec_train_dict  # noqa: E402
-
-BIN = Path(sys.executable).parent
-
 
 def _mer(*args):
     try:
@@ -170,40 +163,14 @@ def test_median_pruner_stops_a_hopeless_trial(cache, tmp_path):
     assert t.state == optuna.trial.TrialState.PRUNED and 2 <= t.last_step < 5 * 6   # warm-up: 2 steps
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_tiny_study_on_a_dask_scheduler_and_worker(cache, tmp_path, capsys):
     """Two trials on a `dask scheduler` + `dask worker` pair, then the best configuration's
     recipe trains with `mer train --recipe`."""
-    port = _free_port()
-    addr = f"tcp://127.0.0.1:{port}"
-    procs = []
     out = tmp_path / "out"
-    try:
-        procs.append(subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                                       "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                      start_new_session=True))
-        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", addr, "--nworkers", "1", "--nthreads", "1",
-                                       "--no-dashboard", "--host", "127.0.0.1"], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, start_new_session=True))
+    with scheduler_and_worker() as addr:
         _mer("tune", "-d", "iemocap", "-f", "bert,mfcc", "--fusion", "concat", "--cache", cache, "--out", out,
              "--study", "dist", "--trials", 2, "--scheduler", addr, "--space", "lr=1e-3:1e-2:log",
              "--space", "hidden=8,16", "--epochs", 3, "--final-seeds", "0,1", "--no-plots")
-    finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
     said = capsys.readouterr().out
     assert "2 complete" in said
     summary = json.loads((out / "dist" / "study.json").read_text())
