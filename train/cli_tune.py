@@ -37,6 +37,7 @@ def _tune(ctx, **kw):
       mer tune --recipe hierarchical-ser -d iemocap --substitute --trials 40 --study h003   # the recipe's space
       mer tune ... --scheduler tcp://10.0.0.5:8786 --storage postgresql://user@db/optuna   # across machines
     """
+    from mer.common import console
     from mer.common.errors import UsageError
     from mer.train.fusion import FUSIONS
     from mer.train.trainer import TrainConfig
@@ -67,8 +68,8 @@ def _tune(ctx, **kw):
     cls = FUSIONS.get(fusion[0])
     if not (kw["space"] or kw["space_file"] or recipe_space):
         recipe_space = default_space(cls)
-        click.echo(f"note: no --space given; searching {fusion[0]}'s default space: "
-                   + " ".join(f"{n}={v}" for n, v in recipe_space.items()), err=True)
+        console.info(f"note: no --space given; searching {fusion[0]}'s default space: "
+                     + " ".join(f"{n}={v}" for n, v in recipe_space.items()))
     space = parse_space(kw["space"], kw["space_file"], recipe_space)
     check_space(space, cls)
     tc = TrainConfig(**{k: vals[k] for k in ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "grad_clip",
@@ -90,22 +91,25 @@ def _tune(ctx, **kw):
         direction="minimize" if metric == "mae" else "maximize", pruner=kw["pruner"],
         command="mer " + shlex.join(sys.argv[1:]))
     seeds = [int(s) for s in kw["final_seeds"].split(",") if s.strip()]
-    quiet = kw["quiet"]
-    say = (lambda s: None) if quiet else click.echo
-    res = run_tune(spec, kw["trials"], workers=kw["workers"], scheduler=kw["scheduler"], final_seeds=seeds,
-                   plots=not kw["no_plots"], say=say)
-    for p in res.plots:
-        say(f"wrote {p}" if str(p).endswith(".png") else f"note: {p}")
-    if kw["track"]:
-        from mer.train.tracking import track
+    with console.quiet(kw["quiet"]):
+        res = run_tune(spec, kw["trials"], workers=kw["workers"], scheduler=kw["scheduler"], final_seeds=seeds,
+                       plots=not kw["no_plots"], say=console.info)
+        for p in res.plots:
+            console.info(f"wrote {p}" if str(p).endswith(".png") else f"note: {p}")
+        if kw["track"]:
+            from mer.train.tracking import track
 
-        runs = [r["run"] for r in res.trials_run if r.get("run")] + ([res.final_run] if res.final_run else [])
-        track(runs, kw["track"], uri=kw["track_uri"], experiment=f"mer-tune-{spec.study}", cache=kw["cache"],
-              tags={"mer.study": spec.study})
-        say(f"tracked {len(runs)} run(s) with {', '.join(kw['track'])}")
-    if not quiet:
-        click.echo(f"study {spec.study}: {res.n_complete} complete, {res.n_pruned} pruned, {res.n_failed} failed "
-                   f"({spec.storage}); summary {kw['out']}/{spec.study}/study.json")
+            runs = [r["run"] for r in res.trials_run if r.get("run")] + ([res.final_run] if res.final_run else [])
+            track(runs, kw["track"], uri=kw["track_uri"], experiment=f"mer-tune-{spec.study}", cache=kw["cache"],
+                  tags={"mer.study": spec.study})
+            console.info(f"tracked {len(runs)} run(s) with {', '.join(kw['track'])}")
+    best = (f"; best trial {res.best['number']}: validation {spec.metric} {res.best['value']:.4f}" if res.best else "")
+    final = ""
+    if res.final:
+        m, sd = res.final["mean"].get(spec.metric), res.final["std"].get(spec.metric)
+        final = f"; on the test folds {spec.metric} {m:.4f}" + (f" +- {sd:.4f}" if sd is not None and sd == sd else "")
+    console.result(f"study {spec.study}: {res.n_complete} complete, {res.n_pruned} pruned, {res.n_failed} failed"
+                   f"{best}{final}; {kw['out']}/{spec.study}/ (study.json, best.yaml)")
 
 
 def _is_regression(dataset: str, scheme: str | None) -> bool:

@@ -386,11 +386,14 @@ def _fail_stale(study) -> int:
 
 
 def run_tune(spec: TuneSpec, trials: int, workers: int = 1, scheduler: str | None = None,
-             final_seeds=(0, 1, 2), plots: bool = True, say=print) -> TuneResult:
+             final_seeds=(0, 1, 2), plots: bool = True, say=None) -> TuneResult:
     """Run the trials missing to ``trials`` (on a local Dask cluster of ``workers``, on
     ``scheduler``, or here with ``workers=0``), then re-run the best on the test folds."""
     import optuna
 
+    from mer.common import console
+
+    say = say or console.info   # status lines on stderr (console.quiet() silences them)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t0 = time.perf_counter()
     study = load_study(spec, create=True)
