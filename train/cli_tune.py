@@ -90,6 +90,9 @@ def _tune(ctx, **kw):
         manifest=kw["manifest"], store_configs=store_cfgs, seed=kw["seed"] or 0, metric=metric,
         direction="minimize" if metric == "mae" else "maximize", pruner=kw["pruner"],
         command="mer " + shlex.join(sys.argv[1:]))
+    if kw["scheduler"] and spec.storage.startswith("sqlite:"):
+        console.info(f"note: trials on {kw['scheduler']} open the study at {spec.storage}: workers on other machines "
+                     "need that path on a shared file system, or give --storage a database server URL")
     seeds = [int(s) for s in kw["final_seeds"].split(",") if s.strip()]
     with console.quiet(kw["quiet"]):
         res = run_tune(spec, kw["trials"], workers=kw["workers"], scheduler=kw["scheduler"], final_seeds=seeds,
