@@ -92,3 +92,54 @@ def test_graph_sees_lazy_imports():
 def test_no_import_cycles():
     cycles = find_cycles(import_graph())
     assert not cycles, "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def _external_imports(path: Path, root: Path) -> set[str]:
+    """Every module named by an import in ``path`` (relative imports resolved), including
+    imports inside functions."""
+    is_pkg = path.name == "__init__.py"
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    mod = "mer." + ".".join(parts[:-1] if is_pkg else parts)
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = mod.split(".") if is_pkg else mod.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                out.add(".".join(base + ([node.module] if node.module else [])))
+            else:
+                out.add(node.module or "")
+    return out
+
+
+def layer_violations(lower: str, uppers: tuple[str, ...], root: Path = ROOT) -> list[str]:
+    """``file: module`` for each import in package ``lower`` that reaches one of ``uppers``."""
+    bad = []
+    for p in sorted((root / lower).rglob("*.py")):
+        for name in sorted(_external_imports(p, root)):
+            if any(name == f"mer.{u}" or name.startswith(f"mer.{u}.") for u in uppers):
+                bad.append(f"{p.relative_to(root)}: {name}")
+    return bad
+
+
+def test_layer_check_sees_a_lazy_upward_import(tmp_path):
+    """The checker itself: an import inside a function of common/ is a violation."""
+    (tmp_path / "common").mkdir()
+    (tmp_path / "common" / "x.py").write_text("def f():\n    from mer.train.trainer import run_train\n")
+    (tmp_path / "common" / "y.py").write_text("from ..extract import base\n")
+    assert layer_violations("common", ("extract", "train"), tmp_path) == ["common/x.py: mer.train.trainer",
+                                                                 "common/y.py: mer.extract"]
+
+
+def test_common_is_the_bottom_layer():
+    """common/ (adapters, manifests, registry, CLI shell) imports neither extract nor train,
+    not even lazily: a change to extract or train can never break `mer prepare`."""
+    bad = layer_violations("common", ("extract", "train"))
+    assert not bad, "common/ imports an upper layer: " + "; ".join(bad)
+
+
+def test_extract_does_not_import_train():
+    bad = layer_violations("extract", ("train",))
+    assert not bad, "extract/ imports train/: " + "; ".join(bad)

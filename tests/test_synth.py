@@ -230,7 +230,7 @@ def test_csv_files(tmp_path):
 
 # ----------------------------------------------------------------------------- demo, corpus step
 def test_demo_corpus_is_reused_only_with_the_same_parameters(tmp_path):
-    from mer.common.demo import ensure_corpus
+    from mer.train.demo import ensure_corpus
 
     corpus = tmp_path / "demo-corpus"
     info, reused = ensure_corpus(corpus, per_class=1, seed=0, quiet=True)

@@ -142,7 +142,7 @@ def train(ctx, dataset, features, fusion, protocol, scheme, seeds, seed, cache, 
     if recipe:
         from click.core import ParameterSource
 
-        from mer.common.recipes import train_setup
+        from mer.train.recipes import train_setup
 
         given = {n for n in ctx.params if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE}
         vals, record, store_cfgs = train_setup(recipe, dataset, dict(ctx.params), given, cache, manifest, substitute)

@@ -20,6 +20,9 @@ import shutil
 import time
 from pathlib import Path
 
+import click
+
+from mer.common.cli import cache_option
 from mer.common.errors import MerError
 
 SESSIONS = 5
@@ -131,3 +134,18 @@ def _print_summary(s: dict) -> None:
         lines.append(f"compare the runs with: mer runs {Path(s['runs'][0]).parent}")
     lines.append(f"(the demo's cache root is {s['cache']}: pass --cache {s['cache']} to other mer commands)")
     _say("\n".join(lines))
+
+
+@click.command()
+@cache_option
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Where to write the synthetic corpus (default: <cache>/demo-corpus).")
+@click.option("--per-class", type=int, default=20, show_default=True, help="Utterances per emotion per session.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quick", is_flag=True, help="Smaller corpus, fewer epochs (for smoke tests).")
+def demo(cache, out, per_class, seed, quick):
+    """Synthesize an IEMOCAP-layout corpus, then prepare, extract and train on it.
+
+    Nothing is downloaded: speech comes from espeak-ng (espeakng-loader), text features from
+    the packaged all-MiniLM-L6-v2 weights.
+    """
+    run_demo(cache=cache, out=out, per_class=per_class, seed=seed, quick=quick)
