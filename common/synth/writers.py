@@ -48,16 +48,20 @@ def write_wav(path: Path, x: np.ndarray, sr: int) -> None:
     sf.write(str(path), to_int16(x) if x.dtype != np.int16 else x, sr, subtype="PCM_16", format="WAV")
 
 
-def write_mp4(path: Path, x: np.ndarray, sr: int = 48000, video: bool = True, shade: int = 90) -> None:
+def write_mp4(path: Path, x: np.ndarray, sr: int = 48000, video: bool = True, shade: int = 90,
+              faststart: bool = False) -> Path:
     """MELD-style mp4: AAC stereo audio (+ a tiny H.264 video stream, as in the release).
 
     ``fflags=+bitexact`` and single-threaded x264 keep the bytes identical from run to run.
+    ``faststart`` puts the index (moov) before the media data, as web-ready files have it
+    (the test fixtures write both kinds: a truncated file of each fails differently).
     """
     av = require("av", "audio")
     path.parent.mkdir(parents=True, exist_ok=True)
     st = np.ascontiguousarray(np.stack([x, x * 0.97]).astype(np.float32))  # (2, n), planar
     n = st.shape[1]
-    with av.open(str(path), "w", format="mp4", options={"fflags": "+bitexact"}) as c:
+    opts = {"fflags": "+bitexact", **({"movflags": "faststart"} if faststart else {})}
+    with av.open(str(path), "w", format="mp4", options=opts) as c:
         if video:
             v = c.add_stream("libx264", rate=10, options={"preset": "ultrafast", "threads": "1"})
             v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
@@ -79,6 +83,7 @@ def write_mp4(path: Path, x: np.ndarray, sr: int = 48000, video: bool = True, sh
                 c.mux(p)
         for p in a.encode():
             c.mux(p)
+    return path
 
 
 def word_segments(u: Utt, events: list, n_synth: int, sr_out: int = 16000) -> list[tuple[float, float, str]]:
