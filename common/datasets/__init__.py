@@ -22,16 +22,21 @@ class Adapter:
     # Whether a missing/unreadable audio file drops the utterance. True for every corpus:
     # a multimodal manifest row needs both modalities.
     needs_audio: bool = True
+    # Label schemes and protocols, the contents ``manifests/<name>.yaml`` has for the
+    # packaged corpora (see mer.common.schemes): a corpus added as one plugin file carries
+    # them here instead.
+    spec: dict | None = None
 
 
 DATASETS: Registry[Adapter] = Registry("dataset", package="mer.common.datasets", marker="@register(")
 
 
-def register(name: str, description: str):
-    """Decorator for an adapter's scan function."""
+def register(name: str, description: str, spec: dict | None = None):
+    """Decorator for an adapter's scan function; ``spec``: its label schemes and protocols
+    when there is no ``manifests/<name>.yaml`` (a plugin corpus, one file)."""
 
     def deco(fn):
-        DATASETS.register(name)(Adapter(name, fn, description))
+        DATASETS.register(name)(Adapter(name, fn, description, spec=spec))
         return fn
 
     return deco
