@@ -89,6 +89,21 @@ def test_missing_encoder_names_the_model_and_the_option_and_substitute_records_i
     assert not p2.substitutions and p2.features["bert"]["model"] == "all-MiniLM-L6-v2"
 
 
+
+def test_recipes_ask_each_extractor_what_is_missing(monkeypatch):
+    """No extractor name is written in the recipe planner: any extractor's ``missing()``
+    (here mfcc's, which never misses anything) stops a recipe that uses it."""
+    from mer.extract.base import EXTRACTORS
+
+    mfcc = EXTRACTORS.get("mfcc")
+    assert mfcc.missing(mfcc.Config()) is None
+    monkeypatch.setattr(mfcc, "missing", classmethod(lambda cls, config: f"needs n_mfcc={config.n_mfcc} weights"))
+    r = recipes.Recipe(name="r", seed="x", paper="p", dataset="iemocap", scheme="emo4", protocol="loso",
+                       features={"mfcc": {"n_mfcc": 13}}, inputs="mfcc", fusion="concat", metric="ua", figure=0.5,
+                       figure_text="")
+    with pytest.raises(MerError, match="recipe r: mfcc needs n_mfcc=13 weights"):
+        extract_recipes.plan(r)
+
 @pytest.fixture
 def recipe_cache(tmp_path):
     """Two bert stores of different configs and one mfcc store, plus a recipe of our own."""
