@@ -191,3 +191,26 @@ def test_meld_emo6_stratified_counts_fear_and_splits_each_class_80_20(tmp_path):
     share = p["true"].value_counts(normalize=True)
     for c in whole.index:  # each class in the test fold within 2 points of its share of the corpus
         assert abs(share[c] - whole[c]) < 0.02, c
+
+
+def test_train_help_does_not_import_torch():
+    """`mer train --help` lists the fusions and every choice without importing the models:
+    torch (seconds to import) stays out of the process."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from mer.common.cli import main\n"
+            "try:\n    main(['train', '--help'])\n"
+            "except SystemExit:\n    pass\n"
+            "print('TORCH', 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert "TORCH False" in out
+    from mer.train.config import MONITORS, NORMALIZE, PRECISIONS
+    from mer.train.fusion import CONTEXTS, FUSIONS
+
+    for name in FUSIONS.names():   # the registry's names, all of them, in the help text
+        assert name in out
+    for option, choices in (("--context", CONTEXTS), ("--precision", PRECISIONS), ("--normalize", NORMALIZE),
+                            ("--monitor", MONITORS)):   # choices from the code's tuples
+        assert f"{option} [{'|'.join(choices)}]" in out

@@ -19,6 +19,7 @@ Optional hooks a model may define, used by the trainer when present:
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from mer.common.errors import UsageError
@@ -107,6 +108,33 @@ def model_config(cls, overrides: dict | None):
 # model batches of whole dialogues (mer.train.dialog). A fusion lists the modes it has in
 # ``contexts`` (default: none only); ``dialog_wants`` overrides ``wants`` in dialog mode.
 CONTEXTS = ("none", "dialog")
+
+
+# A registration as written in a model module's source: the register call with a quoted name.
+_REGISTERED = re.compile(r"""FUSIONS\.register\(\s*["']([^"']+)["']""")
+
+
+def names_for_help() -> list[str]:
+    """The fusion names, for help text, without importing the models (and torch with them):
+    read from the source of the modules the registry would import. Where plugins may add
+    models (``$MER_PLUGINS``, ``mer.plugins`` entry points) or the registry is already
+    loaded, its own ``names()``."""
+    import importlib.util
+    import os
+    from importlib.metadata import entry_points
+    from pathlib import Path
+
+    from mer.common.registry import PLUGINS_ENV, PLUGINS_GROUP, modules_mentioning
+
+    if os.environ.get(PLUGINS_ENV) or len(entry_points(group=PLUGINS_GROUP)) or FUSIONS._loaded:
+        return FUSIONS.names()
+    names: set[str] = set()
+    for mod in modules_mentioning(FUSIONS.package, FUSIONS.marker):
+        spec = importlib.util.find_spec(mod)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            return FUSIONS.names()   # not plain source: ask the registry
+        names.update(_REGISTERED.findall(Path(spec.origin).read_text(encoding="utf-8")))
+    return sorted(names)
 
 
 def context_fusions() -> list[str]:

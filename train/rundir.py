@@ -78,7 +78,8 @@ def paper_fold(protocol: dict, folds: list[dict], keys) -> dict | None:
 
 
 def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, seeds, fusion, model_cfg, train_cfg,
-              requests, sources, fcache, data, results, report, seconds, command=None, plots=True, recipe=None) -> Path:
+              requests, sources, fcache, data, results, report, seconds, command=None, plots=True,
+              recipe=None) -> tuple[Path, dict]:
     import yaml
 
     from mer.common import __version__
@@ -191,7 +192,7 @@ def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, se
         from mer.train import plots as P
 
         P.layer_weights_png(mixes, run / "layer_weights.png", title=f"{fusion} [{feats}]: learned layer weights")
-    return run
+    return run, metrics   # the metrics as written to metrics.json (the caller reports them)
 
 
 def _write_predictions(path: Path, data, results) -> None:
