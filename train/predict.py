@@ -167,9 +167,9 @@ def predict_items(run, items: list[Item], device: str = "auto") -> tuple[list[st
 
     from mer.train.data import outputs_batch
     from mer.train.rundir import load_models
-    from mer.common.device import choose as pick_device
+    from mer.common.device import choose
 
-    dev = pick_device(device)
+    dev = choose(device)
     cfg, sources, models = load_models(run, dev)
     feats = extract_items(items, cfg, dev)
     if (cfg.get("train") or {}).get("context", "none") == "dialog":
