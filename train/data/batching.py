@@ -1,5 +1,6 @@
 """Padded, masked torch batches: for training (``Batcher``, with bucketing and a
-``Prefetcher`` thread) and from freshly extracted outputs (``outputs_batch``, ``mer predict``)."""
+``Prefetcher`` thread); ``outputs_batch`` packs freshly extracted outputs (``mer predict``) and
+batches them with the same ``Batcher``."""
 from __future__ import annotations
 
 import numpy as np
@@ -237,11 +238,10 @@ class Prefetcher:
 def outputs_batch(feats: list[dict[str, dict]], sources: list[InputSpec], norm: Normalizer, device="cpu",
                   ids: list[str] | None = None) -> dict:
     """A model batch of several utterances from freshly extracted outputs, ``feats[i]`` being
-    ``{feature: {output: array}}`` of utterance i (``mer predict``): normalised as in
-    training, ragged inputs padded and masked as ``Batcher`` does."""
-    import torch
-
-    out = {}
+    ``{feature: {output: array}}`` of utterance i (``mer predict``). The outputs are packed
+    as the data layer packs a store's and batched by the training ``Batcher``: one batch
+    builder, so prediction sees exactly the batches training saw."""
+    arrays = {}
     for s in sources:
         xs = []
         for i, f in enumerate(feats):
@@ -251,12 +251,18 @@ def outputs_batch(feats: list[dict[str, dict]], sources: list[InputSpec], norm: 
             x = np.asarray(f[s.feature][s.output], np.float32)
             xs.append(x.mean(0) if s.pooled_here else x)
         if s.kind == "fixed":
-            out[s.key] = torch.from_numpy(norm.apply_np(s.key, np.stack([x.reshape(-1) for x in xs]))).to(device)
+            arrays[s.key] = Arrays("fixed", fixed=np.stack([x.reshape(-1) for x in xs]))
         else:
-            x, m = pad_ragged([norm.apply_np(s.key, x) for x in xs], s.width)
-            out[s.key] = torch.from_numpy(x).to(device)
-            out[s.key + ".mask"] = torch.from_numpy(m).to(device)
-    return out
+            lengths = np.array([len(x) for x in xs], np.int64)
+            offsets = np.zeros(len(xs) + 1, np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            values = np.concatenate([x.reshape(-1, s.width) for x in xs])
+            arrays[s.key] = Arrays("ragged", values=values, offsets=offsets, lengths=lengths)
+    n = len(feats)
+    names = np.asarray(ids if ids is not None else [str(i) for i in range(n)]).astype(str)
+    data = TrainData(names, np.zeros(n, np.int64), [], list(sources), arrays, None)
+    batch, _ = Batcher(data, norm, device, bucket=False).batch(np.arange(n))
+    return batch
 
 
 def single_batch(features: dict[str, np.ndarray], sources: list[InputSpec], norm: Normalizer, device="cpu") -> dict:
