@@ -97,7 +97,8 @@ def run_demo(cache=None, out=None, per_class: int = 20, seed: int = 0, quick: bo
     # 3. features
     from mer.extract.engine import run_extract
     from mer.train.rundir import runs_table
-    from mer.train.trainer import run_train
+    from mer.common import console
+    from mer.train.run import run_train
 
     features = QUICK_FEATURES if quick else FEATURES
     stores = run_extract("iemocap", features, cache=demo_cache)
@@ -111,6 +112,9 @@ def run_demo(cache=None, out=None, per_class: int = 20, seed: int = 0, quick: bo
                      cache=demo_cache, out=runs_dir, epochs=epochs, plots=not quick)
     runs += run_train("iemocap", ["bert", ",".join(audio)], "concat", protocol="loso",
                       cache=demo_cache, out=runs_dir, epochs=epochs, plots=not quick)
+    for r in runs:   # one metrics line per run, as `mer train` prints them
+        for line in r.lines():
+            console.result(line)
     summary["runs"] = [str(r) for r in runs]
     t = runs_table([str(r) for r in runs])
     cols = [c for c in ("features", "fusion", "protocol", "ua", "ua_std", "weighted_f1", "accuracy") if c in t.columns]
