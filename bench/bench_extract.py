@@ -152,7 +152,7 @@ def main() -> None:
         corpus = out / f"corpus-{pc}"
         if not (corpus / "synth_info.json").exists():
             t = time.perf_counter()
-            generate(corpus, "iemocap", per_class=pc, sessions=a.sessions, seed=0)
+            generate(corpus, layout="iemocap", per_class=pc, sessions=a.sessions, seed=0)
             print(f"synthesized {corpus} in {time.perf_counter() - t:.0f} s", flush=True)
         cache = out / f"cache-{pc}"
         env = {**os.environ, "MER_CACHE": str(cache)}

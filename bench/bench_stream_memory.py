@@ -4,7 +4,7 @@ Frame sequences are streamed from the store's chunks (mer.train.streaming), so a
 process should hold, per utterance, only ids, labels, offsets and pooled vectors. This script
 writes feature stores directly (no audio: synthesizing and extracting 8,000 utterances takes
 longer than the training it measures) with IEMOCAP-like lengths (durations drawn as
-``mer.common.synth.iemocap_length``, 1-15 s, 100 frames/s, 40-d MFCC-like frames and 8-24
+``mer.common.synth.writers.iemocap_length``, 1-15 s, 100 frames/s, 40-d MFCC-like frames and 8-24
 token vectors of 384 dims), through the same store writer as ``mer extract``, then runs
 ``mer train`` on each size in its own process and reports wall time, training utterances per
 second, and the peak PSS of the process tree. The figure to read is the ratio of the peaks:

@@ -1,7 +1,7 @@
 """The `mer` command line. Kept thin: each command parses options and calls one function.
 
-Commands live in the package that owns them (prepare/demo here, extract/cache in
-mer.extract.cli, train/runs/predict in mer.train.cli) and are imported only when run, so
+Commands live in the package that owns them (prepare/recipes here, extract/cache in
+mer.extract.cli, train/runs/predict in mer.train.cli, demo in mer.train.demo) and are imported only when run, so
 `mer --help` starts without importing torch.
 """
 from __future__ import annotations
@@ -14,31 +14,23 @@ import click
 from mer.common import __version__
 from mer.common.errors import MerError
 
-# name -> "module:function" ; the order is the order shown by --help.
-COMMANDS = {
-    "demo": "mer.common.cli:demo",
-    "prepare": "mer.common.cli:prepare",
-    "extract": "mer.extract.cli:extract",
-    "cache": "mer.extract.cli:cache",
-    "recipes": "mer.common.cli:recipes",
-    "train": "mer.train.cli:train",
-    "tune": "mer.train.cli_tune:tune",
-    "runs": "mer.train.cli:runs",
-    "compare": "mer.train.cli:compare",
-    "predict": "mer.train.cli:predict",
-}
-
-HELP = {
-    "demo": "Synthesize a small corpus, then prepare, extract and train on it.",
-    "prepare": "Read a corpus in its official layout and write a validated manifest.",
-    "extract": "Extract features into content-keyed stores in the cache.",
-    "cache": "List, verify, export or remove feature stores.",
-    "recipes": "The seed papers' recipes (features, model, training settings) and their figures.",
-    "train": "Train fusion models on cached features and write a run directory.",
-    "tune": "Search hyper-parameters (Optuna, trials in parallel on Dask); best configuration as a recipe.",
-    "runs": "Compare run directories as a table (and CSV/Markdown/PNG).",
-    "compare": "Paired significance tests between runs on the same folds (table + PNG).",
-    "predict": "Predict labels for new audio/text with a trained run.",
+# The one command table: name -> ("module:function", short help). The order is the order
+# --help shows. Targets are strings, resolved only when a command runs, so `mer --help`
+# imports no command module (and none of torch); they are data, not imports: common/ still
+# imports neither extract nor train.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("mer.train.demo:demo", "Synthesize a small corpus, then prepare, extract and train on it."),
+    "prepare": ("mer.common.cli:prepare", "Read a corpus in its official layout and write a validated manifest."),
+    "extract": ("mer.extract.cli:extract", "Extract features into content-keyed stores in the cache."),
+    "cache": ("mer.extract.cli:cache", "List, verify, export or remove feature stores."),
+    "recipes": ("mer.common.cli:recipes",
+                "The seed papers' recipes (features, model, training settings) and their figures."),
+    "train": ("mer.train.cli:train", "Train fusion models on cached features and write a run directory."),
+    "tune": ("mer.train.cli_tune:tune",
+             "Search hyper-parameters (Optuna, trials in parallel on Dask); best configuration as a recipe."),
+    "runs": ("mer.train.cli:runs", "Compare run directories as a table (and CSV/Markdown/PNG)."),
+    "compare": ("mer.train.cli:compare", "Paired significance tests between runs on the same folds (table + PNG)."),
+    "predict": ("mer.train.cli:predict", "Predict labels for new audio/text with a trained run."),
 }
 
 
@@ -47,16 +39,15 @@ class LazyGroup(click.Group):
         return list(COMMANDS)
 
     def get_command(self, ctx, name):
-        target = COMMANDS.get(name)
-        if target is None:
+        if name not in COMMANDS:
             return None
-        mod, attr = target.split(":")
+        mod, attr = COMMANDS[name][0].split(":")
         return getattr(importlib.import_module(mod), attr)
 
     def format_commands(self, ctx, formatter):
         # Short help without importing every command module.
         with formatter.section("Commands"):
-            formatter.write_dl([(n, HELP[n]) for n in COMMANDS])
+            formatter.write_dl([(n, h) for n, (_, h) in COMMANDS.items()])
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -110,23 +101,6 @@ def prepare(dataset, root, cache, out, workers, options):
         k, v = o.split("=", 1)
         opts[k.strip()] = v.strip()
     run(dataset, root, cache=cache, out=out, workers=workers, **opts)
-
-
-@click.command()
-@cache_option
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Where to write the synthetic corpus (default: <cache>/demo-corpus).")
-@click.option("--per-class", type=int, default=20, show_default=True, help="Utterances per emotion per session.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--quick", is_flag=True, help="Smaller corpus, fewer epochs (for smoke tests).")
-def demo(cache, out, per_class, seed, quick):
-    """Synthesize an IEMOCAP-layout corpus, then prepare, extract and train on it.
-
-    Nothing is downloaded: speech comes from espeak-ng (espeakng-loader), text features from
-    the packaged all-MiniLM-L6-v2 weights.
-    """
-    from mer.common.demo import run_demo
-
-    run_demo(cache=cache, out=out, per_class=per_class, seed=seed, quick=quick)
 
 
 @click.command()

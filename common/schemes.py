@@ -26,10 +26,18 @@ from mer.common.errors import MerError
 
 @lru_cache(maxsize=None)
 def dataset_spec(dataset: str) -> dict:
+    """The dataset's label schemes and protocols: ``manifests/<dataset>.yaml`` for the
+    packaged corpora, else the ``spec`` its adapter registered (a plugin corpus)."""
     try:
         text = resources.files("mer.manifests").joinpath(f"{dataset}.yaml").read_text()
     except FileNotFoundError:
-        raise MerError(f"no label schemes for dataset {dataset!r} (expected manifests/{dataset}.yaml)") from None
+        from mer.common.datasets import DATASETS
+
+        spec = DATASETS.get(dataset).spec if dataset in DATASETS else None
+        if spec is None:
+            raise MerError(f"no label schemes for dataset {dataset!r} (expected manifests/{dataset}.yaml, "
+                           f"or spec= in its adapter's @register)") from None
+        return spec
     return yaml.safe_load(text)
 
 

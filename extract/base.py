@@ -123,6 +123,13 @@ class Extractor(ABC):
         `mer extract` without --features leaves out the ones that cannot, with the reason."""
         return True, ""
 
+    @classmethod
+    def missing(cls, config: ExtractorConfig | None = None) -> str | None:
+        """Why a recipe's setting of this extractor cannot run here (an encoder, weight file
+        or config that is not installed), saying what to download and which option takes it;
+        None when nothing is missing. Recipes ask this instead of knowing each extractor."""
+        return None
+
     def __init__(self, config: ExtractorConfig | None = None, device: str = "cpu"):
         self.config = config or self.Config()
         self.device = device

@@ -93,13 +93,14 @@ def extract(dataset, root, cache, features, fmt, dtype, device, workers, schedul
     if recipe:
         from mer.common import recipes
         from mer.common.errors import UsageError
+        from mer.extract.recipes import plan as plan_recipe
 
         if features:
             raise UsageError("--recipe names the features to extract; drop --features (or drop --recipe)")
         r = recipes.load(recipe)
         if r.dataset != dataset:
             click.echo(f"note: recipe {r.name} is set up for {r.dataset}; extracting it for {dataset}", err=True)
-        plan = recipes.plan(r, configs, substitute)
+        plan = plan_recipe(r, configs, substitute)
         for sub in plan.substitutions:
             click.echo(f"note: substituted {sub['feature']} {sub['wanted']} -> {sub['used_feature']} {sub['used']} "
                        f"(the results are not the paper's)", err=True)

@@ -248,6 +248,15 @@ class OpenL3Extractor(NeuralExtractor):
             return False, f"openl3 left out: weight file {p} not found"
         return True, ""
 
+    @classmethod
+    def missing(cls, config: OpenL3Config | None = None) -> str | None:
+        p = weights_path(config or OpenL3Config())
+        if p is None or not p.is_file():
+            return ("needs the OpenL3 weights, which cannot be downloaded here: convert the official Keras file "
+                    "(`python -m mer.extract.openl3 convert openl3_audio_mel256_music.h5 openl3.safetensors`) and "
+                    "pass `--openl3.weights openl3.safetensors` (or set MER_OPENL3_WEIGHTS)")
+        return None
+
     def identity(self) -> dict[str, Any]:
         prec = dtype_name(self.torch_dtype)   # "auto" is fp32 on CPU, bf16/fp16 on GPU
         if self.config.random_weights:

@@ -250,6 +250,15 @@ class CustomSmile(_Smile):
     feature_set = ""
     Config = CustomSmileConfig
 
+    @classmethod
+    def missing(cls, config: CustomSmileConfig | None = None) -> str | None:
+        conf = (config or CustomSmileConfig()).config
+        if not conf or not Path(str(conf)).expanduser().is_file():
+            return (f"needs the openSMILE config {conf or '(none given)'}, which the opensmile wheel does not ship: "
+                    f"take it from an openSMILE release (config/misc/emo_large.conf, with opensmile-python's source "
+                    f"and sink includes) and pass `--smile.config /path/to/{Path(str(conf or 'emo_large.conf')).name}`")
+        return None
+
     def __init__(self, config=None, device: str = "cpu"):
         super().__init__(config, device)
         c = self.config

@@ -104,6 +104,19 @@ class Wav2VecExtractor(NeuralExtractor):
             return False, "wav2vec left out: no model given (--wav2vec.model)"
         return True, ""
 
+    @classmethod
+    def missing(cls, config: Wav2VecConfig | None = None) -> str | None:
+        model = str((config or Wav2VecConfig()).model or "")
+        if not model:
+            return None
+        try:
+            resolve_hf_model(model, "--wav2vec.model")
+        except MerError:
+            return (f"needs the speech encoder {model}, which is not installed here: download it on a machine with "
+                    f"internet (`huggingface-cli download {model}`), copy the folder here and point "
+                    f"`--wav2vec.model /path/to/{model.split('/')[-1]}` at it")
+        return None
+
     @property
     def hf_config(self):
         if self._hf_config is None:

@@ -118,6 +118,19 @@ class BertExtractor(NeuralExtractor):
         self._hf_config = None
         self._hash = None
 
+    @classmethod
+    def missing(cls, config: BertConfig | None = None) -> str | None:
+        model = str((config or BertConfig()).model or "")
+        if not model:
+            return None
+        try:
+            resolve_text_model(model)
+        except MerError:
+            return (f"needs the text encoder {model}, which is not installed here: download it on a machine with "
+                    f"internet (`huggingface-cli download {model}`), copy the folder here and point "
+                    f"`--bert.model /path/to/{model.split('/')[-1]}` at it")
+        return None
+
     # -- identity and shape, without loading the weights
     @property
     def hf_config(self):

@@ -50,41 +50,11 @@ def write_flac(path: Path, seconds: float, sr: int = SR, freq: float = 440.0) ->
 
 def write_mp4(path: Path, seconds: float, sr: int = 48000, freq: float = 440.0, video: bool = True,
               faststart: bool = False) -> Path:
-    """AAC stereo audio (and a 32x32 video track, as MELD's clips have) in an mp4 container.
+    """A tone as AAC stereo audio (and a small H.264 video track, as MELD's clips have) in an
+    mp4 container, written by the library's own mp4 writer (the synthetic MELD's)."""
+    from mer.common.synth.writers import write_mp4 as write
 
-    ``faststart`` puts the index (moov) before the media data, as web-ready files have it.
-    """
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    x = tone(seconds, sr, freq).astype(np.float32)
-    planar = np.ascontiguousarray(np.stack([x, x]))  # (channels, frames) for fltp
-    opts = {"movflags": "faststart"} if faststart else {}
-    with av.open(str(path), "w", format="mp4", options=opts) as c:
-        v = None
-        if video:
-            v = c.add_stream("mpeg4", rate=10)
-            v.width, v.height, v.pix_fmt = 32, 32, "yuv420p"
-        a = c.add_stream("aac", rate=sr)
-        a.layout = "stereo"
-        step = 1024
-        for i in range(0, planar.shape[1], step):
-            fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(planar[:, i : i + step]), format="fltp", layout="stereo")
-            fr.sample_rate = sr
-            fr.pts = i
-            for p in a.encode(fr):
-                c.mux(p)
-        for p in a.encode():
-            c.mux(p)
-        if v is not None:
-            for i in range(max(1, int(seconds * 10))):
-                f = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 40 * (i % 6), np.uint8), format="rgb24")
-                f.pts = i
-                for p in v.encode(f):
-                    c.mux(p)
-            for p in v.encode():
-                c.mux(p)
-    return path
+    return write(path, tone(seconds, sr, freq).astype(np.float32), sr, video=video, faststart=faststart)
 
 
 def truncate(path: Path) -> Path:

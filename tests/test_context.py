@@ -200,7 +200,8 @@ def test_predict_takes_whole_dialogues_and_reproduces_the_test_predictions(dialo
 def test_synthetic_speech_corpus_can_make_emotion_depend_on_context():
     """common.synth with context=0.4: stretches of one emotion, and neutral-looking turns
     (voice and words) labelled by the emotion of the turn before them in the dialogue."""
-    from mer.common.synth import SynthConfig, _iemocap_plan
+    from mer.common.synth import SynthConfig
+    from mer.common.synth.iemocap import _iemocap_plan
 
     plan = _iemocap_plan(np.random.default_rng(0), SynthConfig(per_class=12, sessions=2, context=0.4))
     n_ctx = n_emotional = 0

@@ -21,32 +21,32 @@ def _module_name(path: Path) -> str:
     return "mer." + ".".join(parts)
 
 
+def imported_names(path: Path, mod: str) -> set[str]:
+    """Every name an import in ``path`` (module ``mod``) may refer to as a module, relative
+    imports resolved: ``import a.b`` -> a.b; ``from a import b`` -> a and a.b."""
+    is_pkg = path.name == "__init__.py"
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative import: resolve against this module's package
+                base = mod.split(".") if is_pkg else mod.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                stem = ".".join(base + ([node.module] if node.module else []))
+            else:
+                stem = node.module or ""
+            out.update([stem] + [f"{stem}.{a.name}" for a in node.names])
+    return out
+
+
 def import_graph() -> dict[str, set[str]]:
     mods = {}
     for pkg in PACKAGES:
         for p in sorted((ROOT / pkg).rglob("*.py")):
             mods[_module_name(p)] = p
-    graph: dict[str, set[str]] = {m: set() for m in mods}
-    for mod, path in mods.items():
-        is_pkg = path.name == "__init__.py"
-        tree = ast.parse(path.read_text(), str(path))
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:  # relative import: resolve against this module's package
-                    base = mod.split(".") if is_pkg else mod.split(".")[:-1]
-                    base = base[: len(base) - (node.level - 1)]
-                    stem = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    stem = node.module or ""
-                names = [stem] + [f"{stem}.{a.name}" for a in node.names]
-            for n in names:
-                # "from mer.extract import cache" names a module; "from mer.extract.cache import X" names one too.
-                if n in graph and n != mod:
-                    graph[mod].add(n)
-    return graph
+    # "from mer.extract import cache" names a module; "from mer.extract.cache import X" names one too.
+    return {mod: {n for n in imported_names(path, mod) if n in mods and n != mod} for mod, path in mods.items()}
 
 
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -92,3 +92,38 @@ def test_graph_sees_lazy_imports():
 def test_no_import_cycles():
     cycles = find_cycles(import_graph())
     assert not cycles, "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def layer_violations(lower: str, uppers: tuple[str, ...], root: Path = ROOT) -> list[str]:
+    """``file: module`` for each import in package ``lower`` that reaches one of ``uppers``."""
+    bad = []
+    for p in sorted((root / lower).rglob("*.py")):
+        parts = list(p.relative_to(root).with_suffix("").parts)
+        mod = "mer." + ".".join(parts[:-1] if p.name == "__init__.py" else parts)
+        names = imported_names(p, mod)
+        # One line per import: "from a import b" is reported as a, not also as a.b.
+        for name in sorted(n for n in names if not any(n.startswith(o + ".") for o in names)):
+            if any(name == f"mer.{u}" or name.startswith(f"mer.{u}.") for u in uppers):
+                bad.append(f"{p.relative_to(root)}: {name}")
+    return bad
+
+
+def test_layer_check_sees_a_lazy_upward_import(tmp_path):
+    """The checker itself: an import inside a function of common/ is a violation."""
+    (tmp_path / "common").mkdir()
+    (tmp_path / "common" / "x.py").write_text("def f():\n    from mer.train.trainer import run_train\n")
+    (tmp_path / "common" / "y.py").write_text("from ..extract import base\n")
+    assert layer_violations("common", ("extract", "train"), tmp_path) == [
+        "common/x.py: mer.train.trainer", "common/y.py: mer.extract"]
+
+
+def test_common_is_the_bottom_layer():
+    """common/ (adapters, manifests, registry, CLI shell) imports neither extract nor train,
+    not even lazily: a change to extract or train can never break `mer prepare`."""
+    bad = layer_violations("common", ("extract", "train"))
+    assert not bad, "common/ imports an upper layer: " + "; ".join(bad)
+
+
+def test_extract_does_not_import_train():
+    bad = layer_violations("extract", ("train",))
+    assert not bad, "extract/ imports train/: " + "; ".join(bad)

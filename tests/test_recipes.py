@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from mer.common import recipes
+from mer.extract import recipes as extract_recipes
+from mer.train import recipes as train_recipes
 from mer.common.cli import main
 from mer.common.errors import MerError, UsageError
 
@@ -41,7 +43,7 @@ def test_five_recipes_one_per_seed_paper_are_complete_and_valid(capsys):
             assert set(cfg) <= have, (n, f, set(cfg) - have)
         model_fields = {x.name for x in fields(FUSIONS.get(r.fusion).Config)}
         assert set(r.model) <= model_fields, (n, set(r.model) - model_fields)
-        assert {recipes.TRAIN_OPTIONS[k] for k in r.train} <= train_fields
+        assert {train_recipes.TRAIN_OPTIONS[k] for k in r.train} <= train_fields
         assert {"optimizer", "lr", "batch_size", "epochs", "patience", "monitor"} <= set(r.train), n
         assert 0 < r.figure < 1 and r.metric in recipes.METRICS and r.figure_text and r.differs
         for part in r.inputs.replace("+", ",").split(","):   # inputs name the recipe's features only
@@ -69,23 +71,38 @@ def test_unknown_recipe_and_bad_keys_are_clear_errors(tmp_path):
 def test_missing_encoder_names_the_model_and_the_option_and_substitute_records_it():
     r = recipes.load("cm-roberta")
     with pytest.raises(MerError) as e:
-        recipes.plan(r, {"smile": {"config": "/nonexistent/emo_large.conf"}})
+        extract_recipes.plan(r, {"smile": {"config": "/nonexistent/emo_large.conf"}})
     msg = str(e.value)
     assert "--substitute" in msg and "--smile.config" in msg
     with pytest.raises(MerError) as e:
-        recipes.plan(recipes.load("atfsc"))
+        extract_recipes.plan(recipes.load("atfsc"))
     msg = str(e.value)
     assert "bert-base-uncased" in msg and "--bert.model" in msg and "huggingface-cli download bert-base-uncased" in msg
-    p = recipes.plan(r, substitute=True)
+    p = extract_recipes.plan(r, substitute=True)
     assert p.features["bert"] == {"model": "all-MiniLM-L6-v2", "layer": "last4"}
     assert set(p.features) == {"compare", "dvector", "bert"} and "openl3" not in p.inputs
     assert p.inputs == "compare,dvector,bert.mean"
     assert {s["feature"]: s["used_feature"] for s in p.substitutions} == {"smile": "compare", "openl3": "dvector",
                                                                           "bert": "bert"}
     # a command-line setting that makes the encoder available is used instead of substituting
-    p2 = recipes.plan(recipes.load("atfsc"), {"bert": {"model": "all-MiniLM-L6-v2"}})
+    p2 = extract_recipes.plan(recipes.load("atfsc"), {"bert": {"model": "all-MiniLM-L6-v2"}})
     assert not p2.substitutions and p2.features["bert"]["model"] == "all-MiniLM-L6-v2"
 
+
+
+def test_recipes_ask_each_extractor_what_is_missing(monkeypatch):
+    """No extractor name is written in the recipe planner: any extractor's ``missing()``
+    (here mfcc's, which never misses anything) stops a recipe that uses it."""
+    from mer.extract.base import EXTRACTORS
+
+    mfcc = EXTRACTORS.get("mfcc")
+    assert mfcc.missing(mfcc.Config()) is None
+    monkeypatch.setattr(mfcc, "missing", classmethod(lambda cls, config: f"needs n_mfcc={config.n_mfcc} weights"))
+    r = recipes.Recipe(name="r", seed="x", paper="p", dataset="iemocap", scheme="emo4", protocol="loso",
+                       features={"mfcc": {"n_mfcc": 13}}, inputs="mfcc", fusion="concat", metric="ua", figure=0.5,
+                       figure_text="")
+    with pytest.raises(MerError, match="recipe r: mfcc needs n_mfcc=13 weights"):
+        extract_recipes.plan(r)
 
 @pytest.fixture
 def recipe_cache(tmp_path):
@@ -141,10 +158,10 @@ def test_train_recipe_without_its_stores_says_which_extract_to_run(recipe_cache,
     rec["features"]["mfcc"] = {"n_mfcc": 40}
     path.write_text(yaml.safe_dump(rec))
     with pytest.raises(MerError) as e:
-        recipes.train_setup(str(path), "iemocap", {"options": {}}, set(), cache)
+        train_recipes.train_setup(str(path), "iemocap", {"options": {}}, set(), cache)
     assert "mer extract --recipe mine --dataset iemocap" in str(e.value)
     with pytest.raises(UsageError, match="set up for --dataset iemocap"):
-        recipes.train_setup(str(path), "meld", {"options": {}}, set(), cache)
+        train_recipes.train_setup(str(path), "meld", {"options": {}}, set(), cache)
 
 
 def test_recipe_extract_then_train_end_to_end_with_substitute(tmp_path):

@@ -63,6 +63,25 @@ def test_refuses_a_non_empty_folder(tmp_path):
     assert (tmp_path / "x" / "keep.txt").read_text() == "mine"
 
 
+def test_config_is_validated_once_whichever_way_it_is_given(tmp_path):
+    """SynthConfig checks itself in __post_init__: a bad value fails the same way as a
+    keyword to generate(), as a config passed in, or built directly, before any file."""
+    from mer.common.errors import UsageError
+    from mer.common.synth import SynthConfig
+
+    with pytest.raises(UsageError, match="lengths 'iemocap'"):
+        SynthConfig(layout="meld", lengths="iemocap")
+    with pytest.raises(UsageError, match="unknown synthetic layout 'nope'"):
+        generate(tmp_path / "a", layout="nope")
+    with pytest.raises(UsageError, match="at least 1"):
+        generate(tmp_path / "b", SynthConfig(layout="csv"), per_class=0)
+    with pytest.raises(UsageError, match=r"unknown synthetic corpus fields \['per_clas'\]"):
+        generate(tmp_path / "c", per_clas=2)
+    with pytest.raises(UsageError, match="layout='iemocap'"):
+        generate(tmp_path / "d", "iemocap")  # the old positional layout names the keyword to use
+    assert not any(tmp_path.iterdir())
+
+
 # ----------------------------------------------------------------------------- IEMOCAP layout
 def test_iemocap_layout_and_formats(iemocap):
     import soundfile as sf
@@ -230,7 +249,7 @@ def test_csv_files(tmp_path):
 
 # ----------------------------------------------------------------------------- demo, corpus step
 def test_demo_corpus_is_reused_only_with_the_same_parameters(tmp_path):
-    from mer.common.demo import ensure_corpus
+    from mer.train.demo import ensure_corpus
 
     corpus = tmp_path / "demo-corpus"
     info, reused = ensure_corpus(corpus, per_class=1, seed=0, quiet=True)

@@ -191,3 +191,46 @@ def test_meld_emo6_stratified_counts_fear_and_splits_each_class_80_20(tmp_path):
     share = p["true"].value_counts(normalize=True)
     for c in whole.index:  # each class in the test fold within 2 points of its share of the corpus
         assert abs(share[c] - whole[c]) < 0.02, c
+
+
+def test_train_help_does_not_import_torch():
+    """`mer train --help` lists the fusions and every choice without importing the models:
+    torch (seconds to import) stays out of the process."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from mer.common.cli import main\n"
+            "try:\n    main(['train', '--help'])\n"
+            "except SystemExit:\n    pass\n"
+            "print('TORCH', 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert "TORCH False" in out
+    from mer.train.config import MONITORS, NORMALIZE, PRECISIONS
+    from mer.train.fusion import CONTEXTS, FUSIONS
+
+    for name in FUSIONS.names():   # the registry's names, all of them, in the help text
+        assert name in out
+    for option, choices in (("--context", CONTEXTS), ("--precision", PRECISIONS), ("--normalize", NORMALIZE),
+                            ("--monitor", MONITORS)):   # choices from the code's tuples
+        assert f"{option} [{'|'.join(choices)}]" in out
+
+
+def test_run_train_returns_results_that_the_cli_prints(cache, tmp_path, capsys):
+    """run_train hands back each run's directory and metrics (no re-reading its own files);
+    `mer train` prints exactly those."""
+    from mer.train.trainer import RunResult, run_train
+
+    (r,) = run_train("iemocap", "bert,mfcc", "concat", protocol="si", cache=cache, out=tmp_path / "a", epochs=2,
+                     plots=False, quiet=True)
+    assert isinstance(r, RunResult) and r.fusion == "concat" and r.features == "bert,mfcc"
+    written = json.loads((r.path / "metrics.json").read_text())
+    assert r.metrics == written["mean"] and r.paper_fold == written["paper_fold"]
+    assert (r / "metrics.json").exists() and str(r) == str(r.path)
+    capsys.readouterr()
+    _mer("train", "-d", "iemocap", "-f", "bert,mfcc", "--fusion", "concat", "--protocol", "si", "--cache", cache,
+         "--out", tmp_path / "b", "--epochs", 2, "--no-plots", "--run-id", "x")
+    out = capsys.readouterr().out
+    m = json.loads((tmp_path / "b" / "x" / "metrics.json").read_text())
+    assert f"{tmp_path / 'b' / 'x'}: accuracy {m['mean']['accuracy']:.4f}" in out
+    assert f"paper's fold {m['paper_fold']['fold']}" in out

@@ -191,3 +191,32 @@ def test_evaluate_batches_a_split_and_keeps_row_order():
     ref = torch.cat([Probe()(batcher.batch(np.array([r]))[0]) for r in rows])
     torch.testing.assert_close(logits, ref, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(out, torch.softmax(ref, -1).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_one_input_vocabulary_and_one_wants_list():
+    """Models and the data layer share one spec type: ``dim`` is the width the model sees,
+    ``width`` the store's (stacked layers), and a run config records the store's width as
+    runs always have."""
+    from mer.train.data import InputSource, input_specs
+    from mer.train.fusion import DEFAULT_WANTS, WANTS, InputSpec, fusion_wants
+
+    assert InputSource is InputSpec
+    s = InputSpec("bert.tokens", "ragged", 4, "text", 3)
+    assert (s.feature, s.output, s.width) == ("bert", "tokens", 12)
+    rec = s.to_record()
+    assert rec["dim"] == 12 and InputSpec.from_record(rec) == s
+    assert input_specs([s]) == [s]
+    assert InputSpec("mfcc.frames@mean", "fixed", 5, "audio", pooled_here=True).output == "frames"
+
+    class NoWants:
+        pass
+
+    class BadWants:
+        wants = "either"
+
+    assert DEFAULT_WANTS in WANTS and fusion_wants(NoWants) == DEFAULT_WANTS
+    with pytest.raises(UsageError, match="wants='either'"):
+        fusion_wants(BadWants)
+    fc = FeatureCache("iemocap", sets=_sets()[1])
+    with pytest.raises(UsageError, match="wants='either'"):
+        resolve_inputs(parse_features("bert"), fc, "either")

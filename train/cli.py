@@ -11,6 +11,8 @@ import sys
 import click
 
 from mer.common.cli import cache_option, dataset_choice
+from mer.train.config import MONITORS, NORMALIZE, OPTIMIZERS, PRECISIONS
+from mer.train.fusion import CONTEXTS
 
 
 def _fusion_names() -> list[str]:
@@ -51,8 +53,6 @@ def _options(ctx, param, value):
 
 
 def _check_optimizer(ctx, param, value):
-    from mer.train.trainer import OPTIMIZERS
-
     if value not in OPTIMIZERS:
         raise click.BadParameter(f"unknown optimizer {value!r}; choose from: {', '.join(OPTIMIZERS)}")
     return value
@@ -70,10 +70,13 @@ def _check_track(ctx, param, value):
 
 
 class _FusionHelp(click.Option):
-    """--fusion's help lists the registry's names, computed only when help is shown."""
+    """--fusion's help lists the registry's names, computed only when help is shown, and
+    without importing the models (torch): ``mer train --help`` stays fast."""
 
     def get_help_record(self, ctx):
-        self.help = "Fusion model(s), comma separated; one run each. Choices: " + ", ".join(_fusion_names()) + "."
+        from mer.train.fusion import names_for_help
+
+        self.help = "Fusion model(s), comma separated; one run each. Choices: " + ", ".join(names_for_help()) + "."
         return super().get_help_record(ctx)
 
 
@@ -94,11 +97,12 @@ class _FusionHelp(click.Option):
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--optimizer", default="adamw", show_default=True, callback=_check_optimizer,
-              help="adamw (decoupled weight decay), adam (weight decay as an L2 term, as seeds 002/004), sgd (momentum 0.9).")
+              help=f"One of {', '.join(OPTIMIZERS)}: adamw (decoupled weight decay), adam (weight decay as an L2 term, "
+                   "as seeds 002/004), sgd (momentum 0.9).")
 @click.option("--weight-decay", type=float, default=1e-4, show_default=True, help="Weight decay (L2 for adam/sgd).")
 @click.option("--grad-clip", type=float, default=5.0, show_default=True, help="Clip the gradient's global norm to this (0: no clipping).")
 @click.option("--patience", type=int, default=10, show_default=True, help="Early stopping: epochs without validation improvement.")
-@click.option("--monitor", type=click.Choice(["auto", "ua", "accuracy", "weighted_f1", "macro_f1", "loss"]), default="auto",
+@click.option("--monitor", type=click.Choice(MONITORS), default="auto",
               show_default=True, help="Validation metric for early stopping (auto: ua, or loss for regression).")
 @click.option("--balanced/--no-balanced", default=False, show_default=True, help="Class-weighted loss (weights from the training rows); every classification model supports it, regression refuses it.")
 @click.option("--max-len", type=int, default=None,
@@ -109,18 +113,18 @@ class _FusionHelp(click.Option):
               help="With --bucket: at most this many padded frames per batch (rows x longest sequence), which bounds memory; 0: no cap.")
 @click.option("--text-source", default=None, metavar="asr:STORE|MODEL",
               help="Train on text features computed from ASR transcripts (mer extract --features asr, then --text-source there too).")
-@click.option("--normalize", type=click.Choice(["fold", "speaker"]), default="fold", show_default=True,
+@click.option("--normalize", type=click.Choice(NORMALIZE), default="fold", show_default=True,
               help="speaker: first standardise each speaker's audio features over that speaker's own utterances (test ones too, "
                    "labels unused; common SER practice), then the usual per-fold normalisation.")
 @click.option("--store", "stores", multiple=True, callback=_stores, metavar="FEATURE.FIELD=VALUE",
               help="Use the store of FEATURE extracted with that config value when there are several, e.g. --store bert.layer=all.")
-@click.option("--context", type=click.Choice(["none", "dialog"]), default="none", show_default=True,
+@click.option("--context", type=click.Choice(CONTEXTS), default="none", show_default=True,
               help="dialog: batches of whole dialogues in temporal order (the manifest's dialog column), one prediction "
                    "per utterance; --batch-size then counts dialogues (attention, cross).")
 @click.option("--set", "options", multiple=True, callback=_options, metavar="NAME=VALUE",
               help="Fusion config field, e.g. --set hidden=128 --set dropout=0.2 (applies to every fusion that has it; a name no fusion has is an error).")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA if available), cpu, cuda, cuda:1.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="Mixed precision (autocast): bf16 on CPU or GPU, fp16 on CUDA only (with loss scaling).")
 @click.option("--threads", type=int, default=0, show_default=True,
               help="torch CPU threads per process (0: the cores left to each of --jobs).")
@@ -157,7 +161,7 @@ def train(ctx, dataset, features, fusion, protocol, scheme, seeds, seed, cache, 
     if recipe:
         from click.core import ParameterSource
 
-        from mer.common.recipes import train_setup
+        from mer.train.recipes import train_setup
 
         given = {n for n in ctx.params if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE}
         vals, record, store_cfgs = train_setup(recipe, dataset, dict(ctx.params), given, cache, manifest, substitute)
@@ -178,14 +182,21 @@ def train(ctx, dataset, features, fusion, protocol, scheme, seeds, seed, cache, 
                      grad_clip=grad_clip, patience=patience, monitor=monitor, balanced=balanced, context=context, max_len=max_len, bucket=bucket,
                      batch_frames=batch_frames, device=device, precision=precision, threads=threads, jobs=jobs,
                      stores=stores, text_source=text_source, normalize=normalize)
-    written = run_train(dataset, list(features), fusion, protocol=protocol, scheme=scheme,
-                        seeds=[seed] if seed is not None else seeds, cache=cache, out=out, device=device, manifest=manifest,
-                        options=options, config=tc, run_id=run_id, command="mer " + shlex.join(sys.argv[1:]),
-                        plots=not no_plots, quiet=quiet, recipe=record, store_configs=store_cfgs)
+    results = run_train(dataset, list(features), fusion, protocol=protocol, scheme=scheme,
+                        seeds=[seed] if seed is not None else seeds, cache=cache, out=out, device=device,
+                        manifest=manifest, options=options, config=tc, run_id=run_id,
+                        command="mer " + shlex.join(sys.argv[1:]), plots=not no_plots, quiet=quiet, recipe=record,
+                        store_configs=store_cfgs)
+    if not quiet:
+        from mer.common import console
+
+        for r in results:
+            for line in r.lines():
+                console.result(line)
     if track:   # mer.train.tracking: logged from the finished run directories
         from mer.train.tracking import track as log_runs
 
-        log_runs(written, track, uri=track_uri, cache=cache)
+        log_runs([r.path for r in results], track, uri=track_uri, cache=cache)
 
 
 @click.command()

@@ -16,8 +16,8 @@ feature to load when the user names only the feature and it offers both (e.g.
 - ``"sequence"``: frame/token sequences where the feature has them; fixed inputs are still
   accepted (a paper branch for vectors, or a length-1 sequence).
 Every model here accepts both kinds for every input, so the attribute is a preference,
-never a requirement; models use only these two values, which every version of the data
-layer's vocabulary accepts (``mer.train.data`` also knows ``"both"``, the brief ``"either"``).
+never a requirement. The values allowed and the default are ``mer.train.fusion.WANTS`` and
+``DEFAULT_WANTS``.
 
 torch is imported at module level: this module is only imported by the fusion models,
 which the registry loads lazily (never at CLI start-up).
@@ -31,9 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mer.common.errors import MerError
-
-WANTS = ("pooled", "sequence")
-
+from mer.train.fusion import DEFAULT_WANTS
 
 def balanced_weights(counts):
     """Class weights N / (K * n_c) (classes absent from training get 0), as sklearn's 'balanced'."""
@@ -391,9 +389,16 @@ class MfccCNN(nn.Module):
 
 # --------------------------------------------------------------------------- misc
 
-def mlp(d_in: int, hidden: int, d_out: int, dropout: float) -> nn.Sequential:
-    """The "two fully connected layers" head most papers end with."""
-    return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, d_out))
+def mlp(d_in: int, hidden: int, d_out: int, dropout: float, layers: int = 1) -> nn.Sequential:
+    """``layers`` hidden blocks (Linear, ReLU, Dropout) and a Linear output: with the default
+    one, the "two fully connected layers" head most papers end with; 0 is a linear classifier."""
+    mods: list[nn.Module] = []
+    d = d_in
+    for _ in range(layers):
+        mods += [nn.Linear(d, hidden), nn.ReLU(), nn.Dropout(dropout)]
+        d = hidden
+    mods.append(nn.Linear(d, d_out))
+    return nn.Sequential(*mods)
 
 
 def input_as_sequence(batch: dict, spec) -> tuple[torch.Tensor, torch.Tensor]:
@@ -461,7 +466,7 @@ class FusionBase(nn.Module, ABC):
     """
 
     Config: type
-    wants: str = "sequence"
+    wants: str = DEFAULT_WANTS   # every model here says its own
 
     def __init__(self, inputs, n_out: int, config=None):
         super().__init__()

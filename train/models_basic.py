@@ -13,29 +13,8 @@ import torch
 from torch import nn
 
 from mer.train.fusion import FUSIONS, InputSpec
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over real frames of ``x [B, T, D]`` where ``mask [B, T]`` is True."""
-    m = mask.unsqueeze(-1).to(x.dtype)
-    # where() rather than x * m: a NaN/inf in padding must not leak through 0 * inf.
-    s = torch.where(m.bool(), x, torch.zeros((), dtype=x.dtype, device=x.device)).sum(1)
-    return s / m.sum(1).clamp_min(1.0)
-
-
-def pooled(batch: dict, spec: InputSpec) -> torch.Tensor:
-    x = batch[spec.key]
-    return x if spec.kind == "fixed" else masked_mean(x, batch[spec.key + ".mask"])
-
-
-def mlp(d_in: int, hidden: int, layers: int, n_out: int, dropout: float) -> nn.Sequential:
-    mods: list[nn.Module] = []
-    d = d_in
-    for _ in range(layers):
-        mods += [nn.Linear(d, hidden), nn.ReLU(), nn.Dropout(dropout)]
-        d = hidden
-    mods.append(nn.Linear(d, n_out))
-    return nn.Sequential(*mods)
+from mer.train.layers import input_as_vector as pooled
+from mer.train.layers import mlp
 
 
 @dataclass
@@ -58,7 +37,7 @@ class ConcatFusion(nn.Module):
         self.inputs, self.config = list(inputs), config or ConcatConfig()
         c = self.config
         self.drop_in = nn.Dropout(c.input_dropout)
-        self.net = mlp(sum(i.dim for i in self.inputs), c.hidden, c.layers, n_out, c.dropout)
+        self.net = mlp(sum(i.dim for i in self.inputs), c.hidden, n_out, c.dropout, layers=c.layers)
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.net(self.drop_in(torch.cat([pooled(batch, i) for i in self.inputs], dim=-1)))
@@ -93,7 +72,7 @@ class LateFusion(nn.Module):
         self.modalities = sorted({i.modality for i in self.inputs})
         self.groups = {m: [i for i in self.inputs if i.modality == m] for m in self.modalities}
         self.branches = nn.ModuleDict({
-            m: mlp(sum(i.dim for i in g), c.hidden, c.layers, n_out, c.dropout) for m, g in self.groups.items()
+            m: mlp(sum(i.dim for i in g), c.hidden, n_out, c.dropout, layers=c.layers) for m, g in self.groups.items()
         })
         self.weight_logits = nn.Parameter(torch.zeros(len(self.modalities)), requires_grad=c.combine == "weighted")
         self._branch_out: list[torch.Tensor] = []

@@ -23,7 +23,7 @@ from torch import nn
 
 from mer.common.errors import MerError
 from mer.train.fusion import FUSIONS, InputSpec
-from mer.train.models_basic import pooled
+from mer.train.layers import input_as_vector as pooled
 
 
 class SklearnFusion(nn.Module):
@@ -83,7 +83,7 @@ class SklearnFusion(nn.Module):
         from mer.train.data import Batcher, Normalizer
         from mer.train.fusion import build_model
         from mer.train.metrics import classification_metrics
-        from mer.train.trainer import FoldResult, evaluate
+        from mer.train.folds import FoldResult, evaluate
 
         t0 = time.perf_counter()
         if data.regression:

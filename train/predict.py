@@ -122,30 +122,6 @@ def _join_one(uid: str, outputs: dict[str, dict], spec: dict) -> np.ndarray:
     return x
 
 
-def batch_of(feats: list[dict[str, dict]], sources, norm, device="cpu") -> dict:
-    """A model batch of several utterances from freshly extracted outputs (ragged inputs
-    padded and masked, as in training)."""
-    import torch
-
-    from mer.train.data import pad_ragged
-
-    out = {}
-    for s in sources:
-        xs = []
-        for f in feats:
-            if s.output not in f[s.feature]:
-                raise MerError(f"extractor {s.feature!r} gave no output {s.output!r}")
-            x = np.asarray(f[s.feature][s.output], np.float32)
-            xs.append(x.mean(0) if s.pooled_here else x)
-        if s.kind == "fixed":
-            out[s.key] = torch.from_numpy(norm.apply_np(s.key, np.stack([x.reshape(-1) for x in xs]))).to(device)
-        else:
-            x, m = pad_ragged([norm.apply_np(s.key, x) for x in xs], s.dim)
-            out[s.key] = torch.from_numpy(x).to(device)
-            out[s.key + ".mask"] = torch.from_numpy(m).to(device)
-    return out
-
-
 def _outputs(model, logits, regression: bool) -> np.ndarray:
     import torch
 
@@ -160,6 +136,7 @@ def predict_dialogs(items: list[Item], feats, cfg: dict, sources, models, device
     import pandas as pd
     import torch
 
+    from mer.train.data import outputs_batch
     from mer.train.dialog import DIALOG_MASK, dialog_order, group_dialogs
 
     meta = pd.DataFrame({"id": [i.id for i in items], "dialog": pd.array([i.dialog for i in items], dtype="string"),
@@ -171,7 +148,7 @@ def predict_dialogs(items: list[Item], feats, cfg: dict, sources, models, device
         for a in range(0, len(dialogs), batch):
             dl = dialogs[a : a + batch]
             flat = np.concatenate(dl)
-            b = batch_of([feats[i] for i in flat], sources, norm, device)
+            b = outputs_batch([feats[i] for i in flat], sources, norm, device, [items[i].id for i in flat])
             mask = np.zeros((len(dl), max(len(d) for d in dl)), bool)
             for k, d in enumerate(dl):
                 mask[k, : len(d)] = True
@@ -188,11 +165,11 @@ def predict_items(run, items: list[Item], device: str = "auto") -> tuple[list[st
     """(classes, probabilities [N, C] or predictions [N], run config)."""
     import torch
 
-    from mer.train.data import single_batch
+    from mer.train.data import outputs_batch
     from mer.train.rundir import load_models
-    from mer.common.device import choose as pick_device
+    from mer.common.device import choose
 
-    dev = pick_device(device)
+    dev = choose(device)
     cfg, sources, models = load_models(run, dev)
     feats = extract_items(items, cfg, dev)
     if (cfg.get("train") or {}).get("context", "none") == "dialog":
@@ -201,12 +178,7 @@ def predict_items(run, items: list[Item], device: str = "auto") -> tuple[list[st
     for it, f in zip(items, feats):
         acc = []
         for model, norm in models:
-            batch = {}
-            for s in sources:
-                arrs = f[s.feature]
-                if s.output not in arrs:
-                    raise MerError(f"{it.id}: extractor {s.feature!r} gave no output {s.output!r}")
-                batch.update(single_batch({s.output: arrs[s.output]}, [s], norm, dev))
+            batch = outputs_batch([f], sources, norm, dev, [it.id])
             with torch.no_grad():
                 logits = model(batch)
                 if cfg.get("regression"):

@@ -78,7 +78,8 @@ def paper_fold(protocol: dict, folds: list[dict], keys) -> dict | None:
 
 
 def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, seeds, fusion, model_cfg, train_cfg,
-              requests, sources, fcache, data, results, report, seconds, command=None, plots=True, recipe=None) -> Path:
+              requests, sources, fcache, data, results, report, seconds, command=None, plots=True,
+              recipe=None) -> tuple[Path, dict]:
     import yaml
 
     from mer.common import __version__
@@ -113,7 +114,7 @@ def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, se
         "fusion": fusion,
         "model": _plain(asdict(model_cfg)) if is_dataclass(model_cfg) else {},
         "train": _plain(asdict(train_cfg)),
-        "inputs": [_plain(asdict(s)) for s in sources],
+        "inputs": [_plain(s.to_record()) for s in sources],
         "stores": {f: store_record(fcache.get(f)) for f in dict.fromkeys(s.feature for s in sources)},
         "weights": [f"weights/seed{r.seed}-{r.fold}.safetensors" for r in results],
     }
@@ -191,7 +192,7 @@ def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, se
         from mer.train import plots as P
 
         P.layer_weights_png(mixes, run / "layer_weights.png", title=f"{fusion} [{feats}]: learned layer weights")
-    return run
+    return run, metrics   # the metrics as written to metrics.json (the caller reports them)
 
 
 def _write_predictions(path: Path, data, results) -> None:
@@ -249,12 +250,12 @@ def load_models(run, device: str = "cpu"):
     weights from safetensors (no pickle, nothing from the run is executed)."""
     from safetensors.torch import load_file
 
-    from mer.train.data import InputSource, Normalizer, input_specs
-    from mer.train.fusion import FUSIONS, build_model, model_config
+    from mer.train.data import Normalizer
+    from mer.train.fusion import FUSIONS, InputSpec, build_model, model_config
 
     cfg = read_config(run)
     cls = FUSIONS.get(cfg["fusion"])
-    sources = [InputSource(**s) for s in cfg["inputs"]]
+    sources = [InputSpec.from_record(s) for s in cfg["inputs"]]
     n_out = 1 if cfg.get("regression") else len(cfg["classes"])
     mcfg = model_config(cls, cfg.get("model") or {})
     models = []
@@ -265,7 +266,7 @@ def load_models(run, device: str = "cpu"):
         t = load_file(str(p), device="cpu")
         norm = Normalizer.from_tensors({k: v.numpy() for k, v in t.items() if k.startswith("norm/")})
         state = {k: v for k, v in t.items() if not k.startswith("norm/")}
-        model = build_model(cls, input_specs(sources), n_out, mcfg, None if cfg.get("regression") else cfg["classes"],
+        model = build_model(cls, sources, n_out, mcfg, None if cfg.get("regression") else cfg["classes"],
                             (cfg.get("train") or {}).get("context", "none"))
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:

@@ -4,8 +4,8 @@ A corpus's frame sequences outgrow memory long before they outgrow disk (MOSEI's
 utterances as 100 Hz mel frames are about 4 GB in float32), so training never loads them
 whole. Two views, both row-sliceable like the numpy arrays they stand in for:
 
-- ``ChunkedFrames``: one stored ragged ``values`` array, read through ``StoreReader.read``
-  (every chunk checksum-checked) one whole chunk at a time, the decoded chunks kept in a
+- ``ChunkedFrames``: one stored ragged ``values`` array, read through the store's checked
+  view (``mer.extract.store.CheckedArray``: every chunk checksum-checked) one whole chunk at a time, the decoded chunks kept in a
   least-recently-used cache bounded in bytes (``MER_STREAM_CACHE_MB``, default 128 per array).
 - ``StreamedRows``: the rows of a ``ChunkedFrames`` that a training set uses, in its own
   order, seen as if they were packed contiguously (what ``mer.train.data.Arrays`` holds:
@@ -35,14 +35,11 @@ class ChunkedFrames:
     ndim = 2
 
     def __init__(self, store_path, array: str, cache_bytes: int = CACHE_BYTES):
-        from mer.extract.store import StoreReader
-
         self.store_path, self.array = str(store_path), array
-        self._reader, self._pid = StoreReader(store_path), os.getpid()
-        raw = self._reader.raw(array)
-        self.shape = tuple(int(x) for x in raw.shape)
-        self.dtype = np.dtype(raw.dtype)
-        self.chunk = self._reader.chunk_rows(array)
+        self._view, self._pid = self._open(), os.getpid()
+        self.shape = self._view.shape
+        self.dtype = self._view.dtype
+        self.chunk = self._view.chunks[0]
         chunk_bytes = self.chunk * int(np.prod(self.shape[1:])) * self.dtype.itemsize
         self.chunk_bytes = max(1, chunk_bytes)
         self.capacity = max(2, int(cache_bytes) // self.chunk_bytes)   # chunks kept decoded
@@ -57,22 +54,26 @@ class ChunkedFrames:
     def cache_bytes(self) -> int:
         return self.capacity * self.chunk_bytes
 
-    def reader(self):
-        if self._pid != os.getpid():   # a forked worker: its own handle, its own cache
-            from mer.extract.store import StoreReader
+    def _open(self):
+        """The store's one checked view of the array (every read checksum-checked)."""
+        from mer.extract.store import CheckedArray, StoreReader
 
-            self._reader, self._pid = StoreReader(self.store_path), os.getpid()
+        return CheckedArray(StoreReader(self.store_path), self.array)
+
+    def view(self):
+        if self._pid != os.getpid():   # a forked worker: its own handle, its own cache
+            self._view, self._pid = self._open(), os.getpid()
             self._cache, self._lock, self.decoded = OrderedDict(), threading.Lock(), 0
-        return self._reader
+        return self._view
 
     def _chunk(self, k: int) -> np.ndarray:
-        reader = self.reader()
+        view = self.view()
         with self._lock:
             x = self._cache.get(k)
             if x is not None:
                 self._cache.move_to_end(k)
                 return x
-        x = reader.read(self.array, k * self.chunk, (k + 1) * self.chunk)   # checksum-checked
+        x = view[k * self.chunk : (k + 1) * self.chunk]
         with self._lock:
             self._cache[k] = x
             self.decoded += 1

@@ -32,7 +32,7 @@ import io
 import re
 from pathlib import Path
 
-from mer.common.datasets import note_unnamed, register
+from mer.common.datasets import find_one, media_row, note_media, register
 from mer.common.errors import CorpusError, MerError
 from mer.common.report import Report
 
@@ -154,25 +154,17 @@ def _int(v: str, what: str, path: Path, lineno: int) -> int:
         raise CorpusError(f"{path}:{lineno}: {what} {v!r} is not an integer") from None
 
 
-def _find(root: Path, name: str, kind: str) -> Path | None:
-    direct = root / name
-    if direct.exists():
-        return direct
-    hits = sorted(p for p in root.rglob(name) if (p.is_dir() if kind == "dir" else p.is_file()))
-    return hits[0] if hits else None
-
-
 @register("meld", "MELD.Raw: {train,dev,test}_sent_emo.csv + the split folders of mp4 videos")
 def scan(root: Path, report: Report, **_) -> list[dict]:
     rows: list[dict] = []
     found_any = False
     for split, (csv_name, folder) in SPLITS.items():
-        csv_path = _find(root, csv_name, "file")
+        csv_path = find_one(root, csv_name, "file")
         if csv_path is None:
             report.note(split, root, "split CSV not found: split skipped", csv_name)
             continue
         found_any = True
-        vdir = _find(root, folder, "dir")
+        vdir = find_one(root, folder, "dir")
         if vdir is None:
             # Point at where the folder should be: prepare drops every row as "missing audio".
             vdir = csv_path.parent / folder
@@ -207,27 +199,13 @@ def scan(root: Path, report: Report, **_) -> list[dict]:
             named.add(video.name)
             if not video.exists():
                 n_missing += 1
-            rows.append(
-                {
-                    "id": uid,
-                    "audio": str(video),
-                    # The mp4 holds exactly this utterance (StartTime/EndTime are times in the
-                    # episode, not in the file).
-                    "start": float("nan"),
-                    "end": float("nan"),
-                    "text": fixed,
-                    "emotion": rec["Emotion"].strip() or None,
-                    "sentiment": rec["Sentiment"].strip() or None,
-                    "speaker": fixed_spk or None,
-                    "dialog": f"{split}_dia{d}",
-                    "split": split,
-                    "_source": src,
-                }
-            )
-        if n_missing:
-            report.note(split, csv_path, "CSV rows whose mp4 is missing", f"{n_missing} of {len(seen)} rows (dropped by the audio check)")
-        if vdir.is_dir():
-            note_unnamed(report, vdir.glob("*.mp4"), named, "mp4 not named by any CSV row: ignored", detail=csv_name)
+            # The mp4 holds exactly this utterance (StartTime/EndTime are times in the episode,
+            # not in the file): no start/end.
+            rows.append(media_row(uid, video, src, text=fixed, emotion=rec["Emotion"].strip() or None,
+                                  sentiment=rec["Sentiment"].strip() or None, speaker=fixed_spk or None,
+                                  dialog=f"{split}_dia{d}", split=split))
+        note_media(report, split, csv_path, n_missing, len(seen), "CSV rows whose mp4", vdir, "*.mp4", named,
+                   "mp4 not named by any CSV row: ignored", detail=csv_name)
     if not found_any:
         raise MerError(f"none of {', '.join(c for c, _ in SPLITS.values())} found under {root}")
     return rows

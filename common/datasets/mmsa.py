@@ -22,21 +22,13 @@ import io
 import math
 from pathlib import Path
 
-from mer.common.datasets import note_unnamed, register
+from mer.common.datasets import find_one, media_row, note_media, register
 from mer.common.errors import CorpusError, MerError
 from mer.common.report import Report
 
 REQUIRED = ("video_id", "clip_id", "text", "label", "mode")
 SPLITS = ("train", "valid", "test")
 SCORE_RANGE = (-3.0, 3.0)
-
-
-def _find(root: Path, name: str, kind: str) -> Path | None:
-    direct = root / name
-    if direct.exists():
-        return direct
-    hits = sorted(p for p in root.rglob(name) if (p.is_dir() if kind == "dir" else p.is_file()))
-    return hits[0] if hits else None
 
 
 def find_label_csv(root: Path, corpus: str) -> Path:
@@ -62,7 +54,7 @@ def scan_mmsa(root: Path, report: Report, corpus: str) -> list[dict]:
     label_csv = find_label_csv(root, corpus)
     raw = label_csv.parent / "Raw"
     if not raw.is_dir():
-        raw = _find(root, "Raw", "dir") or raw
+        raw = find_one(root, "Raw", "dir") or raw
     if not raw.is_dir():
         report.note(corpus, raw, "Raw/ folder not found", "every clip will lack audio")
     try:
@@ -107,25 +99,9 @@ def scan_mmsa(root: Path, report: Report, corpus: str) -> list[dict]:
         named.add(video)
         if not video.exists():
             n_missing += 1
-        rows.append(
-            {
-                "id": uid,
-                "audio": str(video),
-                "start": float("nan"),
-                "end": float("nan"),
-                "text": rec["text"],
-                "score": score,
-                "speaker": vid,
-                "dialog": vid,
-                "split": mode,
-                "_source": src,
-            }
-        )
-    if n_missing:
-        report.note(corpus, label_csv, "label.csv rows whose mp4 is missing", f"{n_missing} of {len(rows)} rows (dropped by the audio check)")
-    if raw.is_dir():
-        note_unnamed(report, raw.rglob("*.mp4"), named, "mp4 not named by label.csv: ignored",
-                     key=lambda p: p, uid=lambda p: f"{p.parent.name}_{p.stem}")
+        rows.append(media_row(uid, video, src, text=rec["text"], score=score, speaker=vid, dialog=vid, split=mode))
+    note_media(report, corpus, label_csv, n_missing, len(rows), "label.csv rows whose mp4", raw, "*.mp4", named,
+               "mp4 not named by label.csv: ignored", recursive=True, key=lambda p: p, uid=lambda p: f"{p.parent.name}_{p.stem}")
     return rows
 
 

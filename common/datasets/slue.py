@@ -21,7 +21,7 @@ import io
 import math
 from pathlib import Path
 
-from mer.common.datasets import note_unnamed, register
+from mer.common.datasets import find_one, media_row, note_media, register
 from mer.common.errors import CorpusError, MerError
 from mer.common.report import Report
 
@@ -40,14 +40,6 @@ ALIASES = {
     "start": ("start_second", "start"),
     "end": ("end_second", "end"),
 }
-
-
-def _find(root: Path, name: str, kind: str) -> Path | None:
-    direct = root / name
-    if direct.exists():
-        return direct
-    hits = sorted(p for p in root.rglob(name) if (p.is_dir() if kind == "dir" else p.is_file()))
-    return hits[0] if hits else None
 
 
 def _float(v: str | None, what: str, uid: str, src: str) -> float | None:
@@ -89,7 +81,7 @@ def scan(root: Path, report: Report, **_) -> list[dict]:
     found_any = False
     seen: set[str] = set()
     for split, (tsv_name, folder) in FILES.items():
-        tsv = _find(root, tsv_name, "file")
+        tsv = find_one(root, tsv_name, "file")
         if tsv is None:
             if split != "test":
                 report.note(split, root, "split file not found: split skipped", tsv_name)
@@ -106,7 +98,7 @@ def scan(root: Path, report: Report, **_) -> list[dict]:
                 f"{'; '.join('/'.join(ALIASES[k]) for k in missing)}; header: {', '.join(header)})"
             )
         found_any = True
-        adir = _find(root, folder, "dir")
+        adir = find_one(root, folder, "dir")
         if adir is None:
             adir = tsv.parent / folder
             report.note(split, adir, "audio folder not found", f"{folder} (every {split} row will lack audio)")
@@ -132,23 +124,10 @@ def scan(root: Path, report: Report, **_) -> list[dict]:
                 n_missing += 1
             sent = rec[col["sentiment"]].strip() or None
             speaker = rec[col["speaker"]].strip() if col["speaker"] else ""
-            rows.append(
-                {
-                    "id": uid,
-                    "audio": str(audio),
-                    "start": float("nan") if start is None else start,
-                    "end": float("nan") if end is None else end,
-                    "text": rec[col["text"]],
-                    "sentiment": sent,
-                    "speaker": speaker or None,
-                    "split": split,
-                    "_source": src,
-                }
-            )
-        if n_missing:
-            report.note(split, tsv, "tsv rows whose flac is missing", f"{n_missing} of {len(records)} rows (dropped by the audio check)")
-        if adir.is_dir():
-            note_unnamed(report, adir.glob("*.flac"), named, "flac not named by any tsv row: ignored", detail=tsv_name)
+            rows.append(media_row(uid, audio, src, start, end, text=rec[col["text"]], sentiment=sent,
+                                  speaker=speaker or None, split=split))
+        note_media(report, split, tsv, n_missing, len(records), "tsv rows whose flac", adir, "*.flac", named,
+                   "flac not named by any tsv row: ignored", detail=tsv_name)
     if not found_any:
         raise MerError(f"no labelled SLUE-VoxCeleb tsv ({FILES['fine-tune'][0]}, {FILES['dev'][0]}) under {root}")
     return rows

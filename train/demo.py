@@ -20,6 +20,9 @@ import shutil
 import time
 from pathlib import Path
 
+import click
+
+from mer.common.cli import cache_option
 from mer.common.errors import MerError
 
 SESSIONS = 5
@@ -94,7 +97,8 @@ def run_demo(cache=None, out=None, per_class: int = 20, seed: int = 0, quick: bo
     # 3. features
     from mer.extract.engine import run_extract
     from mer.train.rundir import runs_table
-    from mer.train.trainer import run_train
+    from mer.common import console
+    from mer.train.run import run_train
 
     features = QUICK_FEATURES if quick else FEATURES
     stores = run_extract("iemocap", features, cache=demo_cache)
@@ -108,6 +112,9 @@ def run_demo(cache=None, out=None, per_class: int = 20, seed: int = 0, quick: bo
                      cache=demo_cache, out=runs_dir, epochs=epochs, plots=not quick)
     runs += run_train("iemocap", ["bert", ",".join(audio)], "concat", protocol="loso",
                       cache=demo_cache, out=runs_dir, epochs=epochs, plots=not quick)
+    for r in runs:   # one metrics line per run, as `mer train` prints them
+        for line in r.lines():
+            console.result(line)
     summary["runs"] = [str(r) for r in runs]
     t = runs_table([str(r) for r in runs])
     cols = [c for c in ("features", "fusion", "protocol", "ua", "ua_std", "weighted_f1", "accuracy") if c in t.columns]
@@ -131,3 +138,18 @@ def _print_summary(s: dict) -> None:
         lines.append(f"compare the runs with: mer runs {Path(s['runs'][0]).parent}")
     lines.append(f"(the demo's cache root is {s['cache']}: pass --cache {s['cache']} to other mer commands)")
     _say("\n".join(lines))
+
+
+@click.command()
+@cache_option
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Where to write the synthetic corpus (default: <cache>/demo-corpus).")
+@click.option("--per-class", type=int, default=20, show_default=True, help="Utterances per emotion per session.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quick", is_flag=True, help="Smaller corpus, fewer epochs (for smoke tests).")
+def demo(cache, out, per_class, seed, quick):
+    """Synthesize an IEMOCAP-layout corpus, then prepare, extract and train on it.
+
+    Nothing is downloaded: speech comes from espeak-ng (espeakng-loader), text features from
+    the packaged all-MiniLM-L6-v2 weights.
+    """
+    run_demo(cache=cache, out=out, per_class=per_class, seed=seed, quick=quick)

@@ -1,0 +1,115 @@
+"""The training configuration: one dataclass, validated once, when it is made.
+
+Every choice the CLI offers comes from the tuples here (``OPTIMIZERS``, ``MONITORS``,
+``PRECISIONS``, ``NORMALIZE``) or from ``mer.train.fusion.CONTEXTS``, so an option and its
+check can never disagree. Nothing heavy is imported: ``mer train --help`` reads this module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from mer.common.errors import UsageError
+from mer.train.fusion import CONTEXTS
+
+# Optimizers by name (--optimizer choices come from here). Adam's weight_decay adds an L2
+# penalty to the gradient, as seeds 002 and 004 describe; AdamW decays weights directly.
+OPTIMIZERS = {
+    "adamw": lambda params, lr, wd: __import__("torch").optim.AdamW(params, lr=lr, weight_decay=wd),
+    "adam": lambda params, lr, wd: __import__("torch").optim.Adam(params, lr=lr, weight_decay=wd),
+    "sgd": lambda params, lr, wd: __import__("torch").optim.SGD(params, lr=lr, weight_decay=wd, momentum=0.9),
+}
+# Validation metrics early stopping can watch; "auto": ua (classification), loss (regression).
+MONITORS = ("auto", "ua", "accuracy", "weighted_f1", "macro_f1", "loss")
+# Mixed precision (torch.autocast); whether the device can do it is checked where it is known.
+PRECISIONS = ("fp32", "bf16", "fp16")
+# "fold": z-scoring with training-row statistics only; "speaker": each speaker first (speakernorm).
+NORMALIZE = ("fold", "speaker")
+# The split each fold is scored on: "test", or "valid" (mer tune's trials; test rows left out).
+SCORE_ON = ("test", "valid")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 60
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adamw"      # a name in OPTIMIZERS
+    weight_decay: float = 1e-4    # AdamW: decoupled decay; Adam/SGD: an L2 term in the gradient (the papers' "L2")
+    patience: int = 10            # epochs without validation improvement before stopping
+    monitor: str = "auto"         # "ua" | "accuracy" | "weighted_f1" | "macro_f1" | "loss"; auto: ua (classification), loss (regression)
+    valid_fraction: float = 0.1   # carved from training rows when the protocol has no validation split
+    balanced: bool = False        # class-weighted cross-entropy (weights from the training rows)
+    max_len: int | None = None    # cap on frames/tokens per ragged input (None: no cap); the first max_len are kept
+    bucket: bool = True           # batch rows of similar length together (mer.train.data.Batcher)
+    batch_frames: int = 4096      # with bucket: at most this many padded frames per batch (0: no cap)
+    grad_clip: float = 5.0        # max global gradient norm; 0 = no clipping
+    context: str = "none"         # "none": utterances on their own; "dialog": batches of whole dialogues (mer.train.dialog)
+    device: str = "auto"
+    # How the cores are used (``parallel_plan``). jobs: worker processes over folds and seeds;
+    # threads: torch threads per process. 0 = auto: models over frame/token sequences get one
+    # process with every core as a thread (their large tensors parallelise inside an op, 1.4-1.8x
+    # on 2 cores, at one process's memory); pooled-vector models get one process per core with
+    # one thread each (their steps are too small for threads). Results equal --jobs 1 at the same
+    # --threads.
+    threads: int = 0
+    jobs: int = 0
+    # Mixed precision (torch.autocast): "fp32" (off), "bf16" (CPU or CUDA), "fp16" (CUDA only,
+    # with a gradient scaler). Masked batch statistics and the loss stay in float32.
+    precision: str = "fp32"
+    # Which store of a feature to use when several configurations were extracted:
+    # {feature: {config field: value}}, e.g. {"bert": {"layer": "all"}} (--store bert.layer=all).
+    stores: dict = field(default_factory=dict)
+    # Text from ASR transcripts instead of the corpus's: "asr:<asr store path or model>".
+    text_source: str | None = None
+    # "fold": z-scoring with training-row statistics only (always done); "speaker": before it,
+    # each speaker's audio standardised with that speaker's own utterances, test ones included,
+    # labels unused (mer.train.speakernorm).
+    normalize: str = "fold"
+    # Which split a fold is scored on: "test" (training runs), or "valid" for search trials
+    # (mer tune): each fold's test rows are left out entirely and its validation rows are
+    # scored instead, so a search never reads a test fold (mer.train.protocols.without_test).
+    score_on: str = "test"
+
+    def __post_init__(self):
+        # Every bad value fails here, before any data is read, with the option's name.
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"--optimizer {self.optimizer}: unknown; choose from {', '.join(OPTIMIZERS)}")
+        if self.monitor not in MONITORS:
+            raise UsageError(f"--monitor {self.monitor}: choose from {', '.join(MONITORS)}")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"--precision {self.precision}: choose from {', '.join(PRECISIONS)}")
+        if self.normalize not in NORMALIZE:
+            raise UsageError(f"--normalize {self.normalize!r}: fold or speaker")
+        if self.score_on not in SCORE_ON:
+            raise UsageError(f"score_on {self.score_on!r}: choose from {', '.join(SCORE_ON)}")
+        if self.context not in CONTEXTS:
+            raise UsageError(f"--context {self.context}: unknown; choose from {', '.join(CONTEXTS)}")
+
+
+def make_optimizer(name: str, params, lr: float, weight_decay: float):
+    if name not in OPTIMIZERS:
+        raise UsageError(f"--optimizer {name}: unknown; choose from {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](params, lr, weight_decay)
+
+
+def config_fields(cls) -> list[str]:
+    Config = getattr(cls, "Config", None)
+    return [f.name for f in fields(Config)] if Config is not None else []
+
+
+def check_options(fusion_classes: dict, options: dict | None) -> None:
+    """``--set`` keys must name a config field of at least one fusion of the command (a key
+    may apply to some of several fusions trained together, never to none)."""
+    known = {n: config_fields(c) for n, c in fusion_classes.items()}
+    valid = sorted({k for ks in known.values() for k in ks})
+    bad = [k for k in (options or {}) if k not in valid]
+    if bad:
+        per = "; ".join(f"{n}: {', '.join(ks) or '(none)'}" for n, ks in known.items())
+        raise UsageError(f"--set {', '.join(bad)}: no such config field (valid for {per})")
+
+
+def parse_list(v, what: str) -> list[str]:
+    items = [x.strip() for x in (v.split(",") if isinstance(v, str) else v) if str(x).strip()]
+    if not items:
+        raise UsageError(f"{what}: nothing named")
+    return items

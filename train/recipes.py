@@ -1,0 +1,100 @@
+"""Recipes, training side: ``mer train --recipe`` fills the command's options from a recipe
+and finds the stores extracted with its settings (or its substitutes).
+
+Reading recipe files is ``mer.common.recipes``; planning the extraction is
+``mer.extract.recipes``.
+"""
+from __future__ import annotations
+
+from mer.common.errors import MerError, UsageError
+from mer.common.recipes import Recipe, load
+from mer.extract.recipes import Plan, match_config, missing_reason, rename_input
+
+
+def train_plan(recipe: Recipe, dataset: str, cache=None, manifest=None, substitute: bool = False) -> Plan:
+    """The stores a recipe trains on: for each feature the newest complete store extracted
+    with the recipe's settings, else (with ``substitute``) one of its substitute, else an
+    error naming the `mer extract --recipe` command (and the encoder to install)."""
+    from mer.extract.cache import find_store
+
+    feats: dict[str, dict] = {}
+    inputs = recipe.inputs
+    subs: list[dict] = []
+
+    def has(f, cfg) -> bool:
+        try:
+            find_store(dataset, f, cache=cache, manifest=manifest, where=match_config(f, cfg))
+            return True
+        except MerError:
+            return False
+
+    for f, cfg in recipe.features.items():
+        if has(f, cfg):
+            feats[f] = cfg
+            continue
+        s = recipe.substitute.get(f)
+        if substitute and s is not None:
+            new = s.get("feature", f)
+            new_cfg = {**(cfg if new == f else {}), **(s.get("config") or {})}
+            if has(new, new_cfg):
+                feats[new] = new_cfg
+                if new != f:
+                    inputs = rename_input(inputs, f, new)
+                subs.append({"feature": f, "wanted": cfg, "used_feature": new, "used": new_cfg,
+                             "why": missing_reason(f, cfg) or "no store with the recipe's settings"})
+                continue
+        how = f"`mer extract --recipe {recipe.name} --dataset {dataset}" + (" --substitute`" if substitute else "`")
+        why = missing_reason(f, cfg)
+        nor = (f" nor its substitute {s.get('feature', f)} {s.get('config') or {}}" if substitute and s is not None else "")
+        raise MerError(f"recipe {recipe.name}: no complete {f} store extracted with {cfg}{nor} for {dataset} from the "
+                       f"current manifest; run {how} first" + (f" (it {why})" if why and not substitute else ""))
+    return Plan(feats, inputs, subs)
+
+
+# Recipe keys -> mer train options (the CLI parameter names).
+TRAIN_OPTIONS = {"optimizer": "optimizer", "lr": "lr", "weight_decay": "weight_decay", "batch_size": "batch_size",
+                 "epochs": "epochs", "patience": "patience", "monitor": "monitor", "grad_clip": "grad_clip",
+                 "balanced": "balanced", "max_len": "max_len"}
+
+
+def train_setup(name: str, dataset: str, values: dict, given: set[str], cache=None, manifest=None,
+                substitute: bool = False) -> tuple[dict, dict, dict]:
+    """``mer train --recipe``: (option values, the run's recipe record, store configs).
+
+    ``values``: the command's option values by parameter name; ``given``: the names the user
+    typed. The recipe fills every option not given; a given one overrides the recipe and is
+    recorded under ``overrides`` as ``{option: {"recipe": ..., "command line": ...}}``."""
+    r = load(name)
+    if r.dataset != dataset:
+        raise UsageError(f"--recipe {r.name} is set up for --dataset {r.dataset} (its features, scheme and protocol "
+                         f"are {r.dataset}'s), not {dataset}")
+    out = dict(values)
+    overrides: dict[str, dict] = {}
+
+    def take(opt, recipe_value, same=lambda a, b: a == b):
+        if opt in given:
+            if not same(values[opt], recipe_value):
+                overrides[opt] = {"recipe": recipe_value, "command line": values[opt]}
+        else:
+            out[opt] = recipe_value
+
+    p = None
+    if "features" not in given:
+        p = train_plan(r, dataset, cache, manifest, substitute)
+    take("features", (p.inputs,) if p else (r.inputs,), lambda a, b: list(a) == list(b))
+    take("fusion", [r.fusion], lambda a, b: list(a) == list(b))
+    take("protocol", r.protocol)
+    take("scheme", r.scheme)
+    take("context", r.context)
+    for k, v in r.train.items():
+        take(TRAIN_OPTIONS[k], v)
+    opts = {k: str(v) for k, v in r.model.items()}
+    for k, v in (values.get("options") or {}).items():
+        if k in opts and opts[k] != v:
+            overrides[f"set {k}"] = {"recipe": opts[k], "command line": v}
+        opts[k] = v
+    out["options"] = opts
+    record = {"name": r.name, "file": r.path, "paper": r.paper_record(), "overrides": overrides,
+              "substitutions": p.substitutions if p else [], "differs": r.differs}
+    store_cfgs = {f: match_config(f, c) for f, c in p.features.items()} if p else {}
+    return out, record, store_cfgs
