@@ -102,14 +102,165 @@ def ensure_peers(venv: Path) -> dict:
     return rec
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--peers-venv", type=Path, default=default_peers_venv())
-    ap.add_argument("--install-only", action="store_true")
-    a = ap.parse_args()
-    rec = ensure_peers(a.peers_venv)
-    print(json.dumps(rec))
+
+# ---------------------------------------------------------------------------------------
+# The peers' side: runs in the peers' python as `bench_peers.py --peer TASK ...`, imports
+# only what the peers installed. Each writes a summary JSON (files processed, dimensions).
+# ---------------------------------------------------------------------------------------
 
 
-if __name__ == "__main__":
-    main()
+def peer_lhotse_smile(files_json: str, out: str) -> None:
+    """lhotse Fbank + Mfcc with its own parallel extraction, then openSMILE eGeMAPSv02
+    functionals and LLDs with openSMILE's own process pool: mer's three extractors."""
+    import opensmile
+    from lhotse import CutSet, Fbank, FbankConfig, Mfcc, MfccConfig, Recording, RecordingSet
+    from lhotse.features.io import NumpyFilesWriter
+
+    files = json.loads(Path(files_json).read_text())
+    out = Path(out)
+    recs = RecordingSet.from_recordings(Recording.from_file(f, recording_id=f"r{i:05d}") for i, f in enumerate(files))
+    cuts = CutSet.from_manifests(recordings=recs)
+    summary = {}
+    # Same parameters as mer's mel/mfcc (25 ms window, 10 ms hop): 64 mel bins; 40 cepstra
+    # from 40 bins. NumpyFilesWriter: float32, lossless, as mer's stores (lhotse's default
+    # lilcom writer compresses lossily).
+    for name, ex in (("fbank", Fbank(FbankConfig(num_filters=64))), ("mfcc", Mfcc(MfccConfig(num_filters=40, num_ceps=40)))):
+        done = cuts.compute_and_store_features(extractor=ex, storage_path=str(out / name), num_jobs=WORKERS,
+                                               storage_type=NumpyFilesWriter)
+        done = CutSet.from_cuts(done)  # eager: count and check what was written
+        summary[name] = {"files": sum(1 for c in done if c.has_features), "dim": next(iter(done)).num_features}
+    for name, level in (("egemaps", opensmile.FeatureLevel.Functionals), ("egemaps_lld", opensmile.FeatureLevel.LowLevelDescriptors)):
+        smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=level,
+                                num_workers=WORKERS, multiprocessing=True)
+        df = smile.process_files(files)
+        df.to_parquet(out / f"{name}.parquet")
+        summary[name] = {"files": int(df.index.get_level_values("file").nunique()), "dim": int(df.shape[1])}
+    (out / "summary.json").write_text(json.dumps(summary))
+
+
+def peer_smile(files_json: str, out: str) -> None:
+    """eGeMAPSv02 functionals, as opensmile's README parallelises them."""
+    import opensmile
+
+    files = json.loads(Path(files_json).read_text())
+    out = Path(out)
+    smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals,
+                            num_workers=WORKERS, multiprocessing=True)
+    df = smile.process_files(files)
+    df.to_parquet(out / "egemaps.parquet")
+    summary = {"egemaps": {"files": int(df.index.get_level_values("file").nunique()), "dim": int(df.shape[1])}}
+    (out / "summary.json").write_text(json.dumps(summary))
+
+
+PEER_TASKS = {"lhotse_smile": peer_lhotse_smile, "smile": peer_smile}
+
+# ---------------------------------------------------------------------------------------
+# mer's side and the pairing
+# ---------------------------------------------------------------------------------------
+
+
+def measure(cmd: list[str], env: dict | None = None) -> dict:
+    """bench_extract.run_measured, plus the children's rusage: a process that ends between
+    two 0.5 s samples (a short command, the last moments of each step of a chain) is missed
+    by the sampler but counted by the kernel once reaped; a forkserver's workers are the
+    reverse. The larger of the two is the CPU figure."""
+    import resource
+
+    from bench_extract import run_measured
+
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall, pss, cpu, out = run_measured(cmd, env)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_ru = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return {"wall_s": wall, "cpu_s": max(cpu, cpu_ru), "pss_MiB": pss / 2**20, "out": out}
+
+
+def mer_cmd(*args: str) -> list[str]:
+    return [str(BIN / "mer"), *args]
+
+
+def store_summary(cache: Path) -> dict:
+    """feature -> files with features and the dimension of each output, read back from the
+    stores mer wrote."""
+    from mer.extract.cache import list_stores
+
+    out = {}
+    for st in list_stores("iemocap", cache):
+        if not st.get("complete"):
+            raise SystemExit(f"mer left an incomplete store: {st['path']} ({st.get('error') or st.get('partial')})")
+        out[st["feature"]] = {"files": st["valid"], "dims": {k: v.get("dim") for k, v in st["outputs"].items()}}
+    return out
+
+
+def run_metrics(run_dir: Path) -> dict:
+    m = json.loads((run_dir / "metrics.json").read_text())
+    return m
+
+
+class Bench:
+    def __init__(self, a, peers: dict):
+        self.a = a
+        self.root = Path(a.work)
+        self.peer_py = str(Path(a.peers_venv) / "bin" / "python")
+        self.peers = peers
+        self.rows: list[dict] = []
+        self.n_run = 0
+
+    def fresh(self, tag: str) -> Path:
+        self.n_run += 1
+        d = self.root / "runs" / f"{self.n_run:03d}-{tag}"
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        return d
+
+    def prepared_cache(self, tag: str) -> Path:
+        """A fresh cache holding only the prepared manifest (no feature stores)."""
+        d = self.fresh(tag) / "cache"
+        shutil.copytree(self.base_cache / "iemocap", d / "iemocap", ignore=shutil.ignore_patterns("features"))
+        return d
+
+    def env(self, cache: Path) -> dict:
+        return {**os.environ, "MER_CACHE": str(cache)}
+
+    def setup_corpus(self) -> None:
+        from mer.common.synth import generate
+
+        a = self.a
+        self.corpus = self.root / f"corpus-{a.per_class}"
+        if not (self.corpus / "synth_info.json").exists():
+            shutil.rmtree(self.corpus, ignore_errors=True)
+            t = time.perf_counter()
+            generate(self.corpus, "iemocap", per_class=a.per_class, sessions=5, seed=0)
+            print(f"synthesized {self.corpus} in {time.perf_counter() - t:.0f} s", flush=True)
+        self.base_cache = self.root / "base-cache"
+        shutil.rmtree(self.base_cache, ignore_errors=True)
+        subprocess.run(mer_cmd("prepare", "-d", "iemocap", "--root", str(self.corpus)), env=self.env(self.base_cache),
+                       check=True, capture_output=True)
+        import pandas as pd
+
+        man = pd.read_parquet(self.base_cache / "iemocap" / "manifest.parquet")
+        self.files = [str(f) for f in man["audio"]]
+        self.files_json = self.root / "files.json"
+        self.files_json.write_text(json.dumps(self.files))
+        self.labelled = export_nkululeko_csv(man, self.root / "nkululeko-data.csv")
+        print(f"corpus: {len(self.files)} wavs ({float(man['duration'].sum()) / 60:.1f} min of audio), "
+              f"{self.labelled} with an emo4 label", flush=True)
+
+    def pair(self, name: str, mer_side, peer_side, check) -> None:
+        """Run both sides --repeats times, alternating which goes first; record each
+        measurement and the check of the last pair."""
+        res = {"mer": [], "peer": []}
+        last = {}
+        for r in range(self.a.repeats):
+            order = [("mer", mer_side), ("peer", peer_side)]
+            if r % 2:
+                order.reverse()
+            for side, fn in order:
+                m, info = fn()
+                res[side].append({k: m[k] for k in ("wall_s", "cpu_s", "pss_MiB")})
+                last[side] = info
+                print(f"  {name} [{r + 1}/{self.a.repeats}] {side}: {m['wall_s']:.2f} s wall, {m['cpu_s']:.2f} s CPU, "
+                      f"{m['pss_MiB']:.0f} MiB", flush=True)
+        row = {"what": name, "mer": res["mer"], "peer": res["peer"], "check": check(last.get("mer"), last.get("peer"))}
+        self.rows.append(row)
+        print(f"  check: {row['check']}", flush=True)
