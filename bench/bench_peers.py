@@ -264,3 +264,247 @@ class Bench:
         row = {"what": name, "mer": res["mer"], "peer": res["peer"], "check": check(last.get("mer"), last.get("peer"))}
         self.rows.append(row)
         print(f"  check: {row['check']}", flush=True)
+
+    # --- the five comparisons --------------------------------------------------------
+
+    def features(self) -> None:
+        """(a) mfcc + mel + egemaps vs lhotse Fbank + Mfcc plus opensmile eGeMAPS."""
+        def mer_side():
+            cache = self.prepared_cache("a-mer")
+            m = measure(mer_cmd("extract", "-d", "iemocap", "-f", "mfcc,mel,egemaps", "--workers", str(WORKERS), "--quiet"),
+                        self.env(cache))
+            return m, store_summary(cache)
+
+        def peer_side():
+            out = self.fresh("a-peer")
+            m = measure([self.peer_py, str(HERE), "--peer", "lhotse_smile", str(self.files_json), str(out)])
+            return m, json.loads((out / "summary.json").read_text())
+
+        def check(me, peer):
+            return (f"mer: mel {me['mel']['files']} x {me['mel']['dims']}, mfcc {me['mfcc']['files']} x {me['mfcc']['dims']}, "
+                    f"egemaps {me['egemaps']['files']} x {me['egemaps']['dims']}; peers: "
+                    + ", ".join(f"{k} {v['files']} x {v['dim']}" for k, v in peer.items()))
+
+        self.pair("a. mfcc+mel+egemaps vs lhotse Fbank+Mfcc + opensmile eGeMAPS (func+LLD)", mer_side, peer_side, check)
+
+    def egemaps(self) -> None:
+        """(b) eGeMAPS functionals alone vs opensmile's own process pool."""
+        def mer_side():
+            cache = self.prepared_cache("b-mer")
+            m = measure(mer_cmd("extract", "-d", "iemocap", "-f", "egemaps", "--egemaps.lld", "false", "--workers", str(WORKERS),
+                                "--quiet"), self.env(cache))
+            return m, store_summary(cache)
+
+        def peer_side():
+            out = self.fresh("b-peer")
+            m = measure([self.peer_py, str(HERE), "--peer", "smile", str(self.files_json), str(out)])
+            return m, json.loads((out / "summary.json").read_text())
+
+        def check(me, peer):
+            return (f"mer: egemaps {me['egemaps']['files']} x {me['egemaps']['dims']}; "
+                    f"opensmile: {peer['egemaps']['files']} x {peer['egemaps']['dim']}")
+
+        self.pair("b. eGeMAPS functionals vs opensmile process_files(num_workers=2, multiprocessing)", mer_side, peer_side, check)
+
+    def mer_train_cmd(self, out: Path) -> list[str]:
+        return mer_cmd("train", "-d", "iemocap", "-f", "egemaps", "--fusion", "concat", "--protocol", "loso", "-o", str(out),
+                       "--run-id", "run", "--quiet", "--no-plots", *(["--epochs", str(self.a.epochs)] if self.a.epochs else []))
+
+    def first_run(self) -> None:
+        """(c) prepare + extract egemaps + LOSO train, from nothing, vs nkululeko from nothing.
+        The last pair's folders are kept for (d)."""
+        def mer_side():
+            d = self.fresh("c-mer")
+            cache = d / "cache"
+            chain = " && ".join(" ".join(map(str, c)) for c in (
+                mer_cmd("prepare", "-d", "iemocap", "--root", str(self.corpus)),
+                mer_cmd("extract", "-d", "iemocap", "-f", "egemaps", "--workers", str(WORKERS), "--quiet"),
+                self.mer_train_cmd(d / "runs")))
+            m = measure(["bash", "-c", chain], self.env(cache))
+            self.c_mer = d
+            return m, {**store_summary(cache), "metrics": run_metrics(d / "runs" / "run")}
+
+        def peer_side():
+            d = self.fresh("c-nkululeko")
+            ini = write_nkululeko_ini(d, self.root / "nkululeko-data.csv")
+            m = measure([self.peer_py, "-m", "nkululeko.nkululeko", "--config", str(ini)])
+            self.c_peer = d
+            return m, nkululeko_summary(d, m["out"])
+
+        self.pair("c. first full run: prepare + extract egemaps + LOSO train vs nkululeko (os eGeMAPS, SVM, LOGO by session)",
+                  mer_side, peer_side, self.check_train)
+
+    def training(self) -> None:
+        """(d) training alone, on the features (c) left."""
+        def mer_side():
+            out = self.fresh("d-mer")
+            m = measure(self.mer_train_cmd(out), self.env(self.c_mer / "cache"))
+            return m, {**store_summary(self.c_mer / "cache"), "metrics": run_metrics(out / "run")}
+
+        def peer_side():
+            # nkululeko reuses the features stored in its experiment folder; its results
+            # and plots are overwritten.
+            m = measure([self.peer_py, "-m", "nkululeko.nkululeko", "--config", str(self.c_peer / "exp.ini")])
+            if "xtracting" in m["out"]:
+                raise SystemExit("nkululeko extracted its features again in (d): the comparison would not be training alone")
+            return m, nkululeko_summary(self.c_peer, m["out"])
+
+        self.pair("d. training alone (features stored) vs nkululeko rerun on its stored features", mer_side, peer_side, self.check_train)
+
+    def check_train(self, me, peer):
+        return f"mer: {me['egemaps']['files']} utterances extracted, {ua_text(me['metrics'])}; nkululeko: {peer}"
+
+    def startup(self) -> None:
+        """(e) CLI start-up."""
+        for mer_args, peer_cmd, peer_name in (
+            (["--help"], [str(Path(self.peer_py).parent / "lhotse"), "--help"], "lhotse --help"),
+            (["train", "--help"], [self.peer_py, "-m", "nkululeko.nkululeko", "--help"], "python -m nkululeko.nkululeko --help"),
+        ):
+            self.pair(f"e. mer {' '.join(mer_args)} vs {peer_name}", lambda a=mer_args: (measure(mer_cmd(*a)), None),
+                      lambda c=peer_cmd: (measure(c), None), lambda me, peer: "")
+
+    # --- report ----------------------------------------------------------------------
+
+    def table(self) -> str:
+        lines = ["| comparison | mer wall (s) | peer wall (s) | wall mer/peer | mer CPU (s) | peer CPU (s) | CPU mer/peer "
+                 "| mer peak PSS (MiB) | peer peak PSS (MiB) | memory mer/peer |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in self.rows:
+            cells = [r["what"]]
+            for k, fmt in (("wall_s", "{:.2f}"), ("cpu_s", "{:.2f}"), ("pss_MiB", "{:.0f}")):
+                mm, pm = median([x[k] for x in r["mer"]]), median([x[k] for x in r["peer"]])
+                r[f"ratio_{k}"] = mm / pm if pm else None
+                cells += [fmt.format(mm), fmt.format(pm), f"{mm / pm:.2f}x" if pm else "-"]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+def median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    n = len(xs)
+    return (xs[(n - 1) // 2] + xs[n // 2]) / 2
+
+
+def ua_text(metrics: dict) -> str:
+    """The unweighted accuracy mer reports (mean over folds), whatever the key's nesting."""
+    for key in ("ua", "test_ua", "UA"):
+        for d in (metrics, metrics.get("test", {}), metrics.get("mean", {}), metrics.get("summary", {})):
+            if isinstance(d, dict) and isinstance(d.get(key), (int, float)):
+                return f"UA {d[key]:.3f}"
+            if isinstance(d, dict) and isinstance(d.get(key), dict) and "mean" in d[key]:
+                return f"UA {d[key]['mean']:.3f}"
+    return "UA ? (metrics.json keys: " + ", ".join(list(metrics)[:8]) + ")"
+
+
+def export_nkululeko_csv(man, path: Path) -> int:
+    """The corpus in nkululeko's CSV format (file, speaker, gender, emotion, fold), the rows
+    with an emo4 label (exc merged into hap, as mer's default scheme); fold = session, so
+    its leave-one-group-out folds are mer's LOSO folds. Returns the row count."""
+    emo4 = {"ang": "ang", "hap": "hap", "exc": "hap", "sad": "sad", "neu": "neu"}
+    df = man[man["emotion"].isin(list(emo4))]
+    out = df.assign(file=df["audio"], emotion=df["emotion"].map(emo4), fold=df["session"])[
+        ["file", "speaker", "gender", "emotion", "fold"]]
+    out.to_csv(path, index=False)
+    return len(out)
+
+
+def write_nkululeko_ini(exp: Path, csv: Path) -> Path:
+    """nkululeko's experiment: eGeMAPSv02 functionals (its `os` features), standard scaling,
+    an SVM (its classic model: its MLP does not run leave-one-group-out), LOGO over the
+    CSV's fold column (= session), 2 jobs like mer's 2 workers."""
+    ini = exp / "exp.ini"
+    ini.write_text(f"""[EXP]
+root = {exp}/
+name = bench
+runs = 1
+epochs = 1
+[DATA]
+databases = ['synth']
+synth = {csv}
+synth.type = csv
+synth.absolute_path = True
+synth.split_strategy = speaker_split
+synth.test_size = 20
+target = emotion
+labels = ['ang', 'hap', 'sad', 'neu']
+[FEATS]
+type = ['os']
+set = eGeMAPSv02
+scale = standard
+[MODEL]
+type = svm
+logo = 5
+n_jobs = {WORKERS}
+""")
+    return ini
+
+
+def nkululeko_summary(exp: Path, out: str) -> str:
+    """Rows and feature dimensions nkululeko stored, and its LOGO result line."""
+    import glob
+
+    import pandas as pd
+
+    parts = []
+    for f in sorted(glob.glob(f"{exp}/bench/store/*os*.pkl")):
+        df = pd.read_pickle(f)
+        parts.append(f"{Path(f).name} {df.shape[0]} x {df.shape[1]}")
+    res = sorted(glob.glob(f"{exp}/bench/results/**/logo_results.txt", recursive=True))
+    if res:
+        parts.append(Path(res[0]).read_text().splitlines()[0])
+    return "; ".join(parts) or "(nothing found in its store: " + out[-300:] + ")"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--peers-venv", type=Path, default=default_peers_venv(),
+                    help="the peers' virtual environment (created on first use)")
+    ap.add_argument("--work", default="/tmp/mer-bench-peers", help="corpus, caches and outputs")
+    ap.add_argument("--per-class", type=int, default=16, help="synth per_class (16: 320 labelled utterances)")
+    ap.add_argument("--repeats", type=int, default=5, help="pairs per comparison")
+    ap.add_argument("--epochs", type=int, default=0, help="mer train --epochs (0: mer's default)")
+    ap.add_argument("--only", default="abcde", help="which comparisons, e.g. ab (d needs c)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: per_class 1, 1 repeat, 3 epochs")
+    ap.add_argument("--out", type=Path, help="write the results as JSON here")
+    ap.add_argument("--install-only", action="store_true", help="create the peers' environment and stop")
+    ap.add_argument("--peer", nargs="+", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.peer:
+        PEER_TASKS[a.peer[0]](*a.peer[1:])
+        return
+    if a.quick:
+        a.per_class, a.repeats, a.epochs = 1, 1, a.epochs or 3
+        a.work = a.work + "-quick"
+    peers = ensure_peers(a.peers_venv)
+    print(f"peers: {json.dumps(peers)}", flush=True)
+    if a.install_only:
+        return
+    if "d" in a.only and "c" not in a.only:
+        raise SystemExit("--only: d (training alone) runs on what c left; add c")
+    sys.path.insert(0, str(HERE.parent))
+    from bench_extract import machine
+
+    print("## machine\n```\n" + machine() + "\n```", flush=True)
+    b = Bench(a, peers)
+    b.root.mkdir(parents=True, exist_ok=True)
+    b.setup_corpus()
+    for k, fn in (("a", b.features), ("b", b.egemaps), ("c", b.first_run), ("d", b.training), ("e", b.startup)):
+        if k in a.only:
+            print(f"### {fn.__doc__.splitlines()[0]}", flush=True)
+            fn()
+    table = b.table()
+    print(f"\n{len(b.files)} wavs ({b.labelled} labelled), {a.repeats} paired repeats each (order alternating), medians; "
+          "ratio below 1: mer ahead\n")
+    print(table)
+    for r in b.rows:
+        if r["check"]:
+            print(f"- {r['what'][:2]} {r['check']}")
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps({"peers": peers, "wavs": len(b.files), "labelled": b.labelled, "repeats": a.repeats,
+                                     "per_class": a.per_class, "epochs": a.epochs, "rows": b.rows, "table": table}, indent=1))
+        print(f"results: {a.out}")
+
+
+if __name__ == "__main__":
+    main()
