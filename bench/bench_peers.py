@@ -8,8 +8,8 @@ environment's python, as this same file with ``--peer TASK`` (so only the standa
 imported at the top of this file).
 
 One corpus, synthesized by ``mer.common.synth.generate`` (IEMOCAP layout, espeak-ng speech,
-16 kHz; per_class 16 x 4 emotions x 5 sessions = 320 labelled utterances), prepared once by
-``mer prepare``. Every comparison runs both sides ``--repeats`` times, paired, the order
+16 kHz; per_class 16: 350 wavs, of which 4 emotions x 16 x 5 sessions = 320 carry an emo4
+label), prepared once by ``mer prepare``; every side processes all the manifest's wavs. Every comparison runs both sides ``--repeats`` times, paired, the order
 alternating (mer first on even repeats, the peer first on odd ones), each side in a fresh
 cache/output folder, measured by ``bench_extract.run_measured`` (wall time; CPU seconds and
 peak summed PSS of the process tree sampled every 0.5 s) plus the children's rusage for CPU
@@ -25,12 +25,15 @@ b. eGeMAPS alone: ``mer extract -f egemaps --egemaps.lld false --workers 2`` (fu
    only, as the peer) vs ``opensmile.Smile(eGeMAPSv02, Functionals, num_workers=2,
    multiprocessing=True).process_files``;
 c. a first full run: ``mer prepare`` + ``mer extract -f egemaps`` + ``mer train -f egemaps
-   --protocol loso`` (concat fusion: an MLP) from an empty cache vs nkululeko on the same
-   corpus exported as its CSV format (file, speaker, emotion; not timed), eGeMAPSv02
-   functionals (``[FEATS] type = ['os']``), an MLP, leave-one-speaker-out, from an empty
-   experiment folder;
+   --protocol loso`` (concat fusion: an MLP; mer's default epochs and early stopping) from an
+   empty cache vs nkululeko from an empty experiment folder on the same corpus exported as
+   its CSV format (every manifest row: file, speaker, gender, emotion, fold = session; not
+   timed), eGeMAPSv02 functionals (``[FEATS] type = ['os']``), standard scaling, an SVM
+   (nkululeko's MLP has no leave-one-group-out: ``Model._do_logo`` is sklearn-only),
+   ``logo = 5`` over the session folds, ``n_jobs = 2``;
 d. training alone: the same ``mer train`` on the stores of (c) vs nkululeko rerun in the
-   experiment folder of (c), where its features are stored (it does not extract again);
+   experiment folder of (c), where its features are stored (checked: it does not extract
+   again; it still reads the CSV, splits, scales, trains, writes its report and plot);
 e. start-up: ``mer --help`` and ``mer train --help`` vs ``lhotse --help`` and
    ``python -m nkululeko.nkululeko --help``.
 
@@ -40,7 +43,13 @@ Prints a Markdown table: median wall / CPU / peak PSS of each side and the ratio
 (below 1: mer is ahead).
 
     python bench/bench_peers.py --repeats 5 --out /tmp/mer-bench-peers/results.json
-    python bench/bench_peers.py --quick            # smoke run: 20 utterances, 1 repeat
+    python bench/bench_peers.py --quick            # smoke run: 35 wavs, 1 repeat, 3 epochs
+
+Peer quirks met here: nkululeko needs torch (pinned to the CPU wheel first, else pip takes a
+CUDA build); its feature-store pickles of the model hold nkululeko classes (only the
+``*_os_all.pkl`` DataFrame is read back here); scikit-learn 1.9 warns (FutureWarning) about
+``SVC(probability=True)`` on every fold; lhotse's default lilcom storage is lossy, so the
+NumpyFilesWriter is used; ``lhotse --help`` imports most of lhotse (torch included).
 """
 from __future__ import annotations
 
