@@ -61,6 +61,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from statistics import median
 
 HERE = Path(__file__).resolve()
 BIN = Path(sys.executable).parent
@@ -203,16 +204,21 @@ def store_summary(cache: Path) -> dict:
 
 
 def run_metrics(run_dir: Path) -> dict:
-    m = json.loads((run_dir / "metrics.json").read_text())
-    return m
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def checked_and_removed(summary: dict, folder: Path) -> dict:
+    """Drop a side's outputs once their summary is read: 5 repeats of (a) would otherwise
+    keep ten copies of the corpus's frame features."""
+    shutil.rmtree(folder, ignore_errors=True)
+    return summary
 
 
 class Bench:
-    def __init__(self, a, peers: dict):
+    def __init__(self, a):
         self.a = a
         self.root = Path(a.work)
         self.peer_py = str(Path(a.peers_venv) / "bin" / "python")
-        self.peers = peers
         self.rows: list[dict] = []
         self.n_run = 0
 
@@ -244,6 +250,7 @@ class Bench:
             print(f"synthesized {self.corpus} in {time.perf_counter() - t:.0f} s", flush=True)
         self.base_cache = self.root / "base-cache"
         shutil.rmtree(self.base_cache, ignore_errors=True)
+        shutil.rmtree(self.root / "runs", ignore_errors=True)  # a previous invocation's outputs
         subprocess.run(mer_cmd("prepare", "-d", "iemocap", "--root", str(self.corpus)), env=self.env(self.base_cache),
                        check=True, capture_output=True)
         import pandas as pd
@@ -277,44 +284,37 @@ class Bench:
 
     # --- the five comparisons --------------------------------------------------------
 
+    def mer_extract(self, tag: str, *args: str):
+        """mer extract from a cache that holds only the manifest."""
+        cache = self.prepared_cache(tag)
+        m = measure(mer_cmd("extract", "-d", "iemocap", *args, "--workers", str(WORKERS), "--quiet"), self.env(cache))
+        return m, checked_and_removed(store_summary(cache), cache)
+
+    def peer_task(self, tag: str, task: str):
+        """One of PEER_TASKS on the corpus's wavs, in the peers' python."""
+        out = self.fresh(tag)
+        m = measure([self.peer_py, str(HERE), "--peer", task, str(self.files_json), str(out)])
+        return m, checked_and_removed(json.loads((out / "summary.json").read_text()), out)
+
     def features(self) -> None:
         """(a) mfcc + mel + egemaps vs lhotse Fbank + Mfcc plus opensmile eGeMAPS."""
-        def mer_side():
-            cache = self.prepared_cache("a-mer")
-            m = measure(mer_cmd("extract", "-d", "iemocap", "-f", "mfcc,mel,egemaps", "--workers", str(WORKERS), "--quiet"),
-                        self.env(cache))
-            return m, store_summary(cache)
-
-        def peer_side():
-            out = self.fresh("a-peer")
-            m = measure([self.peer_py, str(HERE), "--peer", "lhotse_smile", str(self.files_json), str(out)])
-            return m, json.loads((out / "summary.json").read_text())
-
         def check(me, peer):
             return (f"mer: mel {me['mel']['files']} x {me['mel']['dims']}, mfcc {me['mfcc']['files']} x {me['mfcc']['dims']}, "
                     f"egemaps {me['egemaps']['files']} x {me['egemaps']['dims']}; peers: "
                     + ", ".join(f"{k} {v['files']} x {v['dim']}" for k, v in peer.items()))
 
-        self.pair("a. mfcc+mel+egemaps vs lhotse Fbank+Mfcc + opensmile eGeMAPS (func+LLD)", mer_side, peer_side, check)
+        self.pair("a. mfcc+mel+egemaps vs lhotse Fbank+Mfcc + opensmile eGeMAPS (func+LLD)",
+                  lambda: self.mer_extract("a-mer", "-f", "mfcc,mel,egemaps"), lambda: self.peer_task("a-peer", "lhotse_smile"), check)
 
     def egemaps(self) -> None:
         """(b) eGeMAPS functionals alone vs opensmile's own process pool."""
-        def mer_side():
-            cache = self.prepared_cache("b-mer")
-            m = measure(mer_cmd("extract", "-d", "iemocap", "-f", "egemaps", "--egemaps.lld", "false", "--workers", str(WORKERS),
-                                "--quiet"), self.env(cache))
-            return m, store_summary(cache)
-
-        def peer_side():
-            out = self.fresh("b-peer")
-            m = measure([self.peer_py, str(HERE), "--peer", "smile", str(self.files_json), str(out)])
-            return m, json.loads((out / "summary.json").read_text())
-
         def check(me, peer):
             return (f"mer: egemaps {me['egemaps']['files']} x {me['egemaps']['dims']}; "
                     f"opensmile: {peer['egemaps']['files']} x {peer['egemaps']['dim']}")
 
-        self.pair("b. eGeMAPS functionals vs opensmile process_files(num_workers=2, multiprocessing)", mer_side, peer_side, check)
+        self.pair("b. eGeMAPS functionals vs opensmile process_files(num_workers=2, multiprocessing)",
+                  lambda: self.mer_extract("b-mer", "-f", "egemaps", "--egemaps.lld", "false"),
+                  lambda: self.peer_task("b-peer", "smile"), check)
 
     def mer_train_cmd(self, out: Path) -> list[str]:
         return mer_cmd("train", "-d", "iemocap", "-f", "egemaps", "--fusion", "concat", "--protocol", "loso", "-o", str(out),
@@ -393,12 +393,6 @@ class Bench:
                 cells += [fmt.format(mm), fmt.format(pm), f"{mm / pm:.2f}x" if pm else "-"]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
-
-
-def median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    n = len(xs)
-    return (xs[(n - 1) // 2] + xs[n // 2]) / 2
 
 
 def ua_text(metrics: dict) -> str:
@@ -503,7 +497,7 @@ def main() -> None:
     from bench_extract import machine
 
     print("## machine\n```\n" + machine() + "\n```", flush=True)
-    b = Bench(a, peers)
+    b = Bench(a)
     b.root.mkdir(parents=True, exist_ok=True)
     b.setup_corpus()
     for k, fn in (("a", b.features), ("b", b.egemaps), ("c", b.first_run), ("d", b.training), ("e", b.startup)):
