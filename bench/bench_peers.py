@@ -288,7 +288,7 @@ class Bench:
         """mer extract from a cache that holds only the manifest."""
         cache = self.prepared_cache(tag)
         m = measure(mer_cmd("extract", "-d", "iemocap", *args, "--workers", str(WORKERS), "--quiet"), self.env(cache))
-        return m, checked_and_removed(store_summary(cache), cache)
+        return m, checked_and_removed(store_summary(cache), cache.parent)
 
     def peer_task(self, tag: str, task: str):
         """One of PEER_TASKS on the corpus's wavs, in the peers' python."""
