@@ -44,7 +44,6 @@ from mer.extract.torchutil import (
     dtype_name,
     hash_model_dir,
     inference,
-    length_sorted,
     quiet_transformers,
     resolve_hf_model,
     shared_model,
@@ -163,12 +162,7 @@ class AsrExtractor(NeuralExtractor):
         if not batch:
             return []
         items = [(u.id, self._audio(u)) for u in batch]
-        order = length_sorted([len(x) for _, x in items])
-        done = self._batcher(self._forward, [items[i] for i in order])
-        out: list[dict[str, np.ndarray]] = [None] * len(batch)  # type: ignore[list-item]
-        for pos, i in enumerate(order):
-            out[i] = done[pos]
-        return out
+        return self.in_length_order(lambda xs: self._batcher(self._forward, xs), items, [len(x) for _, x in items])
 
 
 def group_words(tok, ids, times, special: set) -> dict:

@@ -44,7 +44,7 @@ import numpy as np
 from mer.common.errors import MerError, UsageError, require
 from mer.extract.base import EXTRACTORS, ExtractorConfig, OutputSpec, Utterance
 from mer.extract.neural import NeuralExtractor
-from mer.extract.torchutil import dtype_name, hash_file, inference, pooled_stats, shared_model
+from mer.extract.torchutil import dtype_name, hash_file, pooled_stats, shared_model
 
 SAMPLE_RATE = 48000
 WINDOW = SAMPLE_RATE      # 1-second windows
@@ -319,28 +319,11 @@ class OpenL3Extractor(NeuralExtractor):
             x = np.pad(x, (0, pad))
         return np.lib.stride_tricks.sliding_window_view(x, WINDOW)[:: self.hop_samples]
 
-    def _forward(self, items: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
-        import torch
-
-        model = self.load()
-        x = torch.from_numpy(np.stack([w for _, w in items]).astype(np.float32, copy=False)).to(self.device)
-        with inference(self.device, self.torch_dtype):
-            y = model(x)
-        return list(y.float().cpu().numpy())
-
     def process(self, batch: list[Utterance]) -> list[dict[str, np.ndarray]]:
         if not batch:
             return []
-        counts, items = [], []
-        for u in batch:
-            w = self.windows(self._audio(u))
-            counts.append(len(w))
-            items.extend((u.id, row) for row in w)
-        emb = self._batcher(self._forward, items)
-        out, pos = [], 0
-        for n in counts:
-            frames = np.stack(emb[pos : pos + n]).astype(np.float32)
-            pos += n
+        out = []
+        for frames in self.embed_windows([u.id for u in batch], [self.windows(self._audio(u)) for u in batch]):
             mean, std = pooled_stats(frames)
             out.append({"frames": frames, "mean": mean, "std": std})
         return out
