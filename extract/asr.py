@@ -280,10 +280,15 @@ def find_asr_store(dataset: str, spec: str, cache=None, manifest=None) -> Path:
     return find_store(dataset, "asr", cache=cache, manifest=manifest, where={"model": target} if target else None)
 
 
-def apply_text_source(m, spec: str, cache=None, say=print):
+def apply_text_source(m, spec: str, cache=None, say=None):
     """The manifest ``m`` with its text (and word times) from an asr store. Utterances the ASR
     skipped or found no words in get no text (and are dropped where text is needed, counted
-    there). Prints and records the WER against the corpus's own transcripts where it has them."""
+    there). Says (``mer.common.console.info``) and records the WER against the corpus's own
+    transcripts where it has them. ``say``: kept only for callers not yet moved to the
+    console (train/trainer.py); new code leaves it out and uses ``console.quiet``."""
+    from mer.common import console
+
+    say = say or console.info
     import pandas as pd
 
     from mer.common.manifest import Manifest, content_hashes, modalities_of
