@@ -92,10 +92,8 @@ class AsrExtractor(NeuralExtractor):
         self._type = None
 
     @classmethod
-    def available(cls, config=None) -> tuple[bool, str]:
-        if not (config or AsrConfig()).model:
-            return False, "asr left out: no model given (--asr.model)"
-        return True, ""
+    def missing(cls, config=None) -> str | None:
+        return None if cls.as_config(config).model else "no model given (--asr.model)"
 
     def identity(self) -> dict[str, Any]:
         if self._hash is None:

@@ -48,10 +48,6 @@ class NeuralExtractor(Extractor):
         self._batcher = OOMBatcher(getattr(self.config, "batch_size", 32), describe=lambda item: str(item[0]))
 
     # -- engine helpers
-    @classmethod
-    def available(cls, config=None) -> tuple[bool, str]:
-        return True, ""
-
     @staticmethod
     def sort_key(utt: Utterance) -> int:
         if utt.audio is not None:
@@ -161,6 +157,20 @@ def parse_layer(layer: Any, option: str, names: tuple[str, ...], meaning: str) -
         return int(s)
     except ValueError:
         raise UsageError(f"{option} {layer!r}: use {', '.join(names)} or a layer index ({meaning})") from None
+
+
+def hf_missing(model: str, option: str, what: str) -> str | None:
+    """None when the Hugging Face model ``model`` is here (a folder, or in the local cache);
+    else how to get it onto this machine (nothing is ever downloaded at run time)."""
+    from mer.extract.torchutil import resolve_hf_model
+
+    try:
+        resolve_hf_model(model, option)
+    except MerError:
+        return (f"needs the {what} encoder {model}, which is not installed here: download it on a machine with "
+                f"internet (`huggingface-cli download {model}`), copy the folder here and point "
+                f"`{option} /path/to/{model.split('/')[-1]}` at it")
+    return None
 
 
 class HFExtractor(NeuralExtractor):

@@ -237,16 +237,17 @@ class OpenL3Extractor(NeuralExtractor):
         self._hash = None
 
     @classmethod
-    def available(cls, config: OpenL3Config | None = None) -> tuple[bool, str]:
-        c = config or OpenL3Config()
+    def missing(cls, config=None) -> str | None:
+        c = cls.as_config(config)
         if c.random_weights:
-            return True, ""
+            return None
         p = weights_path(c)
-        if p is None:
-            return False, f"openl3 left out: no weights (set --openl3.weights or {ENV_VAR})"
-        if not p.is_file():
-            return False, f"openl3 left out: weight file {p} not found"
-        return True, ""
+        if p is None or not p.is_file():
+            return ("needs the OpenL3 weights" + ("" if p is None else f" (no file {p})") + ", which cannot be "
+                    "downloaded here: convert the official Keras file (`python -m mer.extract.openl3 convert "
+                    "openl3_audio_mel256_music.h5 openl3.safetensors`) and pass `--openl3.weights openl3.safetensors` "
+                    f"(or set {ENV_VAR})")
+        return None
 
     def identity(self) -> dict[str, Any]:
         prec = dtype_name(self.torch_dtype)   # "auto" is fp32 on CPU, bf16/fp16 on GPU

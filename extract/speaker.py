@@ -93,6 +93,14 @@ class DVectorExtractor(NeuralExtractor):
         self._weights = weights_file()
         self._hash = None
 
+    @classmethod
+    def missing(cls, config=None) -> str | None:
+        try:
+            weights_file()
+        except MerError as e:
+            return str(e)
+        return None
+
     @property
     def torch_dtype(self):
         """fp32 unless a half dtype is asked for explicitly: the 1.4 M-parameter LSTM gains

@@ -36,7 +36,7 @@ import numpy as np
 
 from mer.common.errors import MerError, require
 from mer.extract.base import EXTRACTORS, ExtractorConfig, OutputSpec, Utterance
-from mer.extract.neural import HFExtractor, from_local
+from mer.extract.neural import HFExtractor, from_local, hf_missing
 from mer.extract.neural import parse_layer as _parse_layer
 from mer.extract.torchutil import dtype_name, inference, pooled_stats, resolve_hf_model
 
@@ -81,11 +81,11 @@ class Wav2VecExtractor(HFExtractor):
         self._init_model(resolve_hf_model(c.model, "--wav2vec.model"))
 
     @classmethod
-    def available(cls, config: Wav2VecConfig | None = None) -> tuple[bool, str]:
-        c = config or Wav2VecConfig()
-        if not c.model:
-            return False, "wav2vec left out: no model given (--wav2vec.model)"
-        return True, ""
+    def missing(cls, config=None) -> str | None:
+        model = str(cls.as_config(config).model or "")
+        if not model:
+            return "no model given (--wav2vec.model: a local directory or a Hugging Face id in your cache)"
+        return hf_missing(model, "--wav2vec.model", "speech")
 
     def _check_config(self, cfg) -> None:
         if cfg.model_type not in SUPPORTED:

@@ -38,7 +38,7 @@ import numpy as np
 
 from mer.common.errors import MerError, UsageError, require
 from mer.extract.base import EXTRACTORS, ExtractorConfig, OutputSpec, Utterance
-from mer.extract.neural import HFExtractor, from_local
+from mer.extract.neural import HFExtractor, from_local, hf_missing
 from mer.extract.neural import parse_layer as _parse_layer
 from mer.extract.torchutil import dtype_name, inference, resolve_hf_model
 
@@ -101,6 +101,17 @@ class BertExtractor(HFExtractor):
         if c.max_tokens < 2:
             raise UsageError(f"--bert.max_tokens {c.max_tokens}: must be at least 2 (special tokens count)")
         self._init_model(resolve_text_model(c.model))
+
+    @classmethod
+    def missing(cls, config=None) -> str | None:
+        model = str(cls.as_config(config).model or "")
+        if model in _PACKAGED_NAMES and not Path(model).is_dir():
+            try:
+                packaged_minilm_dir()
+            except MerError as e:
+                return str(e)
+            return None
+        return hf_missing(model, "--bert.model", "text") if model else None
 
     # -- identity and shape, without loading the weights
     def _check_config(self, cfg) -> None:
