@@ -64,12 +64,12 @@ class Options:
     quiet: bool = False
 
     def __post_init__(self):
-        from mer.extract.store import STORES
+        from mer.extract.store import DTYPES, STORES
 
         if self.fmt not in STORES:
             raise UsageError(f"--format {self.fmt!r}: choose one of {', '.join(STORES.names())}")
-        if self.dtype not in ("float32", "float16"):
-            raise UsageError(f"--dtype {self.dtype!r}: choose float32 or float16")
+        if self.dtype not in DTYPES:
+            raise UsageError(f"--dtype {self.dtype!r}: choose {' or '.join(DTYPES)}")
         if self.batch_size is not None and self.batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
 

@@ -40,6 +40,8 @@ from mer.common.registry import Registry
 # 2: per-chunk checksums (``chunk_checksums``, ``chunk_rows``) verified wherever data is read,
 # and the cache key covers the row limits (``limits``, e.g. --max-seconds).
 STORE_VERSION = 2
+# Storage dtypes of float outputs (``--dtype``); integer outputs keep their own.
+DTYPES = ("float32", "float16")
 CHUNK_BYTES = 2 << 20          # target bytes per chunk (uncompressed)
 JSON_ATTRS = ("config", "identity", "versions", "outputs", "checksums", "chunk_checksums", "chunk_rows", "limits", "failed")
 
