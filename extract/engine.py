@@ -1,84 +1,46 @@
 """The extraction driver: ``run_extract``, read top to bottom as named stages.
 
-    load_manifest -> [per phase] plan_jobs -> reuse_complete -> compute_pending -> finalize_all -> report
+    load_manifest -> per phase: plan_jobs -> reuse_complete -> compute_pending -> finalize_all -> report
 
 - ``load_manifest``: the corpus's manifest (prepared from ``root`` first when given).
-- phases (``phases``): normally one; with ``--text-source asr:...`` and ``asr`` among the
-  features, asr runs first so that the text features can read its transcripts.
-- ``plan_jobs``: each feature gets its cache key (``mer.extract.cache``: manifest content,
-  extractor name, config and identity, dtype, row limits) and store path: a ``Job``
-  (``mer.extract.work``).
-- ``reuse_complete``: a complete store under that key is reused as it is. For the others the
-  store's lock is taken (``mer.extract.lock``: two runs never interleave) and its staging
-  folder opened (``mer.extract.staging``), finding the parts an earlier run left.
-- ``compute_pending``: the missing batches, and the failed rows of earlier parts, become
-  ``Task``s run by a runner (``mer.extract.runners``: this process, or Dask workers); each
-  result is written as a part as it arrives.
-- ``finalize_all``: a store whose rows are all valid or skipped for a property of the input is
-  streamed from its parts, read back, verified and only then marked complete. A store with
-  failed rows (a file missing now, an extractor exception) stays incomplete, the run exits
-  with an error naming them, and the next run retries exactly those rows; with
-  ``accept_failures`` it is finalized anyway, the failures recorded in the store.
-- ``report``: the summary table (``mer.extract.summary``) and the errors.
+- ``phases``: normally one; with ``--text-source asr:...`` and ``asr`` among the features,
+  asr runs first so that the text features can read its transcripts.
+- ``plan_jobs`` (``mer.extract.work``): each feature's cache key (manifest content, extractor
+  name, config and identity, dtype, row limits) and store path: a ``Job``.
+- ``reuse_complete``: a complete store under that key is reused as it is. The others' locks
+  are taken (``mer.extract.lock``: two runs never interleave).
+- ``compute_pending``: each job's staging folder (``mer.extract.staging``) is opened, finding
+  the parts an earlier run left; the missing batches and the failed rows of earlier parts
+  become ``Task``s run by a runner (``mer.extract.runners``: this process or Dask workers,
+  or the one passed in); each result is written as a part as it arrives.
+- ``finalize_all`` (``mer.extract.staging``): a store whose rows are all valid or skipped for
+  a property of the input is streamed from its parts, read back, verified and only then
+  marked complete. A store with failed rows (a file missing now, an extractor exception)
+  stays incomplete and the next run retries exactly those rows; with ``accept_failures`` it
+  is finalized anyway, the failures recorded in the store.
+- ``report`` (``mer.extract.summary``): the summary table, and the error naming the stores
+  left incomplete.
 """
 from __future__ import annotations
 
 import hashlib
-import os
-import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 from mer.common import console
 from mer.common import device as _device
 from mer.common.errors import MerError, UsageError
 from mer.extract import cache as C
-from mer.extract.base import EXTRACTORS, make_config  # noqa: F401 - make_config re-exported
-from mer.extract.work import Job
-
-# Utterances per task (and per resumable part). A constant, not a function of the corpus
-# size, so a worker's memory does not grow with the corpus (bench/RESULTS.md shows it flat
-# from 175 to 2,120 utterances). Small enough to keep two CPU workers evenly busy on a
-# corpus of a few hundred utterances; bigger on a GPU, where a task is one forward pass.
-DEFAULT_BATCH = 16
-DEFAULT_GPU_BATCH = 64
-DEFAULT_MAX_SECONDS = 600.0
-
-
-@dataclass
-class Options:
-    """The settings of one run, checked once (see ``run_extract`` for their meaning)."""
-
-    dataset: str
-    cache: object = None
-    fmt: str = "zarr"
-    device: str = "auto"
-    workers: int | None = None
-    scheduler: str | None = None
-    dtype: str = "float32"
-    batch_size: int | None = None
-    max_seconds: float = DEFAULT_MAX_SECONDS
-    accept_failures: bool = False
-    quiet: bool = False
-
-    def __post_init__(self):
-        from mer.extract.store import DTYPES, STORES
-
-        if self.fmt not in STORES:
-            raise UsageError(f"--format {self.fmt!r}: choose one of {', '.join(STORES.names())}")
-        if self.dtype not in DTYPES:
-            raise UsageError(f"--dtype {self.dtype!r}: choose {' or '.join(DTYPES)}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise UsageError("--batch-size must be at least 1")
+from mer.extract.base import EXTRACTORS
+from mer.extract.work import DEFAULT_BATCH, DEFAULT_GPU_BATCH, DEFAULT_MAX_SECONDS, Job, Options, plan_jobs
 
 
 def run_extract(dataset: str, features: list[str], cache=None, root=None, configs: dict[str, dict] | None = None,
                 fmt: str = "zarr", device: str = "auto", workers: int | None = None, scheduler: str | None = None,
                 dtype: str = "float32", batch_size: int | None = None, quiet: bool = False,
                 max_seconds: float = DEFAULT_MAX_SECONDS, manifest=None, accept_failures: bool = False,
-                text_source: str | None = None) -> dict[str, Path]:
+                text_source: str | None = None, runner=None) -> dict[str, Path]:
     """Extract ``features`` for ``dataset`` into the cache; returns feature -> store path.
 
     ``configs``: feature -> {field: value} overrides of each extractor's Config.
@@ -92,8 +54,13 @@ def run_extract(dataset: str, features: list[str], cache=None, root=None, config
     CPU workers, DEFAULT_GPU_BATCH for features computed on a GPU); a resumed run keeps the
     batch size its parts were cut with. ``accept_failures``: finalize stores even with rows
     that failed for a reason a rerun could fix (recorded in the store; see the module doc).
+    ``runner``: where the tasks run (``mer.extract.runners``: ``Local()``, ``Dask(...)``, or
+    anything with their ``run``/``n_workers``/``threads``); the caller keeps and closes it.
+    Default: ``choose_runner`` picks one from ``workers``/``scheduler`` and the work.
     """
-    if (workers != 0 or scheduler) and _importing_main_in_child():
+    from mer.extract.runners import importing_main_in_child
+
+    if runner is None and (workers != 0 or scheduler) and importing_main_in_child():
         # We are a new worker process importing the user's script (multiprocessing runs it
         # as __mp_main__ to rebuild its functions): starting workers from here would recurse,
         # and the parent would wait for this worker forever.
@@ -102,7 +69,7 @@ def run_extract(dataset: str, features: list[str], cache=None, root=None, config
             "`if __name__ == \"__main__\":`, or pass workers=0 to run in this process"
         )
     features, configs = _check_request(features, configs)
-    o = Options(dataset, cache, fmt, device, workers, scheduler, dtype, batch_size, max_seconds, accept_failures, quiet)
+    o = Options(dataset, cache, fmt, device, workers, scheduler, dtype, batch_size, max_seconds, accept_failures, quiet, runner)
     m = load_manifest(dataset, root, cache, manifest, quiet)
     o.device = _device.check(device)
     paths: dict[str, Path] = {}
@@ -156,8 +123,10 @@ def extract_phase(m, features: list[str], configs: dict, text_source: str | None
             pending = reuse_complete(jobs, o, locks)
             if pending:
                 compute_pending(m, pending, o)
+                from mer.extract.staging import finalize_all
+
                 results.update(finalize_all(m, pending, o))
-        from mer.extract.summary import reused_result
+        from mer.extract.summary import report, reused_result
 
         results.update({j.feature: reused_result(j, len(m.df)) for j in jobs if j.status == "reused"})
         report(jobs, results, len(m.df), o, time.time() - t_start)
@@ -178,31 +147,6 @@ def applicable_features(features: list[str], m) -> list[str]:
     if not kept:
         raise UsageError(f"none of --features {','.join(features)} applies: {m.lacks(EXTRACTORS.get(features[0]).modality)}")
     return kept
-
-
-def plan_jobs(m, features: list[str], configs: dict, o: Options) -> list[Job]:
-    import numpy as np
-
-    jobs = []
-    for name in features:
-        cls = EXTRACTORS.get(name)
-        cfg = make_config(cls, configs.get(name))
-        # The device is settled later, only if something must be computed: the key does not
-        # depend on it, and finding out means importing torch (seconds).
-        ext = cls(cfg, device="cpu")
-        mh = m.modality_hash(cls.modality)
-        # Which audio rows are valid depends on the length limit: it is part of the key.
-        limits = {"max_seconds": float(o.max_seconds)} if cls.modality == "audio" else {}
-        key = C.store_key(mh, name, cfg.to_dict(), ext.identity(), o.dtype, limits)
-        outs = {}
-        for oname, out in ext.outputs().items():
-            outs[oname] = {"kind": out.kind, "dim": int(out.dim), "frame_rate": out.frame_rate,
-                           "dtype": o.dtype if np.dtype(out.dtype).kind == "f" else out.dtype}
-            if out.layers > 1:
-                outs[oname]["layers"] = int(out.layers)
-        path = C.store_path(o.dataset, name, key, o.fmt, o.cache)
-        jobs.append(Job(name, ext, key, path, cls.modality, mh, outs, False, limits=limits))
-    return jobs
 
 
 def reuse_complete(jobs: list[Job], o: Options, locks: ExitStack) -> list[Job]:
@@ -253,8 +197,10 @@ def run_tasks(pending: list[Job], rows: list[dict], o: Options) -> None:
 
     n = len(rows)
     tasks = plan_tasks(pending, rows, o.dtype, o.max_seconds, None)
-    preload = tuple(dict.fromkeys(m for j in pending for m in (type(j.extractor).__module__, *j.extractor.preload)))
-    runner = choose_runner(len(tasks), o.workers, o.scheduler, o.quiet, any(j.on_gpu for j in pending), preload)
+    runner = o.runner
+    if runner is None:
+        preload = tuple(dict.fromkeys(m for j in pending for m in (type(j.extractor).__module__, *j.extractor.preload)))
+        runner = choose_runner(len(tasks), o.workers, o.scheduler, o.quiet, any(j.on_gpu for j in pending), preload)
     try:
         for t in tasks:
             t.threads = runner.threads
@@ -280,59 +226,9 @@ def run_tasks(pending: list[Job], rows: list[dict], o: Options) -> None:
 
             runner.run(tasks, on_result, max_in_flight=2 * runner.n_workers + 1)
     finally:
-        runner.close()
+        if o.runner is None:  # ours: a runner passed in is the caller's to close
+            runner.close()
     for j in pending:
         missing = [b for b in range(j.n_batches) if b not in j.done]
         if missing:
             raise MerError(f"{j.feature}: {len(missing)} batches missing after the run (e.g. batch {missing[0]})")
-
-
-def finalize_all(m, pending: list[Job], o: Options) -> dict[str, dict]:
-    """Assemble and verify the stores that may be finished, side by side (compression and
-    file I/O release the GIL); the others are left incomplete, their failures counted."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from mer.extract.staging import collect_failures, finalize
-    from mer.extract.summary import counts
-
-    n = len(m.df)
-    ids = m.df["id"].astype(str).tolist()
-    files = m.df["audio"].astype(str).tolist()
-    for j in pending:
-        collect_failures(j, ids, files if j.modality == "audio" else ["(text)"] * n)
-    ready = [j for j in pending if o.accept_failures or not j.failures]
-    for j in ready:
-        console.info(f"{j.feature}: writing and verifying {j.path.name}")
-    with ThreadPoolExecutor(max(1, min(len(ready), os.cpu_count() or 1))) as pool:
-        done = {j.feature: pool.submit(finalize, j, m, o.fmt, o.dtype, o.dataset) for j in ready}
-    results = {j.feature: done[j.feature].result() for j in ready}
-    for j in pending:
-        if j not in ready:
-            j.status = "incomplete (failed rows)"
-            results[j.feature] = {"valid": None, "skipped": None, "failed": len(j.failures),
-                                  "reasons": counts(f"failed: {f[3]}" for f in j.failures)}
-    return results
-
-
-def report(jobs: list[Job], results: dict, n: int, o: Options, seconds: float) -> None:
-    from mer.extract.summary import failure_line, summary_table
-
-    console.info(summary_table(jobs, results, n, o.dataset, seconds))
-    failed = [j for j in jobs if j.status.startswith("incomplete")]
-    if failed:
-        raise MerError("; ".join(failure_line(j) for j in failed)
-                       + ". These stores stay incomplete and the next run retries exactly these rows"
-                       " (or pass --accept-failures to finalize them with the failures recorded)")
-    if all(results[j.feature]["valid"] == 0 for j in jobs):
-        raise MerError(f"nothing usable was extracted for {o.dataset}: every utterance was skipped (see the reports next to the stores)")
-
-
-def _importing_main_in_child() -> bool:
-    """True while multiprocessing (spawn/forkserver) re-imports the main script in a child."""
-    f = sys._getframe(1)
-    spawn = os.path.join("multiprocessing", "spawn.py")
-    while f is not None:
-        if f.f_code.co_name in ("_fixup_main_from_path", "_fixup_main_from_name") and f.f_code.co_filename.endswith(spawn):
-            return True
-        f = f.f_back
-    return False

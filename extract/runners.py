@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import uuid
 
 import numpy as np
@@ -17,6 +18,17 @@ import numpy as np
 from mer.common.errors import MerError
 from mer.extract.work import Task
 from mer.extract.worker import pack, run_batch
+
+def importing_main_in_child() -> bool:
+    """True while multiprocessing (spawn/forkserver) re-imports the main script in a child."""
+    f = sys._getframe(1)
+    spawn = os.path.join("multiprocessing", "spawn.py")
+    while f is not None:
+        if f.f_code.co_name in ("_fixup_main_from_path", "_fixup_main_from_name") and f.f_code.co_filename.endswith(spawn):
+            return True
+        f = f.f_back
+    return False
+
 
 def choose_runner(n_tasks: int, workers: int | None, scheduler: str | None, quiet: bool, need_gpu: bool,
                   preload: tuple[str, ...] = ()) -> "Local | Dask":

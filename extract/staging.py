@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mer.common import console
 from mer.common.errors import MerError
 from mer.extract import cache as C
-from mer.extract.work import Job
+from mer.extract.work import Job, Options
 
 def part_path(job: Job, b: int) -> Path:
     return job.staging / f"batch-{b:06d}.npz"
@@ -170,6 +171,33 @@ def finalize(job: Job, m, fmt: str, dtype: str, dataset: str) -> dict:
     if not job.failures:  # with accepted failures the parts stay: a later run retries those rows
         shutil.rmtree(job.staging, ignore_errors=True)
     return {"valid": valid, "skipped": n - valid, "reasons": dict(report.reasons("dropped")), "failed": len(job.failures)}
+
+
+def finalize_all(m, pending: list[Job], o: Options) -> dict[str, dict]:
+    """Assemble and verify the stores that may be finished, side by side (compression and
+    file I/O release the GIL); the others are left incomplete, their failures counted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mer.extract.staging import collect_failures, finalize
+    from mer.extract.summary import counts
+
+    n = len(m.df)
+    ids = m.df["id"].astype(str).tolist()
+    files = m.df["audio"].astype(str).tolist()
+    for j in pending:
+        collect_failures(j, ids, files if j.modality == "audio" else ["(text)"] * n)
+    ready = [j for j in pending if o.accept_failures or not j.failures]
+    for j in ready:
+        console.info(f"{j.feature}: writing and verifying {j.path.name}")
+    with ThreadPoolExecutor(max(1, min(len(ready), os.cpu_count() or 1))) as pool:
+        done = {j.feature: pool.submit(finalize, j, m, o.fmt, o.dtype, o.dataset) for j in ready}
+    results = {j.feature: done[j.feature].result() for j in ready}
+    for j in pending:
+        if j not in ready:
+            j.status = "incomplete (failed rows)"
+            results[j.feature] = {"valid": None, "skipped": None, "failed": len(j.failures),
+                                  "reasons": counts(f"failed: {f[3]}" for f in j.failures)}
+    return results
 
 
 def base_versions() -> dict[str, str]:

@@ -2,8 +2,9 @@
 
 - ``is_complete`` / ``mark_reused``: whether a job's store can be reused as it is;
 - ``reused_result``: the counts of a reused store, for the summary;
-- ``summary_table``: the table ``mer extract`` prints at the end (stderr, through
-  ``mer.common.console``); ``failure_line``: one line per store left incomplete.
+- ``report``: the run's last stage: the table ``mer extract`` prints at the end
+  (``summary_table``, on stderr through ``mer.common.console``), and the error naming the
+  stores left incomplete (``failure_line``) or that nothing usable was extracted.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 from mer.common import console
 from mer.common.errors import MerError
 from mer.extract import cache as C
-from mer.extract.work import Job
+from mer.extract.work import Job, Options
 
 
 def is_complete(j: Job, accept_failures: bool) -> bool:
@@ -110,3 +111,14 @@ def failure_line(j: Job) -> str:
     by = ", ".join(f"{k}: {v}" for k, v in sorted(counts(f[3] for f in j.failures).items()))
     _, uid, file, reason, detail = j.failures[0]
     return f"{j.feature}: {len(j.failures)} rows failed ({by}), e.g. {uid} ({file}): {reason}" + (f" - {detail}" if detail else "")
+
+
+def report(jobs: list[Job], results: dict, n: int, o: Options, seconds: float) -> None:
+    console.info(summary_table(jobs, results, n, o.dataset, seconds))
+    failed = [j for j in jobs if j.status.startswith("incomplete")]
+    if failed:
+        raise MerError("; ".join(failure_line(j) for j in failed)
+                       + ". These stores stay incomplete and the next run retries exactly these rows"
+                       " (or pass --accept-failures to finalize them with the failures recorded)")
+    if all(results[j.feature]["valid"] == 0 for j in jobs):
+        raise MerError(f"nothing usable was extracted for {o.dataset}: every utterance was skipped (see the reports next to the stores)")

@@ -10,7 +10,8 @@ stands (``Job``), and the unit a runner executes (``Task``).
   runner (``mer.extract.runners``) calls ``task.run()`` (in this process or on a worker) and
   hands the result back with the task, whose ``jobs`` say which parts to write.
 
-``plan_tasks`` cuts the pending Jobs into Tasks: jobs with the same batch size and device
+``Options`` holds a run's settings; ``plan_jobs`` makes a Job per feature (its cache key and
+store path); ``plan_tasks`` cuts the pending Jobs into Tasks: jobs with the same batch size and device
 share tasks (one decode per utterance for all of them); rows that failed in an earlier run
 become tasks of exactly those rows.
 """
@@ -21,8 +22,45 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mer.common.errors import UsageError
 from mer.extract import cache as C
-from mer.extract.base import Extractor
+from mer.extract.base import EXTRACTORS, Extractor, make_config
+
+# Utterances per task (and per resumable part). A constant, not a function of the corpus
+# size, so a worker's memory does not grow with the corpus (bench/RESULTS.md shows it flat
+# from 175 to 2,120 utterances). Small enough to keep two CPU workers evenly busy on a
+# corpus of a few hundred utterances; bigger on a GPU, where a task is one forward pass.
+DEFAULT_BATCH = 16
+DEFAULT_GPU_BATCH = 64
+DEFAULT_MAX_SECONDS = 600.0
+
+
+@dataclass
+class Options:
+    """The settings of one run, checked once (see ``run_extract`` for their meaning)."""
+
+    dataset: str
+    cache: object = None
+    fmt: str = "zarr"
+    device: str = "auto"
+    workers: int | None = None
+    scheduler: str | None = None
+    dtype: str = "float32"
+    batch_size: int | None = None
+    max_seconds: float = DEFAULT_MAX_SECONDS
+    accept_failures: bool = False
+    quiet: bool = False
+    runner: object = None           # given by the caller (else chosen per phase, see run_tasks)
+
+    def __post_init__(self):
+        from mer.extract.store import DTYPES, STORES
+
+        if self.fmt not in STORES:
+            raise UsageError(f"--format {self.fmt!r}: choose one of {', '.join(STORES.names())}")
+        if self.dtype not in DTYPES:
+            raise UsageError(f"--dtype {self.dtype!r}: choose {' or '.join(DTYPES)}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UsageError("--batch-size must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -148,3 +186,28 @@ def plan_tasks(pending: list[Job], rows: list[dict], dtype: str, max_seconds: fl
                     tasks.append(Task(f"{j.feature}-b{b:06d}-retry", b, [j], [brows[i] for i in idx], [j.spec(dtype)],
                                       max_seconds, threads, gpu, retry=list(idx)))
     return tasks
+
+
+def plan_jobs(m, features: list[str], configs: dict, o: Options) -> list[Job]:
+    import numpy as np
+
+    jobs = []
+    for name in features:
+        cls = EXTRACTORS.get(name)
+        cfg = make_config(cls, configs.get(name))
+        # The device is settled later, only if something must be computed: the key does not
+        # depend on it, and finding out means importing torch (seconds).
+        ext = cls(cfg, device="cpu")
+        mh = m.modality_hash(cls.modality)
+        # Which audio rows are valid depends on the length limit: it is part of the key.
+        limits = {"max_seconds": float(o.max_seconds)} if cls.modality == "audio" else {}
+        key = C.store_key(mh, name, cfg.to_dict(), ext.identity(), o.dtype, limits)
+        outs = {}
+        for oname, out in ext.outputs().items():
+            outs[oname] = {"kind": out.kind, "dim": int(out.dim), "frame_rate": out.frame_rate,
+                           "dtype": o.dtype if np.dtype(out.dtype).kind == "f" else out.dtype}
+            if out.layers > 1:
+                outs[oname]["layers"] = int(out.layers)
+        path = C.store_path(o.dataset, name, key, o.fmt, o.cache)
+        jobs.append(Job(name, ext, key, path, cls.modality, mh, outs, False, limits=limits))
+    return jobs
