@@ -55,7 +55,7 @@ class Local:
 
     def run(self, tasks, on_result, max_in_flight):
         for t in tasks:
-            on_result(t, t.run())
+            on_result(t, run_batch(t.rows, t.specs, t.max_seconds, t.threads))
 
     def close(self):
         pass

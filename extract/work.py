@@ -7,8 +7,9 @@ stands (``Job``), and the unit a runner executes (``Task``).
 - ``Job``: one feature of a run: its extractor, cache key, store path and staging state
   (which batches are done, which rows to retry); ``spec()`` is its Spec.
 - ``Task``: one batch of manifest rows and the Specs of the Jobs that still need it. A
-  runner (``mer.extract.runners``) calls ``task.run()`` (in this process or on a worker) and
-  hands the result back with the task, whose ``jobs`` say which parts to write.
+  runner (``mer.extract.runners``) runs ``mer.extract.worker.run_batch`` on it (in this
+  process or on a worker) and hands the result back with the task, whose ``jobs`` say which
+  parts to write.
 
 ``Options`` holds a run's settings; ``plan_jobs`` makes a Job per feature (its cache key and
 store path); ``plan_tasks`` cuts the pending Jobs into Tasks: jobs with the same batch size and device
@@ -153,11 +154,6 @@ class Task:
     index: int = 0
     alone: bool = False              # was the only task in flight when submitted
     retry: list = field(default_factory=list)   # row indices in the batch, when re-running failed rows
-
-    def run(self) -> dict[str, dict]:
-        from mer.extract.worker import run_batch
-
-        return run_batch(self.rows, self.specs, self.max_seconds, self.threads)
 
     def pieces(self) -> list["Task"]:
         """One task per utterance (for a batch whose worker died), in submission order."""
