@@ -421,9 +421,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         p = convert_keras_h5(a.h5, a.out, a.input_repr, a.content_type)
     except MerError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)  # this module's own command line, as mer.common.cli's
         return 1
-    print(p)
+    from mer.common import console
+
+    console.result(str(p))
     return 0
 
 
