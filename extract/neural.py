@@ -32,7 +32,7 @@ class NeuralExtractor(Extractor):
       ``load()``            load the model now (else the first ``process`` does)
       ``sort_key(utt)``     a length for grouping similar utterances into one batch
       ``batch_hint`` utterances per ``process`` call that keep the device busy
-      ``available()``       (ok, reason): whether the extractor can run with its config here
+      ``missing(config)``   None, or what is not installed here and which option takes it
       ``report``            set it to a mer.common.report.Report to collect repairs/notes
     """
 
