@@ -185,6 +185,7 @@ def plan_tasks(pending: list[Job], rows: list[dict], dtype: str, max_seconds: fl
 
 
 def plan_jobs(m, features: list[str], configs: dict, o: Options) -> list[Job]:
+    """A Job per feature of manifest ``m``: its extractor, cache key, outputs and store path."""
     import numpy as np
 
     jobs = []
