@@ -14,6 +14,7 @@ of the fixed-window encoders (openl3's 1 s frames, dvector's 1.6 s partials).
 from __future__ import annotations
 
 from abc import abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
@@ -171,6 +172,15 @@ def hf_missing(model: str, option: str, what: str) -> str | None:
                 f"internet (`huggingface-cli download {model}`), copy the folder here and point "
                 f"`{option} /path/to/{model.split('/')[-1]}` at it")
     return None
+
+
+@dataclass
+class Loaded:
+    """A loaded Hugging Face model and what prepares its input (a tokenizer for text, a
+    feature extractor for speech)."""
+
+    processor: Any
+    model: Any
 
 
 class HFExtractor(NeuralExtractor):

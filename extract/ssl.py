@@ -36,7 +36,7 @@ import numpy as np
 
 from mer.common.errors import MerError, require
 from mer.extract.base import EXTRACTORS, ExtractorConfig, OutputSpec, Utterance
-from mer.extract.neural import HFExtractor, from_local, hf_missing
+from mer.extract.neural import HFExtractor, Loaded, from_local, hf_missing
 from mer.extract.neural import parse_layer as _parse_layer
 from mer.extract.torchutil import dtype_name, inference, pooled_stats, resolve_hf_model
 
@@ -54,12 +54,6 @@ class Wav2VecConfig(ExtractorConfig):
     layer: str = "last"            # last | avg | all | integer index into hidden states
     batch_size: int = 8            # utterances per forward pass (halved on GPU OOM)
     dtype: str = "auto"            # auto (fp32 on CPU, bf16/fp16 on GPU) | float32 | float16 | bfloat16
-
-
-class _SSLModel:
-    def __init__(self, fe, model):
-        self.fe = fe
-        self.model = model
 
 
 @EXTRACTORS.register("wav2vec")
@@ -130,7 +124,7 @@ class Wav2VecExtractor(HFExtractor):
             "std": OutputSpec("fixed", h, None, "float32", "standard deviation over frames", layers=k),
         }
 
-    def _load_uncached(self) -> _SSLModel:
+    def _load_uncached(self) -> Loaded:
         transformers = require("transformers", "text")
         _ = self.hf_config  # validates the model type first
         (model,) = from_local(self, transformers.AutoModel)
@@ -146,7 +140,7 @@ class Wav2VecExtractor(HFExtractor):
             raise MerError(f"--wav2vec.model {self.config.model}: expects {pp['sampling_rate']} Hz input; only 16 kHz models are supported")
         model.eval().requires_grad_(False)
         model.to(device=self.device, dtype=self.torch_dtype)
-        return _SSLModel(fe, model)
+        return Loaded(fe, model)
 
     def _min_samples(self) -> int:
         """Shortest input giving one frame: the receptive field of the conv front end."""
@@ -161,7 +155,7 @@ class Wav2VecExtractor(HFExtractor):
 
         m = self.load()
         waves = [w for _, w in items]
-        enc = m.fe(waves, sampling_rate=SAMPLE_RATE, padding=True, return_tensors="pt",
+        enc = m.processor(waves, sampling_rate=SAMPLE_RATE, padding=True, return_tensors="pt",
                    return_attention_mask=self.uses_mask)
         inputs = {"input_values": enc["input_values"].to(self.device, self.torch_dtype)}
         if self.uses_mask:

@@ -38,7 +38,7 @@ import numpy as np
 
 from mer.common.errors import MerError, UsageError, require
 from mer.extract.base import EXTRACTORS, ExtractorConfig, OutputSpec, Utterance
-from mer.extract.neural import HFExtractor, from_local, hf_missing
+from mer.extract.neural import HFExtractor, Loaded, from_local, hf_missing
 from mer.extract.neural import parse_layer as _parse_layer
 from mer.extract.torchutil import dtype_name, inference, resolve_hf_model
 
@@ -80,12 +80,6 @@ class BertConfig(ExtractorConfig):
     special_tokens: bool = True    # keep [CLS]/[SEP] in the stored token sequence
     batch_size: int = 64           # utterances per forward pass (halved on GPU OOM)
     dtype: str = "auto"            # auto (fp32 on CPU, bf16/fp16 on GPU) | float32 | float16 | bfloat16
-
-
-class _TextModel:
-    def __init__(self, tokenizer, model):
-        self.tokenizer = tokenizer
-        self.model = model
 
 
 @EXTRACTORS.register("bert")
@@ -148,17 +142,17 @@ class BertExtractor(HFExtractor):
         }
 
     # -- model
-    def _load_uncached(self) -> _TextModel:
+    def _load_uncached(self) -> Loaded:
         transformers = require("transformers", "text")
         tok, model = from_local(self, transformers.AutoTokenizer, transformers.AutoModel)
         model.eval().requires_grad_(False)
         # Half precision only on GPU (resolve_dtype refuses it on CPU).
         model.to(device=self.device, dtype=self.torch_dtype)
-        return _TextModel(tok, model)
+        return Loaded(tok, model)
 
     # -- extraction
     def _tokenize(self, batch: list[Utterance]) -> list[tuple[str, dict]]:
-        tok = self.load().tokenizer
+        tok = self.load().processor
         texts = []
         for u in batch:
             if u.text is None:
@@ -178,7 +172,7 @@ class BertExtractor(HFExtractor):
     def _forward(self, items: list[tuple[str, dict]]) -> list[dict[str, np.ndarray]]:
         m = self.load()
         special = [it["special_tokens_mask"] for _, it in items]
-        padded = m.tokenizer.pad(
+        padded = m.processor.pad(
             [{k: v for k, v in it.items() if k != "special_tokens_mask"} for _, it in items],
             padding=True, return_tensors="pt",
         )
