@@ -44,7 +44,6 @@ from mer.extract.torchutil import (
     dtype_name,
     hash_model_dir,
     inference,
-    length_sorted,
     quiet_transformers,
     resolve_hf_model,
     shared_model,
@@ -93,10 +92,8 @@ class AsrExtractor(NeuralExtractor):
         self._type = None
 
     @classmethod
-    def available(cls, config=None) -> tuple[bool, str]:
-        if not (config or AsrConfig()).model:
-            return False, "asr left out: no model given (--asr.model)"
-        return True, ""
+    def missing(cls, config=None) -> str | None:
+        return None if cls.as_config(config).model else "no model given (--asr.model)"
 
     def identity(self) -> dict[str, Any]:
         if self._hash is None:
@@ -163,12 +160,7 @@ class AsrExtractor(NeuralExtractor):
         if not batch:
             return []
         items = [(u.id, self._audio(u)) for u in batch]
-        order = length_sorted([len(x) for _, x in items])
-        done = self._batcher(self._forward, [items[i] for i in order])
-        out: list[dict[str, np.ndarray]] = [None] * len(batch)  # type: ignore[list-item]
-        for pos, i in enumerate(order):
-            out[i] = done[pos]
-        return out
+        return self.in_length_order(lambda xs: self._batcher(self._forward, xs), items, [len(x) for _, x in items])
 
 
 def group_words(tok, ids, times, special: set) -> dict:
@@ -286,10 +278,15 @@ def find_asr_store(dataset: str, spec: str, cache=None, manifest=None) -> Path:
     return find_store(dataset, "asr", cache=cache, manifest=manifest, where={"model": target} if target else None)
 
 
-def apply_text_source(m, spec: str, cache=None, say=print):
+def apply_text_source(m, spec: str, cache=None, say=None):
     """The manifest ``m`` with its text (and word times) from an asr store. Utterances the ASR
     skipped or found no words in get no text (and are dropped where text is needed, counted
-    there). Prints and records the WER against the corpus's own transcripts where it has them."""
+    there). Says (``mer.common.console.info``) and records the WER against the corpus's own
+    transcripts where it has them. ``say``: kept only for callers not yet moved to the
+    console (train/trainer.py); new code leaves it out and uses ``console.quiet``."""
+    from mer.common import console
+
+    say = say or console.info
     import pandas as pd
 
     from mer.common.manifest import Manifest, content_hashes, modalities_of
