@@ -39,12 +39,12 @@ SAMPLE_RATE = fw.SAMPLE_RATE
 
 
 def parse_layer(layer) -> str | int:
-    s = str(layer).strip().lower()
-    if s in ("last", "avg", "all"):
-        return s
+    """wav2vec's layer syntax (last | avg | all | index), with this extractor's option named."""
+    from mer.extract.ssl import parse_layer as parse
+
     try:
-        return int(s)
-    except ValueError:
+        return parse(layer)
+    except UsageError:
         raise UsageError(f"--whisper.layer {layer!r}: use last, avg, all or a layer index (0 = encoder input)") from None
 
 

