@@ -230,3 +230,37 @@ def test_backend_from_the_folder_and_clear_errors(tmp_path):
         cls(cls.Config(model=str(hf), layer="deep"))
     with pytest.raises(UsageError, match="hidden states 0..1"):
         cls(cls.Config(model=str(hf), layer="5")).outputs()
+
+
+@pytest.mark.slow
+def test_asr_ct2_batch_equals_one_by_one_and_long_audio_is_not_cut(corpus, tiny_en):
+    """A batch of short utterances gives the transcripts one-by-one calls give; an utterance
+    over 30 s goes through long-form decoding (noted), with words past the 30 s mark."""
+    from mer.extract.asr import word_errors
+    from mer.extract.base import EXTRACTORS, Utterance
+
+    clips = _clips(corpus, 40)
+    short = [Utterance(u, audio=x, sample_rate=16000) for u, x, _ in clips[:4]]
+    long = np.concatenate([x for _, x, _ in clips])[: 16000 * 40]
+    ends = np.cumsum([len(x) for _, x, _ in clips])
+    gold = " ".join(t for (_, _, t), end in zip(clips, ends) if end <= 16000 * 40)   # the clips wholly inside
+    cls = EXTRACTORS.get("asr")
+    e = cls(cls.Config(model=tiny_en, batch_size=4))
+    assert e.backend == "ctranslate2" and e.identity()["compute_type"] == "int8"
+    batched = e.process(short)
+    # Greedy decoding of the same encoder states: the rows of a batch never interact, so
+    # the text is the same (int8 GEMMs are exact integer sums; only the float rescaling
+    # could differ in the last bit, never enough to change an argmax here).
+    for u, r in zip(short, batched):
+        one = e.process([u])[0]
+        assert np.array_equal(r["text"], one["text"])
+    r = e.process([Utterance("long", audio=long, sample_rate=16000)])[0]
+    assert any(ev[1] == "long" and "30 s" in ev[2] for ev in e.pop_events())
+    words = r["words"]
+    assert words[-1, 1] > 30000 and words[-1, 1] <= 40000       # transcribed past the first window
+    text = bytes(r["text"][:, 0].astype(np.uint8)).decode()
+    edits, n = word_errors(gold, text)
+    # Against the clips wholly inside the 40 s (the cut one adds a few words): the long-form
+    # path reads the corpus text (WER of short clips ~0.33), a truncation at 30 s would lose
+    # a quarter of the words and a broken path all of them.
+    assert edits / n < WER_BOUND + 0.1, (edits, n, text)
