@@ -86,6 +86,8 @@ def test_asr_ct2_transcripts_feed_bert_and_the_run_records_wer(corpus, tiny_en, 
         # Words are the text's non-space runs or pieces of them ("non", "-match"), in order.
         assert all(w and " " not in w for w, _, _ in words)
         assert "".join(w for w, _, _ in words) == text.replace(" ", "")
+    main(["extract", "-d", "iemocap", "--cache", str(cache), "--features", "bert", "--text-source", f"asr:{tiny_en}",
+          "--workers", "0", "-q"])
     runs = tmp_path / "runs"
     main(["train", "-d", "iemocap", "--cache", str(cache), "-f", "bert,mfcc", "--text-source", f"asr:{tiny_en}",
           "--epochs", "3", "--out", str(runs), "--run-id", "asr", "-q", "--no-plots"])
