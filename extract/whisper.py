@@ -33,6 +33,7 @@ from mer.common.errors import MerError, UsageError, require
 from mer.extract import fasterwhisper as fw
 from mer.extract.base import EXTRACTORS, ExtractorConfig, OutputSpec, Utterance
 from mer.extract.neural import NeuralExtractor, from_local
+from mer.extract.neural import parse_layer as _parse_layer
 from mer.extract.torchutil import dtype_name, hash_model_dir, inference, pooled_stats, resolve_hf_model, shared_model
 
 SAMPLE_RATE = fw.SAMPLE_RATE
@@ -40,12 +41,7 @@ SAMPLE_RATE = fw.SAMPLE_RATE
 
 def parse_layer(layer) -> str | int:
     """wav2vec's layer syntax (last | avg | all | index), with this extractor's option named."""
-    from mer.extract.ssl import parse_layer as parse
-
-    try:
-        return parse(layer)
-    except UsageError:
-        raise UsageError(f"--whisper.layer {layer!r}: use last, avg, all or a layer index (0 = encoder input)") from None
+    return _parse_layer(layer, "--whisper.layer", ("last", "avg", "all"), "0 = encoder input")
 
 
 @dataclass
@@ -83,10 +79,8 @@ class WhisperExtractor(NeuralExtractor):
         self._ct2_dim = None
 
     @classmethod
-    def available(cls, config=None) -> tuple[bool, str]:
-        if not (config or WhisperConfig()).model:
-            return False, "whisper left out: no model given (--whisper.model)"
-        return True, ""
+    def missing(cls, config=None) -> str | None:
+        return None if cls.as_config(config).model else "no model given (--whisper.model)"
 
     # -- what the model is
     @property
