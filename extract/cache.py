@@ -18,7 +18,7 @@ import numpy as np
 
 from mer.common import paths
 from mer.common.errors import MerError
-from mer.extract.store import STORE_VERSION, STORES, StoreReader, format_for, open_store, remove_store
+from mer.extract.store import STORE_VERSION, STORES, StoreReader, format_for, open_store, remove_store, suffixes
 
 PARTIAL = ".partial"   # staging folder of an unfinished run: <store>.partial/
 
@@ -318,7 +318,7 @@ def check_removable(path, cache=None) -> Path:
             raise MerError(f"{p}: no staging.json, not a mer staging folder; not removed")
         return p
     if not _is_store(p):
-        raise MerError(f"{p}: not a mer feature store (name must end in .zarr or .h5); not removed")
+        raise MerError(f"{p}: not a mer feature store (name must end in {suffixes()}); not removed")
     if p.exists():
         try:
             with open_store(p):
@@ -326,7 +326,7 @@ def check_removable(path, cache=None) -> Path:
         except MerError as e:
             # A store mer wrote but cannot read (corrupt attributes) may go; a folder that
             # merely ends in .zarr and holds no zarr metadata may not.
-            if not ((p / "zarr.json").is_file() or p.is_file()):
+            if not (format_for(p).looks_written(p) or p.is_file()):
                 raise MerError(f"{p}: not a mer feature store ({e}); not removed") from None
     return p
 

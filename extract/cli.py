@@ -42,10 +42,24 @@ def _store_formats() -> list[str]:
     return STORES.names()
 
 
-def _features_help() -> str:
-    from mer.extract.base import EXTRACTORS
+def _store_dtypes() -> list[str]:
+    from mer.extract.store import DTYPES
 
-    return ", ".join(EXTRACTORS.names())
+    return list(DTYPES)
+
+
+def _features_help() -> str:
+    """--features help: the registered extractors and the defaults, from the registry."""
+    from mer.extract.base import DEFAULT_FEATURES, EXTRACTORS
+
+    return (f"Comma-separated extractors, from: {', '.join(EXTRACTORS.names())} (default: "
+            f"{','.join(DEFAULT_FEATURES)}, each one that cannot run here left out with a note).")
+
+
+def _device_help() -> str:
+    from mer.common.device import CHOICES
+
+    return f"{'|'.join(CHOICES)} for the tensor extractors (mfcc, mel, neural ones)."
 
 
 @click.command(context_settings={"max_content_width": 110})
@@ -53,12 +67,11 @@ def _features_help() -> str:
 @click.option("--root", "-r", type=click.Path(exists=True, file_okay=False), default=None,
               help="Corpus folder: (re)prepare the manifest from it first.")
 @cache_option
-@click.option("--features", "-f", default=None,
-              help="Comma-separated extractors, e.g. mfcc,mel,egemaps (default: mfcc,mel,egemaps,bert,dvector, and openl3 when its weights are set).")
+@click.option("--features", "-f", default=None, help=_features_help())
 @click.option("--format", "fmt", type=click.Choice(_store_formats()), default="zarr", show_default=True, help="Store format.")
-@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True, help="Storage dtype of features.")
-@click.option("--device", default="auto", show_default=True, help="auto|cpu|cuda for tensor extractors (mfcc, mel, neural ones).")
-@click.option("--workers", type=int, default=None, help="Local worker processes (default: one per core; 0: no cluster, run in this process).")
+@click.option("--dtype", type=click.Choice(_store_dtypes()), default="float32", show_default=True, help="Storage dtype of features.")
+@click.option("--device", default="auto", show_default=True, help=_device_help())
+@click.option("--workers", type=int, default=None, help="Local worker processes (default: one per core, or none when one process finishes sooner: a single task or a single core; 0: no cluster, run in this process).")
 @click.option("--scheduler", default=None, metavar="ADDRESS", help="Use an existing dask.distributed scheduler, e.g. tcp://10.0.0.5:8786.")
 @click.option("--batch-size", type=int, default=None, help="Utterances per task and per resumable part (default: 16 on CPU workers, 64 on a GPU).")
 @click.option("--max-seconds", type=float, default=600.0, show_default=True, help="Skip utterances longer than this (reported as 'too long').")

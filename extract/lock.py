@@ -17,16 +17,16 @@ import sys
 import time
 from pathlib import Path
 
+from mer.common import console
 from mer.common.errors import MerError
 
 
 class StoreLock:
-    def __init__(self, store: Path, wait: bool = True, poll: float = 0.5, timeout: float | None = None, say=None):
+    def __init__(self, store: Path, wait: bool = True, poll: float = 0.5, timeout: float | None = None):
         self.path = Path(str(store) + ".lock")
         self.wait = wait
         self.poll = poll
         self.timeout = timeout
-        self.say = say or (lambda msg: print(msg, file=sys.stderr))
         self._fd: int | None = None
 
     def holder(self) -> dict:
@@ -53,7 +53,7 @@ class StoreLock:
                     os.close(fd)
                     raise MerError(f"{self.path.with_suffix('')}: another extraction ({who}) is writing this store") from None
                 if not told:
-                    self.say(f"waiting: another extraction ({who}) is writing {Path(str(self.path)[:-5]).name}")
+                    console.info(f"waiting: another extraction ({who}) is writing {Path(str(self.path)[:-5]).name}")
                     told = True
                 time.sleep(self.poll)
         os.ftruncate(fd, 0)

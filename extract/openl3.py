@@ -44,7 +44,7 @@ import numpy as np
 from mer.common.errors import MerError, UsageError, require
 from mer.extract.base import EXTRACTORS, ExtractorConfig, OutputSpec, Utterance
 from mer.extract.neural import NeuralExtractor
-from mer.extract.torchutil import dtype_name, hash_file, inference, pooled_stats, shared_model
+from mer.extract.torchutil import dtype_name, hash_file, pooled_stats, shared_model
 
 SAMPLE_RATE = 48000
 WINDOW = SAMPLE_RATE      # 1-second windows
@@ -237,24 +237,16 @@ class OpenL3Extractor(NeuralExtractor):
         self._hash = None
 
     @classmethod
-    def available(cls, config: OpenL3Config | None = None) -> tuple[bool, str]:
-        c = config or OpenL3Config()
+    def missing(cls, config=None) -> str | None:
+        c = cls.as_config(config)
         if c.random_weights:
-            return True, ""
+            return None
         p = weights_path(c)
-        if p is None:
-            return False, f"openl3 left out: no weights (set --openl3.weights or {ENV_VAR})"
-        if not p.is_file():
-            return False, f"openl3 left out: weight file {p} not found"
-        return True, ""
-
-    @classmethod
-    def missing(cls, config: OpenL3Config | None = None) -> str | None:
-        p = weights_path(config or OpenL3Config())
         if p is None or not p.is_file():
-            return ("needs the OpenL3 weights, which cannot be downloaded here: convert the official Keras file "
-                    "(`python -m mer.extract.openl3 convert openl3_audio_mel256_music.h5 openl3.safetensors`) and "
-                    "pass `--openl3.weights openl3.safetensors` (or set MER_OPENL3_WEIGHTS)")
+            return ("needs the OpenL3 weights" + ("" if p is None else f" (no file {p})") + ", which cannot be "
+                    "downloaded here: convert the official Keras file (`python -m mer.extract.openl3 convert "
+                    "openl3_audio_mel256_music.h5 openl3.safetensors`) and pass `--openl3.weights openl3.safetensors` "
+                    f"(or set {ENV_VAR})")
         return None
 
     def identity(self) -> dict[str, Any]:
@@ -328,28 +320,11 @@ class OpenL3Extractor(NeuralExtractor):
             x = np.pad(x, (0, pad))
         return np.lib.stride_tricks.sliding_window_view(x, WINDOW)[:: self.hop_samples]
 
-    def _forward(self, items: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
-        import torch
-
-        model = self.load()
-        x = torch.from_numpy(np.stack([w for _, w in items]).astype(np.float32, copy=False)).to(self.device)
-        with inference(self.device, self.torch_dtype):
-            y = model(x)
-        return list(y.float().cpu().numpy())
-
     def process(self, batch: list[Utterance]) -> list[dict[str, np.ndarray]]:
         if not batch:
             return []
-        counts, items = [], []
-        for u in batch:
-            w = self.windows(self._audio(u))
-            counts.append(len(w))
-            items.extend((u.id, row) for row in w)
-        emb = self._batcher(self._forward, items)
-        out, pos = [], 0
-        for n in counts:
-            frames = np.stack(emb[pos : pos + n]).astype(np.float32)
-            pos += n
+        out = []
+        for frames in self.embed_windows([u.id for u in batch], [self.windows(self._audio(u)) for u in batch]):
             mean, std = pooled_stats(frames)
             out.append({"frames": frames, "mean": mean, "std": std})
         return out
@@ -446,9 +421,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         p = convert_keras_h5(a.h5, a.out, a.input_repr, a.content_type)
     except MerError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)  # this module's own command line, as mer.common.cli's
         return 1
-    print(p)
+    from mer.common import console
+
+    console.result(str(p))
     return 0
 
 

@@ -1,7 +1,7 @@
 """Where batches run: in this process, or on Dask workers (a local cluster or yours).
 
-A runner takes ``Task``s (a batch of rows and the specs of the features to compute on them)
-and hands each result to ``on_result`` as it arrives, with a bounded number in flight so
+A runner takes ``Task``s (``mer.extract.work``: a batch of rows and the specs of the features
+to compute on them) and hands each result to ``on_result`` as it arrives, with a bounded number in flight so
 memory does not grow with the corpus. ``Dask`` also isolates crashes: a batch whose worker
 process died is split into one task per utterance, run one at a time, so the one utterance
 that kills workers is skipped as "worker crashed" and its neighbours are kept.
@@ -10,16 +10,42 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import uuid
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from mer.common.errors import MerError
+from mer.extract.work import Task
 from mer.extract.worker import pack, run_batch
 
+def importing_main_in_child() -> bool:
+    """True while multiprocessing (spawn/forkserver) re-imports the main script in a child."""
+    f = sys._getframe(1)
+    spawn = os.path.join("multiprocessing", "spawn.py")
+    while f is not None:
+        if f.f_code.co_name in ("_fixup_main_from_path", "_fixup_main_from_name") and f.f_code.co_filename.endswith(spawn):
+            return True
+        f = f.f_back
+    return False
+
+
+def choose_runner(n_tasks: int, workers: int | None, scheduler: str | None, quiet: bool, need_gpu: bool,
+                  preload: tuple[str, ...] = ()) -> "Local | Dask":
+    """Dask when asked for (``scheduler``, ``workers`` >= 1) or when parallel workers finish
+    sooner; else this process. Starting a local cluster costs about 1.5 s (issue 17's
+    profile), which one task or one core cannot win back: then the work runs here, unless the
+    user set ``workers`` (a crash-isolating worker process is then what they asked for)."""
+    if scheduler:
+        return Dask(workers, scheduler, quiet, need_gpu, preload)
+    if workers == 0 or (workers is None and (n_tasks <= 1 or (os.cpu_count() or 1) == 1)):
+        return Local()
+    return Dask(workers, scheduler, quiet, need_gpu, preload)
+
+
 class Local:
-    """Runs tasks in this process (``workers=0``): no cluster, for debugging and tiny jobs."""
+    """Runs tasks in this process (``workers=0``, or work one process finishes sooner): no
+    cluster, for debugging and small jobs."""
 
     n_workers = 1
     threads = None
@@ -29,7 +55,7 @@ class Local:
 
     def run(self, tasks, on_result, max_in_flight):
         for t in tasks:
-            on_result(t, run_batch(*t.args))
+            on_result(t, run_batch(t.rows, t.specs, t.max_seconds, t.threads))
 
     def close(self):
         pass
@@ -127,7 +153,7 @@ class Dask:
             t.alone = alone
             kw = {"resources": {"GPU": 1}} if (t.gpu and self.gpu_resources) else {}
             # A fresh key per submission: a shared cluster may hold another run's results.
-            f = self.client.submit(run_batch, *t.args, key=f"mer-{t.name}-{uuid.uuid4().hex[:12]}", pure=False, retries=1, **kw)
+            f = self.client.submit(run_batch, t.rows, t.specs, t.max_seconds, t.threads, key=f"mer-{t.name}-{uuid.uuid4().hex[:12]}", pure=False, retries=1, **kw)
             futs[f.key] = t
             ac.add(f)
 
@@ -158,19 +184,17 @@ class Dask:
             try:
                 res = f.result()
             except KilledWorker as e:
-                rows, specs, *rest = t.args
-                if len(rows) > 1:
-                    split[id(t)] = [None] * len(rows)
-                    suspects.extend(Task(f"{t.name}-u{k}", t.batch, t.jobs, ([rows[k]], specs, *rest), t.gpu, parent=t, index=k)
-                                    for k in range(len(rows) - 1, -1, -1))
+                if len(t.rows) > 1:
+                    split[id(t)] = [None] * len(t.rows)
+                    suspects.extend(t.pieces()[::-1])  # pop() from the end: first utterance first
                     refill()
                     continue
                 if not t.alone:  # maybe a bystander of another task's crash: try it alone
                     suspects.append(t)
                     refill()
                     continue
-                why = f"{rows[0]['id']} killed the worker process ({str(e)[:160]})"
-                res = {sp["feature"]: pack(1, {}, [(0, "worker crashed", why)], sp["outputs"], sp["dtype"]) for sp in specs}
+                why = f"{t.rows[0]['id']} killed the worker process ({str(e)[:160]})"
+                res = {sp.feature: pack(1, {}, [(0, "worker crashed", why)], sp.outputs, sp.dtype) for sp in t.specs}
             except Exception as e:
                 raise MerError(f"batch {t.name} failed on a worker: {type(e).__name__}: {e} (finished batches are kept; run again to resume)") from None
             f.release()
@@ -183,19 +207,6 @@ class Dask:
         finally:
             if self.cluster is not None:
                 self.cluster.close()
-
-
-@dataclass
-class Task:
-    name: str
-    batch: int
-    jobs: list                       # the staging Jobs whose parts this task fills
-    args: tuple                      # (rows, specs, max_seconds, threads) for run_batch
-    gpu: bool
-    parent: "Task | None" = None     # set on the one-utterance pieces of a split batch
-    index: int = 0
-    alone: bool = False              # was the only task in flight when submitted
-    retry: list = field(default_factory=list)   # row indices in the batch, when re-running failed rows
 
 
 def merge_results(pieces: list[dict]) -> dict:

@@ -31,7 +31,7 @@ import numpy as np
 from mer.common.errors import MerError, MissingDependency, UsageError
 from mer.extract.base import EXTRACTORS, ExtractorConfig, OutputSpec, Utterance
 from mer.extract.neural import NeuralExtractor
-from mer.extract.torchutil import dtype_name, hash_file, inference, shared_model
+from mer.extract.torchutil import dtype_name, hash_file, resolve_dtype, shared_model
 
 SAMPLE_RATE = 16000
 EMBED_DIM = 256
@@ -93,13 +93,19 @@ class DVectorExtractor(NeuralExtractor):
         self._weights = weights_file()
         self._hash = None
 
+    @classmethod
+    def missing(cls, config=None) -> str | None:
+        try:
+            weights_file()
+        except MerError as e:
+            return str(e)
+        return None
+
     @property
     def torch_dtype(self):
         """fp32 unless a half dtype is asked for explicitly: the 1.4 M-parameter LSTM gains
         nothing from half precision, and cuDNN's bf16 LSTM support varies by version."""
         import torch
-
-        from mer.extract.torchutil import resolve_dtype
 
         if (self.config.dtype or "auto").lower() == "auto":
             return torch.float32
@@ -166,28 +172,11 @@ class DVectorExtractor(NeuralExtractor):
         mel = r.audio.wav_to_mel_spectrogram(wav)
         return np.array([mel[s] for s in mel_slices])
 
-    def _forward(self, items: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
-        import torch
-
-        enc = self.load()
-        x = torch.from_numpy(np.stack([m for _, m in items])).to(self.device)
-        with inference(self.device, self.torch_dtype):
-            y = enc(x)
-        return list(y.float().cpu().numpy())
-
     def process(self, batch: list[Utterance]) -> list[dict[str, np.ndarray]]:
         if not batch:
             return []
-        counts, items = [], []
-        for u in batch:
-            mels = self._mels(self._prepare(u))
-            counts.append(len(mels))
-            items.extend((u.id, m) for m in mels)
-        emb = self._batcher(self._forward, items)
-        out, pos = [], 0
-        for u, n in zip(batch, counts):
-            partials = np.stack(emb[pos : pos + n]).astype(np.float32)
-            pos += n
+        out = []
+        for u, partials in zip(batch, self.embed_windows([u.id for u in batch], [self._mels(self._prepare(u)) for u in batch])):
             raw = partials.mean(axis=0)
             norm = np.linalg.norm(raw, 2)
             if not np.isfinite(norm) or norm == 0:

@@ -34,33 +34,18 @@ from typing import Any
 
 import numpy as np
 
-from mer.common.errors import MerError, UsageError, require
+from mer.common.errors import MerError, require
 from mer.extract.base import EXTRACTORS, ExtractorConfig, OutputSpec, Utterance
-from mer.extract.neural import NeuralExtractor, from_local
-from mer.extract.torchutil import (
-    dtype_name,
-    hash_model_dir,
-    inference,
-    length_sorted,
-    pooled_stats,
-    resolve_hf_model,
-    shared_model,
-)
+from mer.extract.neural import HFExtractor, Loaded, from_local, hf_missing
+from mer.extract.neural import parse_layer as _parse_layer
+from mer.extract.torchutil import dtype_name, inference, pooled_stats, resolve_hf_model
 
 SAMPLE_RATE = 16000
 SUPPORTED = {"wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat", "wav2vec2-conformer"}
 
 
 def parse_layer(layer: Any) -> str | int:
-    if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
-        return int(layer)
-    s = str(layer).strip().lower()
-    if s in ("last", "avg", "all"):
-        return s
-    try:
-        return int(s)
-    except ValueError:
-        raise UsageError(f"--wav2vec.layer {layer!r}: use last, avg, all or a layer index (0 = transformer input)") from None
+    return _parse_layer(layer, "--wav2vec.layer", ("last", "avg", "all"), "0 = transformer input")
 
 
 @dataclass
@@ -71,14 +56,8 @@ class Wav2VecConfig(ExtractorConfig):
     dtype: str = "auto"            # auto (fp32 on CPU, bf16/fp16 on GPU) | float32 | float16 | bfloat16
 
 
-class _SSLModel:
-    def __init__(self, fe, model):
-        self.fe = fe
-        self.model = model
-
-
 @EXTRACTORS.register("wav2vec")
-class Wav2VecExtractor(NeuralExtractor):
+class Wav2VecExtractor(HFExtractor):
     modality = "audio"
     Config = Wav2VecConfig
     sample_rate = SAMPLE_RATE
@@ -93,45 +72,21 @@ class Wav2VecExtractor(NeuralExtractor):
             )
         self.layer = parse_layer(c.layer)
         super().__init__(c, device)
-        self.model_dir = resolve_hf_model(c.model, "--wav2vec.model")
-        self._hf_config = None
-        self._hash = None
+        self._init_model(resolve_hf_model(c.model, "--wav2vec.model"))
 
     @classmethod
-    def available(cls, config: Wav2VecConfig | None = None) -> tuple[bool, str]:
-        c = config or Wav2VecConfig()
-        if not c.model:
-            return False, "wav2vec left out: no model given (--wav2vec.model)"
-        return True, ""
-
-    @classmethod
-    def missing(cls, config: Wav2VecConfig | None = None) -> str | None:
-        model = str((config or Wav2VecConfig()).model or "")
+    def missing(cls, config=None) -> str | None:
+        model = str(cls.as_config(config).model or "")
         if not model:
-            return None
-        try:
-            resolve_hf_model(model, "--wav2vec.model")
-        except MerError:
-            return (f"needs the speech encoder {model}, which is not installed here: download it on a machine with "
-                    f"internet (`huggingface-cli download {model}`), copy the folder here and point "
-                    f"`--wav2vec.model /path/to/{model.split('/')[-1]}` at it")
-        return None
+            return "no model given (--wav2vec.model: a local directory or a Hugging Face id in your cache)"
+        return hf_missing(model, "--wav2vec.model", "speech")
 
-    @property
-    def hf_config(self):
-        if self._hf_config is None:
-            transformers = require("transformers", "text")
-            cfg = transformers.AutoConfig.from_pretrained(str(self.model_dir), local_files_only=True)
-            if cfg.model_type not in SUPPORTED:
-                raise MerError(
-                    f"--wav2vec.model {self.config.model}: model type {cfg.model_type!r} is not a supported speech "
-                    f"encoder ({', '.join(sorted(SUPPORTED))})"
-                )
-            n = cfg.num_hidden_layers
-            if isinstance(self.layer, int) and not -(n + 1) <= self.layer <= n:
-                raise UsageError(f"--wav2vec.layer {self.layer}: {self.config.model} has hidden states 0..{n}")
-            self._hf_config = cfg
-        return self._hf_config
+    def _check_config(self, cfg) -> None:
+        if cfg.model_type not in SUPPORTED:
+            raise MerError(
+                f"--wav2vec.model {self.config.model}: model type {cfg.model_type!r} is not a supported speech "
+                f"encoder ({', '.join(sorted(SUPPORTED))})"
+            )
 
     @property
     def frame_rate(self) -> float:
@@ -150,26 +105,18 @@ class Wav2VecExtractor(NeuralExtractor):
         return bool(self._preproc().get("do_normalize", True))
 
     def identity(self) -> dict[str, Any]:
-        if self._hash is None:
-            self._hash = hash_model_dir(self.model_dir)
         return {
             "model": self.config.model,
             "model_type": self.hf_config.model_type,
-            "weights_hash": self._hash,
+            "weights_hash": self.weights_hash,
             "normalize_input": self.normalize,
             "padded_batches": self.uses_mask,
             # "auto" means fp32 on CPU and bf16/fp16 on GPU: the resolved precision is part of the key.
             "compute_dtype": dtype_name(self.torch_dtype),
         }
 
-    def versions(self) -> dict[str, str]:
-        import torch
-        import transformers
-
-        return {"torch": torch.__version__, "transformers": transformers.__version__}
-
     def outputs(self) -> dict[str, OutputSpec]:
-        k = int(self.hf_config.num_hidden_layers) + 1 if self.layer == "all" else 1
+        k = self.n_states if self.layer == "all" else 1
         h = int(self.hf_config.hidden_size) * k
         return {
             "frames": OutputSpec("ragged", h, self.frame_rate, "float32", f"hidden states, layer {self.layer}", layers=k),
@@ -177,11 +124,7 @@ class Wav2VecExtractor(NeuralExtractor):
             "std": OutputSpec("fixed", h, None, "float32", "standard deviation over frames", layers=k),
         }
 
-    def _load(self) -> _SSLModel:
-        key = ("wav2vec", str(self.model_dir), self.identity()["weights_hash"], self.device, dtype_name(self.torch_dtype))
-        return shared_model(key, self._load_uncached)
-
-    def _load_uncached(self) -> _SSLModel:
+    def _load_uncached(self) -> Loaded:
         transformers = require("transformers", "text")
         _ = self.hf_config  # validates the model type first
         (model,) = from_local(self, transformers.AutoModel)
@@ -197,7 +140,7 @@ class Wav2VecExtractor(NeuralExtractor):
             raise MerError(f"--wav2vec.model {self.config.model}: expects {pp['sampling_rate']} Hz input; only 16 kHz models are supported")
         model.eval().requires_grad_(False)
         model.to(device=self.device, dtype=self.torch_dtype)
-        return _SSLModel(fe, model)
+        return Loaded(fe, model)
 
     def _min_samples(self) -> int:
         """Shortest input giving one frame: the receptive field of the conv front end."""
@@ -212,22 +155,14 @@ class Wav2VecExtractor(NeuralExtractor):
 
         m = self.load()
         waves = [w for _, w in items]
-        enc = m.fe(waves, sampling_rate=SAMPLE_RATE, padding=True, return_tensors="pt",
+        enc = m.processor(waves, sampling_rate=SAMPLE_RATE, padding=True, return_tensors="pt",
                    return_attention_mask=self.uses_mask)
         inputs = {"input_values": enc["input_values"].to(self.device, self.torch_dtype)}
         if self.uses_mask:
             inputs["attention_mask"] = enc["attention_mask"].to(self.device)
         with inference(self.device, self.torch_dtype):
             out = m.model(**inputs, output_hidden_states=self.layer != "last", return_dict=True)
-        if self.layer == "last":
-            h = out.last_hidden_state
-        elif self.layer == "avg":
-            h = torch.stack(list(out.hidden_states[1:]), 0).float().mean(0)
-        elif self.layer == "all":
-            h = torch.cat([s.float() for s in out.hidden_states], dim=-1)
-        else:
-            h = out.hidden_states[self.layer]
-        h = h.float().cpu().numpy()
+        h = self.select_layer(out).cpu().numpy()
         lengths = m.model._get_feat_extract_output_lengths(torch.tensor([len(w) for w in waves])).tolist()
         res = []
         for i, n in enumerate(lengths):
@@ -248,21 +183,18 @@ class Wav2VecExtractor(NeuralExtractor):
                              f"{len(x)} samples zero-padded to {min_n} (the model's receptive field)")
                 x = np.pad(x, (0, min_n - len(x)))
             items.append((u.id, x))
-        order = length_sorted([len(x) for _, x in items])
-        sorted_items = [items[i] for i in order]
+        return self.in_length_order(self._run_sorted, items, [len(x) for _, x in items])
+
+    def _run_sorted(self, sorted_items: list[tuple[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         if self.uses_mask:
-            done = self._batcher(self._forward, sorted_items)
-        else:
-            # Group-norm models: padding would change the result, so batch equal lengths only.
-            done = []
-            start = 0
-            while start < len(sorted_items):
-                end = start + 1
-                while end < len(sorted_items) and len(sorted_items[end][1]) == len(sorted_items[start][1]):
-                    end += 1
-                done.extend(self._batcher(self._forward, sorted_items[start:end]))
-                start = end
-        out: list[dict[str, np.ndarray]] = [None] * len(batch)  # type: ignore[list-item]
-        for pos, i in enumerate(order):
-            out[i] = done[pos]
-        return out
+            return self._batcher(self._forward, sorted_items)
+        # Group-norm models: padding would change the result, so batch equal lengths only.
+        done = []
+        start = 0
+        while start < len(sorted_items):
+            end = start + 1
+            while end < len(sorted_items) and len(sorted_items[end][1]) == len(sorted_items[start][1]):
+                end += 1
+            done.extend(self._batcher(self._forward, sorted_items[start:end]))
+            start = end
+        return done

@@ -19,67 +19,14 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from mer.common import console
 from mer.common.errors import MerError
 from mer.extract import cache as C
-from mer.extract.base import Extractor
-
-@dataclass
-class Job:
-    """One feature of a run: its extractor, key, store path and staging folder."""
-
-    feature: str
-    extractor: Extractor
-    key: str
-    path: Path
-    modality: str
-    manifest_hash: str
-    outputs: dict[str, dict]
-    on_gpu: bool
-    status: str = "pending"          # pending | reused | computed | resumed
-    batch_size: int = 0             # set by open_staging (a resumed run keeps its parts' size)
-    done: set = field(default_factory=set)
-    n_batches: int = 0
-    resumed_batches: int = 0
-    limits: dict = field(default_factory=dict)     # e.g. {"max_seconds": 600.0}: in the key
-    retry: dict = field(default_factory=dict)      # batch -> row indices that failed last time
-    failures: list = field(default_factory=list)   # (row, id, file, reason, detail) after the run
-    _identity: dict | None = None
-
-    @property
-    def staging(self) -> Path:
-        return Path(str(self.path) + C.PARTIAL)
-
-    def spec(self, dtype: str) -> dict:
-        """What a worker needs to rebuild the extractor (plain, picklable data)."""
-        e = self.extractor
-        return {
-            "feature": self.feature,
-            "module": type(e).__module__,
-            "class": type(e).__qualname__,
-            "config": e.config.to_dict(),
-            "device": e.device,
-            "dtype": dtype,
-            "outputs": self.outputs,
-            "sample_rate": getattr(e, "sample_rate", None),
-            "modality": self.modality,
-            # What the worker's loaded instance must match beyond the config (a .conf file's
-            # content, a weights hash): an edited file must never reuse a stale instance.
-            "identity": self.identity,
-        }
-
-    @property
-    def identity(self) -> dict:
-        if self._identity is None:
-            self._identity = self.extractor.identity()
-        return self._identity
-
-
-
+from mer.extract.work import Job, Options
 
 def part_path(job: Job, b: int) -> Path:
     return job.staging / f"batch-{b:06d}.npz"
@@ -156,6 +103,7 @@ def finalize(job: Job, m, fmt: str, dtype: str, dataset: str) -> dict:
     attribute, report) and the parts stay, so a later run without the flag retries them."""
     from mer.common.report import Report
     from mer.extract.store import STORE_VERSION, STORES, StoreWriter, open_store, replace_dir_or_file, set_attrs
+    from mer.extract.summary import counts
 
     n = len(m.df)
     ids = m.df["id"].astype(str).tolist()
@@ -200,7 +148,7 @@ def finalize(job: Job, m, fmt: str, dtype: str, dataset: str) -> dict:
             "complete": False,
             "format": fmt,
             "limits": job.limits,
-            "failed": {"rows": len(job.failures), "reasons": _count(f[3] for f in job.failures)} if job.failures else {},
+            "failed": {"rows": len(job.failures), "reasons": counts(f[3] for f in job.failures)} if job.failures else {},
         }
         w.finish(attrs)
     except BaseException:
@@ -225,11 +173,31 @@ def finalize(job: Job, m, fmt: str, dtype: str, dataset: str) -> dict:
     return {"valid": valid, "skipped": n - valid, "reasons": dict(report.reasons("dropped")), "failed": len(job.failures)}
 
 
-def _count(xs) -> dict:
-    out: dict = {}
-    for x in xs:
-        out[x] = out.get(x, 0) + 1
-    return out
+def finalize_all(m, pending: list[Job], o: Options) -> dict[str, dict]:
+    """Assemble and verify the stores that may be finished, side by side (compression and
+    file I/O release the GIL); the others are left incomplete, their failures counted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mer.extract.staging import collect_failures, finalize
+    from mer.extract.summary import counts
+
+    n = len(m.df)
+    ids = m.df["id"].astype(str).tolist()
+    files = m.df["audio"].astype(str).tolist()
+    for j in pending:
+        collect_failures(j, ids, files if j.modality == "audio" else ["(text)"] * n)
+    ready = [j for j in pending if o.accept_failures or not j.failures]
+    for j in ready:
+        console.info(f"{j.feature}: writing and verifying {j.path.name}")
+    with ThreadPoolExecutor(max(1, min(len(ready), os.cpu_count() or 1))) as pool:
+        done = {j.feature: pool.submit(finalize, j, m, o.fmt, o.dtype, o.dataset) for j in ready}
+    results = {j.feature: done[j.feature].result() for j in ready}
+    for j in pending:
+        if j not in ready:
+            j.status = "incomplete (failed rows)"
+            results[j.feature] = {"valid": None, "skipped": None, "failed": len(j.failures),
+                                  "reasons": counts(f"failed: {f[3]}" for f in j.failures)}
+    return results
 
 
 def base_versions() -> dict[str, str]:

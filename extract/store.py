@@ -1,4 +1,8 @@
-"""Feature stores: one small writer/reader interface, two formats (Zarr v3, HDF5), one registry.
+"""Feature stores: one small writer/reader interface, formats found through one registry.
+
+Each format is one file that registers a ``StoreFormat`` subclass with the ``STORES`` registry
+(``mer.extract.store_zarr``: Zarr v3, ``mer.extract.store_hdf5``: HDF5); a new backend is a new
+file, found by the registry, and becomes a ``--format`` choice with no other edit.
 
 Layout (the same names in both formats; readable with plain ``zarr`` or ``h5py``)::
 
@@ -24,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -37,10 +40,13 @@ from mer.common.registry import Registry
 # 2: per-chunk checksums (``chunk_checksums``, ``chunk_rows``) verified wherever data is read,
 # and the cache key covers the row limits (``limits``, e.g. --max-seconds).
 STORE_VERSION = 2
+# Storage dtypes of float outputs (``--dtype``); integer outputs keep their own.
+DTYPES = ("float32", "float16")
 CHUNK_BYTES = 2 << 20          # target bytes per chunk (uncompressed)
 JSON_ATTRS = ("config", "identity", "versions", "outputs", "checksums", "chunk_checksums", "chunk_rows", "limits", "failed")
 
-STORES: Registry[type["StoreFormat"]] = Registry("store format", name_attr="name")
+STORES: Registry[type["StoreFormat"]] = Registry("store format", package="mer.extract", marker="STORES.register",
+                                                 name_attr="name")
 
 
 def chunk_rows(dim: int, itemsize: int, total: int) -> int:
@@ -52,6 +58,9 @@ class StoreFormat(ABC):
 
     name: str
     suffix: str
+    # Whether the backend's arrays may be read from several threads at once (dask): h5py's
+    # may not, so its dask arrays read under a lock.
+    thread_safe: bool = True
 
     # -- writing -----------------------------------------------------------------------------
     def __init__(self, path: Path, mode: str):
@@ -91,112 +100,18 @@ class StoreFormat(ABC):
     def remove(path: Path) -> None:
         ...
 
-
-@STORES.register("zarr")
-class ZarrFormat(StoreFormat):
-    suffix = ".zarr"
-
-    def __init__(self, path, mode):
-        super().__init__(path, mode)
-        import zarr
-
-        self._zarr = zarr
-        self.g = zarr.open_group(str(path), mode=mode, zarr_format=3 if mode == "w" else None)
-        self._arrays: dict = {}  # opened once: g[name] reads the array's metadata from disk
-
-    def create_array(self, name, shape, dtype, chunks):
-        from zarr.codecs import BloscCodec
-
-        comp = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle") if np.dtype(dtype).kind in "fiub" else None
-        kw = {"compressors": comp} if comp is not None else {}
-        self._arrays[name] = self.g.create_array(name, shape=shape, dtype=dtype if dtype is not str else str, chunks=chunks, fill_value=None if dtype is str else 0, **kw)
-
-    def write(self, name, sl, data):
-        a = self._arrays.get(name)
-        if a is None:
-            a = self._arrays[name] = self.g[name]
-        a[sl] = data
-
-    def set_attrs(self, attrs):
-        self.g.attrs.update(_jsonable(attrs))
-
-    def get_attrs(self):
-        return dict(self.g.attrs)
-
-    def array(self, name):
-        return self.g[name]
-
-    def has(self, name):
-        return name in self.g
-
     @staticmethod
-    def remove(path):
-        shutil.rmtree(path, ignore_errors=True)
+    def looks_written(path: Path) -> bool:
+        """Whether ``path`` holds this format's own metadata (so mer wrote it, even if it no
+        longer opens): a folder that merely has the right name ending does not."""
+        return Path(path).is_file()
 
 
-@STORES.register("hdf5")
-class HDF5Format(StoreFormat):
-    suffix = ".h5"
-
-    def __init__(self, path, mode):
-        super().__init__(path, mode)
-        import h5py
-
-        self._h5py = h5py
-        self.f = h5py.File(str(path), {"w": "w", "r": "r", "r+": "r+"}[mode])
-
-    def create_array(self, name, shape, dtype, chunks):
-        h5 = self._h5py
-        if dtype is str:
-            self.f.create_dataset(name, shape=shape, dtype=h5.string_dtype(), chunks=chunks if shape[0] else None)
-            return
-        kw = {"compression": "gzip", "compression_opts": 4, "shuffle": True} if shape and shape[0] else {}
-        self.f.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks if shape and shape[0] else None, fillvalue=0, **kw)
-
-    def write(self, name, sl, data):
-        if data.dtype.kind in "UO":
-            data = np.asarray(data, dtype=object)
-        self.f[name][sl] = data
-
-    def set_attrs(self, attrs):
-        for k, v in _jsonable(attrs).items():
-            self.f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list)) else ("" if v is None else v)
-
-    def get_attrs(self):
-        out = {}
-        for k, v in self.f.attrs.items():
-            if isinstance(v, bytes):
-                v = v.decode()
-            if isinstance(v, np.generic):
-                v = v.item()
-            if isinstance(v, str) and (k in JSON_ATTRS or v[:1] in "{["):
-                try:
-                    v = json.loads(v)
-                except ValueError:
-                    pass
-            out[k] = v
-        return out
-
-    def array(self, name):
-        d = self.f[name]
-        return d.asstr() if d.dtype.kind == "O" else d
-
-    def has(self, name):
-        return name in self.f
-
-    def close(self):
-        self.f.close()
-
-    @staticmethod
-    def remove(path):
-        Path(path).unlink(missing_ok=True)
-
-
-def _jsonable(d: Any):
+def jsonable(d: Any):
     if isinstance(d, dict):
-        return {str(k): _jsonable(v) for k, v in d.items()}
+        return {str(k): jsonable(v) for k, v in d.items()}
     if isinstance(d, (list, tuple)):
-        return [_jsonable(v) for v in d]
+        return [jsonable(v) for v in d]
     if isinstance(d, np.generic):
         return d.item()
     return d
@@ -208,7 +123,12 @@ def format_for(path) -> type[StoreFormat]:
         f = STORES.get(name)
         if p.name.endswith(f.suffix):
             return f
-    raise MerError(f"{path}: not a feature store (expected a name ending in .zarr or .h5)")
+    raise MerError(f"{path}: not a feature store (expected a name ending in {suffixes()})")
+
+
+def suffixes() -> str:
+    """``.zarr or .h5``: the registered formats' name endings, for messages."""
+    return " or ".join(STORES.get(n).suffix for n in STORES.names())
 
 
 def remove_store(path) -> None:
@@ -524,7 +444,7 @@ class StoreReader:
 
         a = self.raw(path)
         chunks = getattr(a, "chunks", None) or "auto"
-        return da.from_array(a, chunks=chunks, lock=self.format is HDF5Format)
+        return da.from_array(a, chunks=chunks, lock=not self.format.thread_safe)
 
     def to_xarray(self):
         """An xarray Dataset backed by dask arrays: fixed outputs as (utt, dim) variables with

@@ -38,15 +38,9 @@ import numpy as np
 
 from mer.common.errors import MerError, UsageError, require
 from mer.extract.base import EXTRACTORS, ExtractorConfig, OutputSpec, Utterance
-from mer.extract.neural import NeuralExtractor, from_local
-from mer.extract.torchutil import (
-    dtype_name,
-    hash_model_dir,
-    inference,
-    length_sorted,
-    resolve_hf_model,
-    shared_model,
-)
+from mer.extract.neural import HFExtractor, Loaded, from_local, hf_missing
+from mer.extract.neural import parse_layer as _parse_layer
+from mer.extract.torchutil import dtype_name, inference, resolve_hf_model
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _PACKAGED_NAMES = {DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
@@ -74,16 +68,8 @@ def resolve_text_model(model: str) -> Path:
 
 
 def parse_layer(layer: Any, option: str = "layer") -> str | int:
-    """``last`` | ``last4`` | an int (also given as a string, e.g. from the CLI)."""
-    if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
-        return int(layer)
-    s = str(layer).strip().lower()
-    if s in ("last", "last4", "all"):
-        return s
-    try:
-        return int(s)
-    except ValueError:
-        raise UsageError(f"{option} {layer!r}: use last, last4, all or a layer index (0 = embeddings, -1 = last)") from None
+    """``last`` | ``last4`` | ``all`` | an int (also given as a string, e.g. from the CLI)."""
+    return _parse_layer(layer, option, ("last", "last4", "all"), "0 = embeddings, -1 = last")
 
 
 @dataclass
@@ -96,14 +82,8 @@ class BertConfig(ExtractorConfig):
     dtype: str = "auto"            # auto (fp32 on CPU, bf16/fp16 on GPU) | float32 | float16 | bfloat16
 
 
-class _TextModel:
-    def __init__(self, tokenizer, model):
-        self.tokenizer = tokenizer
-        self.model = model
-
-
 @EXTRACTORS.register("bert")
-class BertExtractor(NeuralExtractor):
+class BertExtractor(HFExtractor):
     modality = "text"
     Config = BertConfig
     batch_hint = 256
@@ -114,15 +94,19 @@ class BertExtractor(NeuralExtractor):
         self.layer = parse_layer(c.layer, "--bert.layer")
         if c.max_tokens < 2:
             raise UsageError(f"--bert.max_tokens {c.max_tokens}: must be at least 2 (special tokens count)")
-        self.model_dir = resolve_text_model(c.model)
-        self._hf_config = None
-        self._hash = None
+        self._init_model(resolve_text_model(c.model))
 
     @classmethod
-    def missing(cls, config: BertConfig | None = None) -> str | None:
-        model = str((config or BertConfig()).model or "")
-        if not model:
+    def missing(cls, config=None) -> str | None:
+        model = str(cls.as_config(config).model or "")
+        if model in _PACKAGED_NAMES and not Path(model).is_dir():
+            try:
+                packaged_minilm_dir()
+            except MerError as e:
+                return str(e)
             return None
+        return hf_missing(model, "--bert.model", "text") if model else None
+
         try:
             resolve_text_model(model)
         except MerError:
@@ -132,47 +116,27 @@ class BertExtractor(NeuralExtractor):
         return None
 
     # -- identity and shape, without loading the weights
-    @property
-    def hf_config(self):
-        if self._hf_config is None:
-            transformers = require("transformers", "text")
-            self._hf_config = transformers.AutoConfig.from_pretrained(str(self.model_dir), local_files_only=True)
-            if getattr(self._hf_config, "is_encoder_decoder", False):
-                raise MerError(f"--bert.model {self.config.model}: encoder-decoder models are not supported; use an encoder")
-            n = getattr(self._hf_config, "num_hidden_layers", None)
-            if self.layer == "last4" and n is not None and n < 4:
-                raise UsageError(f"--bert.layer last4: {self.config.model} has only {n} layers")
-            if isinstance(self.layer, int) and n is not None and not -(n + 1) <= self.layer <= n:
-                raise UsageError(f"--bert.layer {self.layer}: {self.config.model} has hidden states 0..{n}")
-        return self._hf_config
+    def _check_config(self, cfg) -> None:
+        if getattr(cfg, "is_encoder_decoder", False):
+            raise MerError(f"--bert.model {self.config.model}: encoder-decoder models are not supported; use an encoder")
+        n = getattr(cfg, "num_hidden_layers", None)
+        if self.layer == "last4" and n is not None and n < 4:
+            raise UsageError(f"--bert.layer last4: {self.config.model} has only {n} layers")
 
     @property
     def hidden_size(self) -> int:
         return int(self.hf_config.hidden_size)
 
     def identity(self) -> dict[str, Any]:
-        if self._hash is None:
-            self._hash = hash_model_dir(self.model_dir)
         return {
             "model": self.config.model,
             "model_type": self.hf_config.model_type,
-            "weights_hash": self._hash,
+            "weights_hash": self.weights_hash,
             "special_tokens_included": bool(self.config.special_tokens),
             # "auto" means fp32 on CPU and bf16/fp16 on GPU: the resolved precision is part of the key.
             "compute_dtype": dtype_name(self.torch_dtype),
             "mean_pooling": "all non-padding tokens, special tokens included",
         }
-
-    def versions(self) -> dict[str, str]:
-        import torch
-        import transformers
-
-        return {"torch": torch.__version__, "transformers": transformers.__version__}
-
-    @property
-    def n_states(self) -> int:
-        """Hidden states a forward pass returns: the embedding output plus one per layer."""
-        return int(self.hf_config.num_hidden_layers) + 1
 
     def outputs(self) -> dict[str, OutputSpec]:
         h = self.hidden_size
@@ -186,21 +150,17 @@ class BertExtractor(NeuralExtractor):
         }
 
     # -- model
-    def _load(self) -> _TextModel:
-        key = ("bert", str(self.model_dir), self.identity()["weights_hash"], self.device, dtype_name(self.torch_dtype))
-        return shared_model(key, self._load_uncached)
-
-    def _load_uncached(self) -> _TextModel:
+    def _load_uncached(self) -> Loaded:
         transformers = require("transformers", "text")
         tok, model = from_local(self, transformers.AutoTokenizer, transformers.AutoModel)
         model.eval().requires_grad_(False)
         # Half precision only on GPU (resolve_dtype refuses it on CPU).
         model.to(device=self.device, dtype=self.torch_dtype)
-        return _TextModel(tok, model)
+        return Loaded(tok, model)
 
     # -- extraction
     def _tokenize(self, batch: list[Utterance]) -> list[tuple[str, dict]]:
-        tok = self.load().tokenizer
+        tok = self.load().processor
         texts = []
         for u in batch:
             if u.text is None:
@@ -218,11 +178,9 @@ class BertExtractor(NeuralExtractor):
         return items
 
     def _forward(self, items: list[tuple[str, dict]]) -> list[dict[str, np.ndarray]]:
-        import torch
-
         m = self.load()
         special = [it["special_tokens_mask"] for _, it in items]
-        padded = m.tokenizer.pad(
+        padded = m.processor.pad(
             [{k: v for k, v in it.items() if k != "special_tokens_mask"} for _, it in items],
             padding=True, return_tensors="pt",
         )
@@ -230,15 +188,7 @@ class BertExtractor(NeuralExtractor):
         need_all = self.layer != "last"
         with inference(self.device, self.torch_dtype):
             out = m.model(**inputs, output_hidden_states=need_all, return_dict=True)
-        if self.layer == "last":
-            h = out.last_hidden_state
-        elif self.layer == "last4":
-            h = torch.cat(list(out.hidden_states[-4:]), dim=-1)
-        elif self.layer == "all":
-            h = torch.cat(list(out.hidden_states), dim=-1)
-        else:
-            h = out.hidden_states[self.layer]
-        h = h.float()
+        h = self.select_layer(out)
         mask = inputs["attention_mask"].to(h.dtype)
         mean = (h * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
         h = h.cpu().numpy()
@@ -265,12 +215,8 @@ class BertExtractor(NeuralExtractor):
         if not batch:
             return []
         items = self._tokenize(batch)
-        order = length_sorted([len(it["input_ids"]) for _, it in items])
-        done = self._batcher(self._forward, [items[i] for i in order])
-        out: list[dict[str, np.ndarray]] = [None] * len(batch)  # type: ignore[list-item]
-        for pos, i in enumerate(order):
-            out[i] = done[pos]
-        return out
+        return self.in_length_order(lambda xs: self._batcher(self._forward, xs), items,
+                                    [len(it["input_ids"]) for _, it in items])
 
     @staticmethod
     def sort_key(utt: Utterance) -> int:

@@ -1,6 +1,5 @@
 """Shared plumbing for the neural extractors (bert, openl3, dvector, wav2vec).
 
-- ``pick_device``: ``mer.common.device.choose`` (the one device choice of extract and train).
 - ``resolve_dtype`` / ``autocast``: fp16/bf16 on CUDA only; CPU always computes in fp32.
 - ``OOMBatcher``: runs a function over sub-batches and halves the sub-batch size on CUDA
   out-of-memory, retrying the same items; the smaller size sticks for the rest of the run.
@@ -9,7 +8,8 @@
 - ``shared_model``: one loaded model per (key, device) per process, so a Dask worker that runs
   many tasks loads each model once.
 
-The neural extractors' base class is ``mer.extract.neural.NeuralExtractor``.
+The neural extractors' base class is ``mer.extract.neural.NeuralExtractor``; the device is
+chosen by ``mer.common.device.choose`` (the one device choice of extract and train).
 
 torch is imported inside functions: importing this module stays cheap.
 """
@@ -25,13 +25,12 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 
-from mer.common.device import choose as pick_device  # noqa: F401 - the one device choice, for the extractors
 from mer.common.errors import MerError, UsageError
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-# --------------------------------------------------------------------------- devices, dtypes
+# --------------------------------------------------------------------------- dtypes
 
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")

@@ -23,6 +23,7 @@ import numpy as np
 
 from mer.extract.base import EXTRACTORS, Extractor, InputError, Utterance, make_config
 from mer.extract.cache import canonical
+from mer.extract.work import Spec
 
 FLOAT16_MAX = 65504.0
 
@@ -30,39 +31,40 @@ FLOAT16_MAX = 65504.0
 _EXTRACTORS_LOADED: dict[str, Extractor] = {}
 
 
-def worker_extractor(spec: dict) -> Extractor:
+def worker_extractor(spec: Spec | dict) -> Extractor:
     """One extractor instance per (name, config, device) per worker process: models and
     filterbanks are loaded once (``setup()``) and reused for every later batch."""
+    spec = Spec.of(spec)
     k = _key(spec)
     e = _EXTRACTORS_LOADED.get(k)
     if e is None:
-        if spec.get("module") and spec["feature"] not in EXTRACTORS:
+        if spec.module and spec.feature not in EXTRACTORS:
             # An extractor registered outside mer (a plugin, a notebook, a test): import its
             # module; if that module registers it only at run time (the worker may have been
             # forked before), register the class found there under the same name.
             import importlib
 
-            mod = importlib.import_module(spec["module"])
-            if spec["feature"] not in EXTRACTORS and spec.get("class"):
+            mod = importlib.import_module(spec.module)
+            if spec.feature not in EXTRACTORS and spec.qualname:
                 obj = mod
-                for part in spec["class"].split("."):
+                for part in spec.qualname.split("."):
                     obj = getattr(obj, part)
-                EXTRACTORS.register(spec["feature"])(obj)
-        cls = EXTRACTORS.get(spec["feature"])
-        e = cls(make_config(cls, spec["config"]), device=spec["device"])
+                EXTRACTORS.register(spec.feature)(obj)
+        cls = EXTRACTORS.get(spec.feature)
+        e = cls(make_config(cls, spec.config), device=spec.device)
         e.setup()
         _EXTRACTORS_LOADED[k] = e
     return e
 
 
-def _key(spec: dict) -> str:
-    return canonical([spec["feature"], spec["config"], spec["device"], spec.get("identity")])
+def _key(spec: Spec) -> str:
+    return canonical([spec.feature, spec.config, spec.device, spec.identity])
 
 
-def adopt(spec: dict, ext: Extractor) -> None:
+def adopt(spec: Spec | dict, ext: Extractor) -> None:
     """Use an extractor already set up in this process for ``spec`` (``mer predict`` builds
     and checks one before extracting), instead of loading its model a second time."""
-    _EXTRACTORS_LOADED[_key(spec)] = ext
+    _EXTRACTORS_LOADED[_key(Spec.of(spec))] = ext
 
 
 def check_audio(x: np.ndarray, sr: int, max_seconds: float) -> tuple[str, str] | None:
@@ -127,12 +129,13 @@ def decode(r: dict, sr: int, max_seconds: float):
     return (*bad, False) if bad else x
 
 
-def run_batch(rows: list[dict], specs: list[dict], max_seconds: float, threads: int | None = None) -> dict[str, dict]:
+def run_batch(rows: list[dict], specs: list[Spec | dict], max_seconds: float, threads: int | None = None) -> dict[str, dict]:
     """The task: decode each utterance once per sample rate, run every extractor of the
     batch, return one part payload per feature (arrays, skips, failures, events)."""
+    specs = [Spec.of(s) for s in specs]
     b = len(rows)
     decoded: dict[int, list] = {}
-    for sr in sorted({s["sample_rate"] for s in specs if s["modality"] == "audio"}):
+    for sr in sorted({s.sample_rate for s in specs if s.modality == "audio"}):
         decoded[sr] = [decode(r, sr, max_seconds) for r in rows]
     result: dict[str, dict] = {}
     for spec in specs:
@@ -141,8 +144,8 @@ def run_batch(rows: list[dict], specs: list[dict], max_seconds: float, threads: 
         try:
             ext = worker_extractor(spec)
         except Exception as e:  # a broken library or model: every row failed, the run goes on
-            why = f"cannot set up {spec['feature']}: {_why(e)}"
-            result[spec["feature"]] = pack(b, {}, [], spec["outputs"], spec["dtype"], [(i, "extractor failed", why) for i in range(b)])
+            why = f"cannot set up {spec.feature}: {_why(e)}"
+            result[spec.feature] = pack(b, {}, [], spec.outputs, spec.dtype, [(i, "extractor failed", why) for i in range(b)])
             continue
         torch = sys.modules.get("torch")  # only if an extractor uses it: never imported here
         if threads and torch is not None and torch.get_num_threads() != threads:
@@ -150,12 +153,12 @@ def run_batch(rows: list[dict], specs: list[dict], max_seconds: float, threads: 
         utts: list[Utterance] = []
         idx: list[int] = []
         for i, r in enumerate(rows):
-            if spec["modality"] == "audio":
-                x = decoded[spec["sample_rate"]][i]
+            if spec.modality == "audio":
+                x = decoded[spec.sample_rate][i]
                 if isinstance(x, tuple):
                     (fails if x[2] else skips).append((i, x[0], x[1]))
                     continue
-                utts.append(Utterance(r["id"], audio=x, sample_rate=spec["sample_rate"], text=r.get("text")))
+                utts.append(Utterance(r["id"], audio=x, sample_rate=spec.sample_rate, text=r.get("text")))
             else:
                 t = r.get("text")
                 if t is None or (isinstance(t, float) and math.isnan(t)) or not str(t).strip():
@@ -183,16 +186,16 @@ def run_batch(rows: list[dict], specs: list[dict], max_seconds: float, threads: 
                     except Exception as e:
                         fails.append((i, "extractor failed", _why(e)))
             for i, out in pairs:
-                bad = check_out(out, spec["outputs"], spec["dtype"])
+                bad = check_out(out, spec.outputs, spec.dtype)
                 if bad:
                     (fails if bad[2] else skips).append((i, bad[0], bad[1]))
                 else:
                     outs[i] = out
-        part = pack(b, outs, skips, spec["outputs"], spec["dtype"], fails)
+        part = pack(b, outs, skips, spec.outputs, spec.dtype, fails)
         # Repairs and notes the extractor made (a truncated text, padded short audio): they
         # go into the store's report with the skips, so nothing is changed silently.
         part["events"] = [list(e) for e in ext.pop_events()]
-        result[spec["feature"]] = part
+        result[spec.feature] = part
     return result
 
 

@@ -72,10 +72,11 @@ def test_missing_session_fails_the_run_and_only_those_rows_are_retried(corpus, m
     real = worker.run_batch
 
     def counting(rows_, specs, *a, **k):
-        seen.append(([r["id"] for r in rows_], [s["feature"] for s in specs]))
+        seen.append(([r["id"] for r in rows_], [s.feature for s in specs]))
         return real(rows_, specs, *a, **k)
 
-    monkeypatch.setattr("mer.extract.engine.Local.run", lambda self, tasks, on_result, max_in_flight: [on_result(t, counting(*t.args)) for t in tasks])
+    monkeypatch.setattr("mer.extract.runners.Local.run", lambda self, tasks, on_result, max_in_flight: [
+        on_result(t, counting(t.rows, t.specs, t.max_seconds, t.threads)) for t in tasks])
     p = run_extract("iemocap", ["mfcc", "egemaps"], cache=cache, **KW)
     want = sorted(r["id"] for r in rows[3:6])
     assert sorted(i for ids, _ in seen for i in ids) == sorted(want * 2)  # each feature, exactly the failed rows

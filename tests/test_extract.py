@@ -285,7 +285,7 @@ def test_smile_instance_reused_across_utterances_equals_fresh_opensmile():
 
 
 def test_mfcc_and_mel_share_one_stft_with_unchanged_results(clips):
-    """In one task mfcc and mel reuse the same power spectrogram (engine.run_batch runs
+    """In one task mfcc and mel reuse the same power spectrogram (worker.run_batch runs
     them on the same decoded arrays): each must still equal what it gives on its own."""
     from mer.extract import spectral
     from mer.extract.spectral import Mel, MelConfig, Mfcc, MfccConfig

@@ -155,3 +155,36 @@ def test_script_without_main_guard_fails_with_advice(corpus, tmp_path):
     assert r.returncode != 0, r.stdout
     assert "finished" not in r.stdout
     assert '__name__ == "__main__"' in r.stderr, r.stderr[-2000:]
+
+
+def test_no_cluster_when_one_process_finishes_sooner(tmp_path, monkeypatch):
+    """A local Dask cluster costs ~1.5 s to start: a run of one task (or on one core) runs in
+    this process unless --workers/--scheduler asks for workers; the store is the same."""
+    from mer.extract import runners
+    from mer.extract.engine import run_extract
+
+    started = []
+
+    class NoDask:
+        def __init__(self, workers, *a, **k):
+            started.append(workers)
+
+    monkeypatch.setattr(runners, "Dask", NoDask)
+    monkeypatch.setattr(runners.os, "cpu_count", lambda: 2)
+    assert isinstance(runners.choose_runner(1, None, None, True, False), runners.Local)
+    assert isinstance(runners.choose_runner(1, 1, None, True, False), NoDask)      # asked for: started
+    assert isinstance(runners.choose_runner(1, None, "tcp://x:1", True, False), NoDask)
+    assert isinstance(runners.choose_runner(3, None, None, True, False), NoDask)   # 3 tasks, 2 cores
+    assert isinstance(runners.choose_runner(3, 0, None, True, False), runners.Local)
+    monkeypatch.setattr(runners.os, "cpu_count", lambda: 1)
+    assert isinstance(runners.choose_runner(3, None, None, True, False), runners.Local)
+    assert started == [1, None, None]
+
+    rows = make_corpus(tmp_path / "audio", n=5)
+    for c in ("cache", "ref"):
+        write_manifest(tmp_path / c, rows)
+    monkeypatch.setattr(runners.os, "cpu_count", lambda: 2)
+    got = run_extract("iemocap", ["mfcc"], cache=tmp_path / "cache", quiet=True, batch_size=16)  # 5 rows: one task
+    assert started == [1, None, None]  # no cluster for the run
+    ref = run_extract("iemocap", ["mfcc"], cache=tmp_path / "ref", quiet=True, workers=0, batch_size=16)
+    assert_same_store(got["mfcc"], ref["mfcc"])

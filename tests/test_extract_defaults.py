@@ -44,3 +44,19 @@ def test_extractor_notes_reach_the_store_report(tmp_path):
     rep = json.loads((paths["bert"].parent / (paths["bert"].name + ".report.json")).read_text())
     noted = {n["id"] for n in rep["notes"] if n["reason"] == "text truncated to max_tokens"}
     assert noted == {r["id"] for r in rows}
+
+
+def test_extractors_say_what_is_missing(tmp_path, monkeypatch):
+    """``Extractor.missing(config)``: None when usable, else a message naming the option that
+    fixes it (recipes ask it of each feature; `mer extract` without --features too)."""
+    from mer.extract.base import EXTRACTORS
+
+    monkeypatch.delenv("MER_OPENL3_WEIGHTS", raising=False)
+    assert EXTRACTORS.get("mfcc").missing(None) is None
+    assert EXTRACTORS.get("openl3").missing({"random_weights": "true"}) is None
+    assert "--openl3.weights" in EXTRACTORS.get("openl3").missing(None)
+    assert "--wav2vec.model" in EXTRACTORS.get("wav2vec").missing({})
+    assert "--bert.model" in EXTRACTORS.get("bert").missing({"model": str(tmp_path / "no-such-encoder")})
+    assert "--smile.config" in EXTRACTORS.get("smile").missing({"config": str(tmp_path / "emo_large.conf")})
+    ok, why = EXTRACTORS.get("openl3").available()
+    assert not ok and why.startswith("openl3 left out: ") and why.endswith(EXTRACTORS.get("openl3").missing(None))

@@ -127,3 +127,19 @@ def test_common_is_the_bottom_layer():
 def test_extract_does_not_import_train():
     bad = layer_violations("extract", ("train",))
     assert not bad, "extract/ imports train/: " + "; ".join(bad)
+
+
+def test_extract_help_imports_no_heavy_library():
+    """`mer extract --help` builds its options from the registries (every extractor's config,
+    every store format) without importing torch, zarr, h5py, pandas, dask or the audio and
+    model libraries: those cost seconds and are imported where features are computed."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "zarr", "h5py", "pandas", "dask", "distributed", "librosa", "opensmile", "transformers",
+             "scipy", "soundfile")
+    code = ("import sys\nfrom mer.common.cli import main\ntry:\n    main(['extract', '--help'])\nexcept SystemExit:\n    pass\n"
+            f"print(','.join(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "--format [hdf5|zarr]" in r.stdout, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines()[-1:] in ([], [""]), r.stderr

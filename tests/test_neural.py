@@ -15,6 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from mer.common.device import choose  # noqa: E402
 from mer.common.errors import MerError, UsageError  # noqa: E402
 from mer.extract.base import EXTRACTORS, Utterance  # noqa: E402
 from mer.extract import torchutil as tu  # noqa: E402
@@ -43,13 +44,13 @@ def texts(ts=TEXTS):
 
 
 def test_pick_device_and_dtype():
-    assert tu.pick_device("cpu") == "cpu"
-    assert tu.pick_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert choose("cpu") == "cpu"
+    assert choose("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(UsageError):
-        tu.pick_device("tpu")
+        choose("tpu")
     if not torch.cuda.is_available():
         with pytest.raises(UsageError, match="no CUDA GPU"):
-            tu.pick_device("cuda")
+            choose("cuda")
     assert tu.resolve_dtype("cpu", "auto") == torch.float32
     with pytest.raises(UsageError, match="GPUs only"):
         tu.resolve_dtype("cpu", "bfloat16")

@@ -112,3 +112,34 @@ def test_verify_detects_changed_and_nonfinite_values(tmp_path, fmt, suffix):
     # each changed array is named with the chunk that changed (and the other arrays checked)
     assert "array 'mean', chunk 0 (rows 0-" in probs and "checksum differs" in probs
     assert "array 'frames/values', chunk 0" in probs
+
+
+def test_format_choices_come_from_the_store_registry(tmp_path):
+    """`mer extract --format` offers exactly the registered backends, and a backend in a file
+    of its own (here a plugin from $MER_PLUGINS) becomes a choice with no other edit."""
+    import os
+    import subprocess
+    import sys
+
+    from mer.extract.cli import extract
+    from mer.extract.store import STORES
+
+    from mer.common.registry import modules_mentioning
+
+    (fmt,) = [p for p in extract.params if p.name == "fmt"]
+    assert sorted(fmt.type.choices) == STORES.names() and {"zarr", "hdf5"} <= set(STORES.names())
+    # each backend is a file of its own, found by the registry (no list of modules anywhere)
+    assert {"mer.extract.store_zarr", "mer.extract.store_hdf5"} <= set(modules_mentioning(STORES.package, STORES.marker))
+    plugin = tmp_path / "npzdir_store.py"
+    plugin.write_text(
+        "from mer.extract.store import STORES, StoreFormat\n\n\n"
+        "@STORES.register('npzdir')\n"
+        "class NpzDir(StoreFormat):\n"
+        "    suffix = '.npzdir'\n"
+    )
+    code = ("from mer.extract.cli import extract; from mer.extract.store import STORES; "
+            "(f,) = [p for p in extract.params if p.name == 'fmt']; print(sorted(f.type.choices), STORES.names())")
+    env = {**os.environ, "MER_PLUGINS": str(plugin)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("] [")[0] + "]" == "['hdf5', 'npzdir', 'zarr']", out.stdout

@@ -85,10 +85,11 @@ def test_one_coercion_for_extractor_and_fusion_configs():
 
 def test_one_device_choice():
     from mer.common import device
-    from mer.extract import torchutil
+    from mer.extract import engine, neural, torchutil
     from mer.train import trainer
 
-    assert torchutil.pick_device is device.choose and trainer.pick_device is device.choose
+    assert neural.choose is device.choose and trainer.pick_device is device.choose
+    assert not hasattr(torchutil, "pick_device") and not hasattr(engine, "resolve_device")  # no second name
     assert device.choose("cpu") == "cpu"
     with pytest.raises(UsageError, match="choose auto, cpu, cuda"):
         device.choose("tpu")
