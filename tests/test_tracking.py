@@ -3,6 +3,7 @@ own client and TensorBoard's own event reader."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -66,6 +67,9 @@ def test_mlflow_any_uri(cache, tmp_path):
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("mer-iemocap")
     assert len(client.search_runs([exp.experiment_id])) == 1
+    # artifacts beside that database, never in the working directory (MLflow's ./mlruns)
+    assert (tmp_path / "artifacts" / "mer-iemocap").is_dir()
+    assert not (Path.cwd() / "mlruns").exists()
 
 
 def test_tensorboard_event_files_read_back(cache, tmp_path):

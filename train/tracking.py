@@ -102,14 +102,15 @@ def track_mlflow(run_dir, uri: str | None = None, experiment: str | None = None,
 
     run_dir = Path(run_dir)
     cfg, metrics, history = _run_files(run_dir)
-    default = uri is None
     uri = mlflow_uri(uri, cache)
     client = MlflowClient(tracking_uri=uri)
     name = experiment or f"mer-{cfg.get('dataset')}"
     exp = client.get_experiment_by_name(name)
     if exp is None:
-        # The default local store keeps artifacts beside its database, not in the working directory.
-        art = (Path(uri[len("sqlite:///"):]).parent / "artifacts" / name).as_uri() if default else None
+        # A local SQLite store keeps artifacts beside its database, not in the working directory
+        # (MLflow's default, ./mlruns); a tracking server decides for itself.
+        local = uri.startswith("sqlite:///")
+        art = (Path(uri[len("sqlite:///"):]).parent / "artifacts" / name).as_uri() if local else None
         exp_id = client.create_experiment(name, artifact_location=art)
     else:
         exp_id = exp.experiment_id
