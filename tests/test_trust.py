@@ -86,10 +86,12 @@ def test_one_coercion_for_extractor_and_fusion_configs():
 def test_one_device_choice():
     from mer.common import device
     from mer.extract import engine, neural, torchutil
-    from mer.train import trainer
+    from mer.train import predict, run, trainer
 
-    assert neural.choose is device.choose and trainer.pick_device is device.choose
-    assert not hasattr(torchutil, "pick_device") and not hasattr(engine, "resolve_device")  # no second name
+    assert neural.choose is device.choose
+    # no second name for the one helper, on either side
+    assert not hasattr(torchutil, "pick_device") and not hasattr(engine, "resolve_device")
+    assert not any(hasattr(m, n) for m in (trainer, run, predict) for n in ("pick_device", "resolve_device"))
     assert device.choose("cpu") == "cpu"
     with pytest.raises(UsageError, match="choose auto, cpu, cuda"):
         device.choose("tpu")
