@@ -95,7 +95,8 @@ def list_stores(dataset: str | None = None, cache=None) -> list[dict]:
                     info.update(feature=a.get("feature", info["feature"]), key=a.get("key", ""), complete=bool(a.get("complete")),
                                 n=a.get("n"), outputs=a.get("outputs", {}), created=a.get("created", ""),
                                 manifest_hash=a.get("manifest_hash"), modality=a.get("modality"), valid=int(r.valid.sum()),
-                                config=dict(a.get("config") or {}),
+                                config=dict(a.get("config") or {}), limits=dict(a.get("limits") or {}),
+                                dtype=str(a.get("dtype") or "float32"),
                                 failed=int((a.get("failed") or {}).get("rows") or 0))
             except Exception as e:  # listed, not hidden: `mer cache verify` says what is wrong
                 info["error"] = f"{type(e).__name__}: {e}"
@@ -118,20 +119,78 @@ def _manifest(dataset: str, cache, manifest):
     return manifest
 
 
-def _config_matches(stored: dict, wanted: dict) -> bool:
-    """``stored`` (a store's extractor config) has the ``wanted`` values, compared as text
-    (``--store bert.layer=all``); a model directory or .conf file is compared by its name
-    (a recipe's ``roberta-large`` is the user's ``/models/roberta-large``)."""
-    def text(k, v):
-        v = Path(v).name if k in ("model", "config") and isinstance(v, str) and v else v
+def _text(k, v) -> str:
+    """A setting as compared: numbers by value (``2`` is ``2.0``), a model directory or .conf
+    file by its name (a recipe's ``roberta-large`` is the user's ``/models/roberta-large``),
+    the rest as lower-case text."""
+    v = Path(v).name if k in ("model", "config") and isinstance(v, str) and v else v
+    try:
+        return repr(float(v)) if not isinstance(v, bool) else str(v).lower()
+    except (TypeError, ValueError):
         return str(v).lower()
 
-    return all(k in stored and text(k, stored[k]) == text(k, v) for k, v in wanted.items())
+
+def _config_matches(stored: dict, wanted: dict) -> bool:
+    """``stored`` (a store's settings) has the ``wanted`` values (``--store bert.layer=all``)."""
+    return all(k in stored and _text(k, stored[k]) == _text(k, v) for k, v in wanted.items())
+
+
+def store_settings(s: dict) -> dict:
+    """What a listed store was built with beyond the manifest, flat: its extractor config
+    (runtime fields left out), its row limits (``max_seconds``) and its dtype. ``--store
+    mfcc.max_seconds=2`` picks by any of them."""
+    from mer.extract.base import RUNTIME_FIELDS
+
+    out = {k: v for k, v in (s.get("config") or {}).items() if k not in RUNTIME_FIELDS}
+    out.update(s.get("limits") or {})
+    out["dtype"] = s.get("dtype") or "float32"
+    return out
+
+
+def default_settings(feature: str, modality: str | None) -> dict | None:
+    """The settings a plain ``mer extract --features <feature>`` builds with (None when the
+    extractor is not registered here)."""
+    from mer.extract.base import EXTRACTORS, make_config
+    from mer.extract.work import Options
+
+    try:
+        cls = EXTRACTORS.get(feature)
+    except Exception:   # an extractor registered by a plugin that is not loaded now
+        return None
+    o = Options(dataset="")
+    limits = {"max_seconds": float(o.max_seconds)} if (modality or cls.modality) == "audio" else {}
+    return store_settings({"config": make_config(cls, None).to_dict(), "limits": limits, "dtype": o.dtype})
+
+
+def _differences(stores: list[dict]) -> list[str]:
+    """Which settings tell the stores apart, as ``k=v`` text, one entry per store."""
+    sets = [store_settings(s) for s in stores]
+    keys = sorted({k for d in sets for k in d if len({_text(k, x.get(k)) for x in sets}) > 1})
+    return [", ".join(f"{k}={d.get(k)}" for k in keys) or "same settings" for d in sets]
+
+
+def _pick(feature: str, dataset: str, hits: list[dict]) -> dict:
+    """Of several complete stores for the current manifest, the one with the default
+    settings; else a MerError naming each candidate, what tells them apart and --store.
+    Choosing the newest silently trained on a 2-second-limited store (issue 21)."""
+    mod = hits[0].get("modality")
+    dflt = default_settings(feature, mod)
+    if dflt is not None:
+        same = [s for s in hits if _config_matches(store_settings(s), dflt)]
+        if same:   # several: one key in two formats; identical rows, the newest is as good
+            return same[-1]
+    diffs = _differences(hits)
+    cands = "; ".join(f"{Path(s['path']).name} ({d}, {s.get('valid')} of {s.get('n')} rows valid)" for s, d in zip(hits, diffs))
+    first = diffs[0].split(", ")[0]
+    raise MerError(f"{len(hits)} complete {feature!r} stores for {dataset!r} were built with different settings and "
+                   f"none with the defaults: {cands}; pick one with `mer train --store {feature}.{first}` "
+                   f"(or remove the others with `mer cache rm`)")
 
 
 def find_store(dataset: str, feature: str, cache=None, manifest=None, where: dict | None = None) -> Path:
-    """The newest COMPLETE store of extractor ``feature`` built from the current manifest
-    (its modality hash), else a MerError naming the `mer extract` command to run.
+    """The COMPLETE store of extractor ``feature`` built from the current manifest (its
+    modality hash), else a MerError naming the `mer extract` command to run. When several
+    exist, the one with the default settings (``_pick``), else a MerError naming them.
     ``where``: {config field: value} the store's extractor config must have (``mer train
     --store bert.layer=all`` when stores of several configurations exist)."""
     m = _manifest(dataset, cache, manifest)
@@ -144,11 +203,11 @@ def find_store(dataset: str, feature: str, cache=None, manifest=None, where: dic
             hits.append(s)
     if hits and where:
         def fits(s):
-            return _config_matches(s.get("config") or {}, where)
+            return _config_matches(store_settings(s), where)
 
         chosen = [s for s in hits if fits(s)]
         if not chosen:
-            have = "; ".join(", ".join(f"{k}={(s.get('config') or {}).get(k)}" for k in where) for s in hits)
+            have = "; ".join(", ".join(f"{k}={store_settings(s).get(k)}" for k in where) for s in hits)
             want = ", ".join(f"{feature}.{k}={v}" for k, v in where.items())
             raise MerError(f"no {feature!r} store for {dataset!r} has {want} (the current ones have: {have}); "
                            f"extract it with `mer extract --dataset {dataset} --features {feature} "
@@ -161,7 +220,7 @@ def find_store(dataset: str, feature: str, cache=None, manifest=None, where: dic
         cache_opt = f" --cache {cache}" if cache else ""
         raise MerError(f"{why}; run `mer extract --dataset {dataset} --features {feature}{cache_opt}`")
     hits.sort(key=lambda s: (s["created"], s["path"].stat().st_mtime))
-    return Path(hits[-1]["path"])
+    return Path((hits[0] if len(hits) == 1 else _pick(feature, dataset, hits))["path"])
 
 
 def resolve(dataset: str | None, feature: str | None, path=None, cache=None) -> list[Path]:

@@ -18,7 +18,8 @@ from mer.common.device import choose
 from mer.common.errors import MerError, UsageError
 from mer.common.report import Report
 from mer.train.config import TrainConfig, check_options, parse_list
-from mer.train.data import FeatureCache, FeatureSet, InputSpec, TrainData, build_data, parse_features, resolve_inputs
+from mer.train.data import (DROP_WARN_SHARE, FeatureCache, FeatureSet, InputSpec, TrainData, build_data, parse_features,
+                            resolve_inputs, usage_line)
 from mer.train.folds import FoldResult, autocast, check_balanced
 from mer.train.fusion import build_model, check_context, fusion_wants, model_config
 from mer.train.pool import fold_results
@@ -104,6 +105,11 @@ class DataVariants:
         for raw, n in sch.unlabelled(man.df, self.labels).items():  # e.g. MELD emo6: the fear rows
             rep.counts[f"without a label under the scheme: {sch.source} {raw}"] = n
         data = build_data(man.df, self.labels, self.classes, list(key.sources), self.fcache, sch.is_regression, rep)
+        line, share = usage_line(rep)
+        console.info(line)
+        if share > DROP_WARN_SHARE:
+            console.warn(f"{share:.0%} of the labelled utterances are NOT used; the run's data_report.txt names each "
+                         f"(a store extracted with other settings? `mer cache ls` lists them, `--store` picks one)")
         return data, rep
 
 
