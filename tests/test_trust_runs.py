@@ -52,3 +52,63 @@ def test_the_data_line_counts_used_and_dropped_utterances():
     line, share = usage_line(rep)
     assert "51 of 206 labelled utterances used" in line and "155 skipped by extractor (mfcc)" in line
     assert share > DROP_WARN_SHARE
+
+
+def test_the_audit_flags_a_protocol_that_leaks_a_speaker():
+    """A speaker recorded in two sessions: LOSO by session then tests on a speaker it trained on."""
+    import numpy as np
+    import pandas as pd
+
+    from mer.train.audit import check_folds
+    from mer.train.protocols import make_folds
+
+    n = 120
+    sess = np.repeat(["Ses01", "Ses02", "Ses03"], n // 3)
+    spk = np.array([f"{s}F" for s in sess], dtype=object)
+    spk[:5] = "Ses02F"             # five Ses01 utterances carry a Ses02 speaker
+    df = pd.DataFrame({"id": [f"u{i}" for i in range(n)], "session": sess, "speaker": spk})
+    y = np.arange(n) % 4
+    spec = {"name": "loso", "kind": "group_folds", "group": "session"}
+    folds = {0: make_folds(spec, df, y, seed=0)}
+    parts, problems = check_folds(spec, df, y, ["a", "b", "c", "d"], folds)
+    assert any("fold Ses01: speaker Ses02F in test and in training" in p for p in problems), problems
+    assert any("fold Ses02: speaker Ses02F in test and in training" in p for p in problems), problems
+    assert not any("Ses03" in p for p in problems)
+    ses3 = next(p for p in parts if p["fold"] == "Ses03")
+    assert ses3["test_speakers_disjoint"] and ses3["test_sessions_disjoint"]
+    assert sum(ses3["test"].values()) == 40 and set(ses3["valid"]) == {"a", "b", "c", "d"}
+    # a clean protocol passes
+    df["speaker"] = [f"{s}F" for s in sess]
+    assert check_folds(spec, df, y, ["a", "b", "c", "d"], folds)[1] == []
+
+
+def test_every_run_carries_the_audit_and_mer_runs_shows_it(tmp_path, capsys):
+    import json
+
+    from mer.train.rundir import runs_table
+    from mer.train.synthetic_features import synthetic
+    from mer.train.trainer import TrainConfig, run_train
+
+    man, sets = synthetic(160, seed=3, text_dim=6, audio_dim=5, noise=0.5)
+    (res,) = run_train("iemocap", "mfcc", "concat", protocol="loso", manifest=man, feature_sets=sets, out=tmp_path,
+                       config=TrainConfig(epochs=3), device="cpu", plots=False, quiet=False)
+    a = json.loads((res.path / "metrics.json").read_text())["audit"]
+    assert a["ok"], a["problems"]
+    assert a["metrics_recomputed_max_diff"] < 1e-9 and len(a["label_map_hash"]) == 16
+    assert "session" in a["disjoint_columns"] and len(a["folds"]) == 5
+    assert all(f["valid_from"] == "utterance" for f in a["folds"])
+    assert "of 160 labelled utterances used" in capsys.readouterr().err
+    assert list(runs_table([tmp_path])["audit"]) == ["ok"]
+    from mer.common.cli import main
+
+    capsys.readouterr()
+    main(["runs", str(tmp_path)])
+    out = capsys.readouterr()
+    assert "audit" in out.out and "mean ± std over folds" in out.err   # which UA (not pooled)
+    # a tampered metric is caught by the recomputation
+    m = json.loads((res.path / "metrics.json").read_text())
+    from mer.train.audit import recheck_metrics
+
+    m["folds"][0]["ua"] += 0.1
+    worst, probs = recheck_metrics(res.path / "predictions.csv", m["folds"], m["classes"], False)
+    assert probs and "recomputed from predictions.csv" in probs[0]

@@ -249,12 +249,12 @@ def _train_pair(plan: _Plan, ld: _Loaded, reqs, fname: str) -> RunResult | None:
     key = DataKey(tuple(sources), tc.normalize == "speaker", bool(getattr(cls, "aligns_audio_to_tokens", False)))
     data, rep = ld.variants.get(key, ",".join(r.text for r in reqs))
     rep = copy.deepcopy(rep)
-    spec, results, seconds = _fold_loop(plan, ld, cls, cfg, fname, sources, data, rep)
+    spec, results, seconds, fold_sets = _fold_loop(plan, ld, cls, cfg, fname, sources, data, rep)
     run_dir, metrics = write_run(
         ld.out_root, plan.run_id, dataset=ld.dataset, manifest=ld.man, scheme=ld.sch, protocol=spec, seeds=plan.seeds,
         fusion=fname, model_cfg=cfg, train_cfg=tc, requests=reqs, sources=sources, fcache=ld.fcache,
         data=data, results=results, report=rep, seconds=seconds, command=ld.command, plots=ld.plots,
-        recipe=ld.recipe,
+        recipe=ld.recipe, fold_sets=fold_sets,
     )
     return RunResult(run_dir, fname, ",".join(r.text for r in reqs), metrics["mean"], metrics.get("paper_fold"))
 
@@ -279,7 +279,7 @@ def _skip(plan: _Plan, ld: _Loaded, cls, cfg, sources, reqs, fname: str) -> bool
 
 
 def _fold_loop(plan: _Plan, ld: _Loaded, cls, cfg, fname: str, sources, data: TrainData, rep: Report):
-    """(protocol spec, fold results in task order, seconds): every fold of every seed."""
+    """(protocol spec, fold results in task order, seconds, {seed: folds}): every fold of every seed."""
     from mer.common.progress import progress
     from mer.train.protocols import make_folds, protocol_spec
 
@@ -288,7 +288,7 @@ def _fold_loop(plan: _Plan, ld: _Loaded, cls, cfg, fname: str, sources, data: Tr
     strat = None if data.regression else data.y
     results: list[FoldResult] = []
     t0 = time.perf_counter()
-    fold_sets = {s: make_folds(spec, data.meta, strat, s, rep, tc.valid_fraction) for s in plan.seeds}
+    fold_sets = {s: make_folds(spec, data.meta, strat, s, rep, tc.valid_fraction, tc.valid_groups) for s in plan.seeds}
     total = sum(len(v) for v in fold_sets.values())
     label = f"{fname} [{'+'.join(s.key for s in sources)}]"
     tasks = [(s, fold) for s in plan.seeds for fold in fold_sets[s]]
@@ -297,7 +297,7 @@ def _fold_loop(plan: _Plan, ld: _Loaded, cls, cfg, fname: str, sources, data: Tr
             results.append(r)
             bar.set_postfix_str(_postfix(results[-1], data.regression))
             bar.update(1)
-    return spec, results, time.perf_counter() - t0
+    return spec, results, time.perf_counter() - t0, fold_sets
 
 
 def _report_skips(plan: _Plan, ld: _Loaded, written: list) -> None:
