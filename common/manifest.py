@@ -204,8 +204,10 @@ def load(dataset: str, cache=None, manifest: str | Path | None = None) -> Manife
 
     p = Path(manifest) if manifest else paths.manifest_path(dataset, cache)
     if not p.exists():
+        # only `mer prepare` has --root; other commands take a manifest file or a cache root
         raise MerError(
             f"no manifest for dataset {dataset!r} at {p}; run `mer prepare --dataset {dataset} --root <corpus>` "
-            "(or pass --root to this command)"
+            "(or pass --manifest <file> or --cache <dir> to this command)"
+            + ("" if manifest else paths.demo_hint(cache))
         )
     return read(p)

@@ -234,7 +234,8 @@ def resolve(dataset: str | None, feature: str | None, path=None, cache=None) -> 
         raise MerError("say which stores: --dataset D [--feature F] or a store path")
     stores = [s for s in list_stores(dataset, cache) if feature is None or s["feature"] == feature]
     if not stores:
-        raise MerError(f"no stores for dataset {dataset!r}" + (f" and feature {feature!r}" if feature else "") + f" in {paths.cache_root(cache)}")
+        raise MerError(f"no stores for dataset {dataset!r}" + (f" and feature {feature!r}" if feature else "") + f" in {paths.cache_root(cache)}"
+                       + paths.demo_hint(cache))
     return [Path(s["path"]) for s in stores]
 
 

@@ -112,3 +112,25 @@ def test_every_run_carries_the_audit_and_mer_runs_shows_it(tmp_path, capsys):
     m["folds"][0]["ua"] += 0.1
     worst, probs = recheck_metrics(res.path / "predictions.csv", m["folds"], m["classes"], False)
     assert probs and "recomputed from predictions.csv" in probs[0]
+
+
+def test_after_the_demo_other_commands_say_where_its_cache_is(tmp_path, monkeypatch, capsys):
+    """`mer demo` keeps its own cache root (<cache>/demo); runs/train/cache ls/cache verify
+    looked in the plain cache and found nothing without saying why; train suggested --root."""
+    from mer.common.cli import main
+
+    root = tmp_path / "cache"
+    (root / "demo" / "runs").mkdir(parents=True)
+    (root / "demo" / "iemocap").mkdir()
+    monkeypatch.setenv("MER_CACHE", str(root))
+    monkeypatch.chdir(tmp_path)
+    for args in (["cache", "ls"], ["cache", "verify"]):
+        main(args)
+        assert f"add --cache {root / 'demo'}" in capsys.readouterr().out
+    for args, want in ((["train", "-d", "iemocap", "-f", "mfcc"], f"add --cache {root / 'demo'}"),
+                       (["runs"], f"mer runs {root / 'demo' / 'runs'}")):
+        with pytest.raises(SystemExit):
+            main(args)
+        err = capsys.readouterr().err
+        assert want in err, err
+        assert "pass --root to this command" not in err

@@ -206,7 +206,10 @@ def runs(roots, filters, sort, ascending, metrics, csv_path, md_path, png_path, 
     roots = roots or ("runs",)
     df = runs_table(roots, list(filters), sort, ascending)
     if len(df) == 0:
-        raise MerError(f"no finished runs under {', '.join(roots)}" + (" matching the filters" if filters else ""))
+        from mer.common.paths import demo_hint
+
+        raise MerError(f"no finished runs under {', '.join(roots)}" + (" matching the filters" if filters else "")
+                       + demo_hint(None, "runs"))
     id_cols = ["run", "dataset", "features", "fusion", "protocol", "scheme", "seeds", "folds", "n"]
     paper_cols = ["recipe", "paper"]   # the recipe's paper figure, shown when a run has one
     metric_cols = [c for c in df.columns if c not in id_cols + paper_cols + ["path", "audit"] and not c.endswith("_std")]
