@@ -214,6 +214,7 @@ def find_store(dataset: str, feature: str, cache=None, manifest=None, where: dic
                            + " ".join(f"--{feature}.{k} {v}" for k, v in where.items()) + "`")
         hits = chosen
     if not hits:
+        _unknown_feature(dataset, feature, cache)
         others = [s for s in list_stores(dataset, cache) if s["feature"] == feature]
         why = (f"{len(others)} store(s) of {feature!r} exist but none is complete and built from the current manifest"
                if others else f"no {feature!r} features for {dataset!r} in {paths.cache_root(cache)}")
@@ -221,6 +222,30 @@ def find_store(dataset: str, feature: str, cache=None, manifest=None, where: dic
         raise MerError(f"{why}; run `mer extract --dataset {dataset} --features {feature}{cache_opt}`")
     hits.sort(key=lambda s: (s["created"], s["path"].stat().st_mtime))
     return Path((hits[0] if len(hits) == 1 else _pick(feature, dataset, hits))["path"])
+
+
+def _unknown_feature(dataset: str, feature: str, cache) -> None:
+    """A MerError for a feature name no extractor has (a typo): the stores that exist and
+    the closest valid name. Suggesting `mer extract --features <typo>` sent users to a
+    command that fails in turn (issue 21)."""
+    import difflib
+
+    from mer.extract.base import EXTRACTORS
+
+    known = list(EXTRACTORS.names())
+    if feature in known:
+        return
+    have = sorted({s["feature"] for s in list_stores(dataset, cache) if s["complete"] and not s.get("error")})
+    close = difflib.get_close_matches(feature, have, n=1) or difflib.get_close_matches(feature, known, n=1)
+    cache_opt = f" --cache {cache}" if cache else ""
+    if close and close[0] in have:
+        hint = f"did you mean {close[0]!r}? e.g. `mer train --dataset {dataset} --features {close[0]}{cache_opt}`"
+    elif close:
+        hint = f"did you mean {close[0]!r}? extract it with `mer extract --dataset {dataset} --features {close[0]}{cache_opt}`"
+    else:
+        hint = f"extractors: {', '.join(known)}"
+    stores = f"stores for {dataset!r}: {', '.join(have)}" if have else f"no complete stores for {dataset!r} yet"
+    raise MerError(f"no feature {feature!r}: no extractor has that name ({stores}); {hint}")
 
 
 def resolve(dataset: str | None, feature: str | None, path=None, cache=None) -> list[Path]:

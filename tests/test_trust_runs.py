@@ -134,3 +134,18 @@ def test_after_the_demo_other_commands_say_where_its_cache_is(tmp_path, monkeypa
         err = capsys.readouterr().err
         assert want in err, err
         assert "pass --root to this command" not in err
+
+
+def test_a_misspelt_feature_lists_the_stores_and_a_valid_command(tmp_path, capsys):
+    from mer.common.cli import main
+    from mer.extract.engine import run_extract
+
+    cache = tmp_path / "cache"
+    write_manifest(cache, make_corpus(tmp_path / "audio", n=6))
+    run_extract("iemocap", ["mfcc"], cache=cache, **KW)
+    with pytest.raises(SystemExit):
+        main(["train", "-d", "iemocap", "-f", "mfc", "--cache", str(cache)])
+    err = capsys.readouterr().err
+    assert "no feature 'mfc'" in err and "stores for 'iemocap': mfcc" in err, err
+    assert f"`mer train --dataset iemocap --features mfcc --cache {cache}`" in err
+    assert "mer extract --dataset iemocap --features mfc" not in err
