@@ -149,3 +149,18 @@ def test_a_misspelt_feature_lists_the_stores_and_a_valid_command(tmp_path, capsy
     assert "no feature 'mfc'" in err and "stores for 'iemocap': mfcc" in err, err
     assert f"`mer train --dataset iemocap --features mfcc --cache {cache}`" in err
     assert "mer extract --dataset iemocap --features mfc" not in err
+
+
+def test_ctrl_c_during_extract_says_in_one_line_that_a_rerun_resumes(tmp_path, monkeypatch, capsys):
+    from mer.common.cli import main
+    from mer.extract import engine
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "run_extract", interrupted)
+    with pytest.raises(SystemExit) as e:
+        main(["extract", "-d", "iemocap", "-f", "mfcc", "--cache", str(tmp_path)])
+    assert e.value.code == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "run the same `mer extract` command again to resume" in err[0], err
