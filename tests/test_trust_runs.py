@@ -164,3 +164,23 @@ def test_ctrl_c_during_extract_says_in_one_line_that_a_rerun_resumes(tmp_path, m
     assert e.value.code == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "run the same `mer extract` command again to resume" in err[0], err
+
+
+def test_audio_changed_after_prepare_is_refused(tmp_path):
+    """Audio edited after `mer prepare` was extracted silently under the old hash."""
+    import os
+
+    import soundfile as sf
+    from test_extract import speechlike
+
+    from mer.extract.engine import run_extract
+
+    cache = tmp_path / "cache"
+    rows = make_corpus(tmp_path / "audio", n=4)
+    write_manifest(cache, rows)
+    run_extract("iemocap", ["mfcc"], cache=cache, **KW)
+    os.utime(rows[1]["audio"], ns=(1, 1))          # touched, same bytes: rehashed, accepted
+    run_extract("iemocap", ["mfcc"], cache=cache, **KW)
+    sf.write(rows[2]["audio"], speechlike(0.6, 77), 16000, subtype="PCM_16")   # new content
+    with pytest.raises(MerError, match=r"audio changed since `mer prepare`: .*u002\.wav \(utterance Ses01F_impro01_F002\).*1 such"):
+        run_extract("iemocap", ["mfcc"], cache=cache, **KW)
