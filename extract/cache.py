@@ -180,6 +180,10 @@ def _pick(feature: str, dataset: str, hits: list[dict]) -> dict:
         if same:   # several: one key in two formats; identical rows, the newest is as good
             return same[-1]
     diffs = _differences(hits)
+    if all(d == "same settings" for d in diffs):
+        # the same settings, other identity (an edited .conf file, other weights): the
+        # newest was built from the files as they are now
+        return hits[-1]
     cands = "; ".join(f"{Path(s['path']).name} ({d}, {s.get('valid')} of {s.get('n')} rows valid)" for s, d in zip(hits, diffs))
     first = diffs[0].split(", ")[0]
     raise MerError(f"{len(hits)} complete {feature!r} stores for {dataset!r} were built with different settings and "
