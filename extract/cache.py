@@ -150,16 +150,14 @@ def store_settings(s: dict) -> dict:
 def default_settings(feature: str, modality: str | None) -> dict | None:
     """The settings a plain ``mer extract --features <feature>`` builds with (None when the
     extractor is not registered here)."""
-    from mer.extract.base import EXTRACTORS, make_config
-    from mer.extract.work import Options
+    from mer.extract.base import DEFAULT_DTYPE, DEFAULT_MAX_SECONDS, EXTRACTORS, make_config
 
     try:
         cls = EXTRACTORS.get(feature)
     except Exception:   # an extractor registered by a plugin that is not loaded now
         return None
-    o = Options(dataset="")
-    limits = {"max_seconds": float(o.max_seconds)} if (modality or cls.modality) == "audio" else {}
-    return store_settings({"config": make_config(cls, None).to_dict(), "limits": limits, "dtype": o.dtype})
+    limits = {"max_seconds": float(DEFAULT_MAX_SECONDS)} if (modality or cls.modality) == "audio" else {}
+    return store_settings({"config": make_config(cls, None).to_dict(), "limits": limits, "dtype": DEFAULT_DTYPE})
 
 
 def _differences(stores: list[dict]) -> list[str]:
