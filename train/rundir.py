@@ -302,6 +302,8 @@ def runs_table(roots, filters: list[str] = (), sort: str | None = None, ascendin
 
     import pandas as pd
 
+    from mer.train.audit import audit_line
+
     rows = []
     for run in find_runs(roots):
         try:
@@ -320,8 +322,6 @@ def runs_table(roots, filters: list[str] = (), sort: str | None = None, ascendin
         for k in ("ua", "accuracy"):  # the fold a paper reports alone (si: Ses05-F), when the protocol names one
             if k in ((m.get("paper_fold") or {}).get("mean") or {}):
                 row[f"paper_fold_{k}"] = m["paper_fold"]["mean"][k]
-        from mer.train.audit import audit_line
-
         row["audit"] = audit_line(m.get("audit"))
         row["path"] = str(run)
         rows.append(row)
