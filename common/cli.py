@@ -120,13 +120,21 @@ def recipes():
         click.echo(f"{r['recipe']}: {r['reported as']}")
 
 
+def _interrupted(argv: list[str]) -> str:
+    """The one line printed on Ctrl-C; `mer extract` keeps each finished batch on disk
+    (extract/staging.py), so a rerun resumes, and the user should know it."""
+    if next((a for a in argv if not a.startswith("-")), None) == "extract":
+        return "interrupted: finished batches are kept; run the same `mer extract` command again to resume"
+    return "interrupted"
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
         cli.main(args=argv, prog_name="mer", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort as e:   # click turns a KeyboardInterrupt into Abort
+        click.echo(_interrupted(argv) if isinstance(e.__cause__, KeyboardInterrupt) else "aborted", err=True)
         sys.exit(130)
     except click.ClickException as e:
         e.show()
@@ -137,7 +145,7 @@ def main(argv=None):
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        click.echo(_interrupted(argv), err=True)
         sys.exit(130)
     except Exception as e:  # anything unexpected: one line, the traceback behind --debug
         if debug:

@@ -167,6 +167,7 @@ def write(df: pd.DataFrame, path: Path, dataset: str, root: str | None, extra_me
     meta = {
         "format_version": FORMAT_VERSION,
         "dataset": dataset,
+        "audio_stat": audio_stats(df),
         "root": str(root) if root else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "n": int(len(df)),
@@ -179,6 +180,47 @@ def write(df: pd.DataFrame, path: Path, dataset: str, root: str | None, extra_me
     tmp.replace(path)  # atomic: a crash never leaves half a manifest behind
     meta_path(path).write_text(json.dumps(meta, indent=1))
     return Manifest(df, meta, path)
+
+
+def _stat(path) -> list[int] | None:
+    import os
+
+    try:
+        st = os.stat(path)
+    except (OSError, TypeError, ValueError):
+        return None
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
+def audio_stats(df: pd.DataFrame) -> dict[str, list[int]]:
+    """{audio file: [size, mtime_ns]} of every hashed audio file when the manifest is written:
+    ``changed_audio`` rehashes only files whose size or mtime moved since."""
+    rows = df.loc[df["audio_hash"].notna() & df["audio"].notna(), "audio"].astype(str).unique()
+    return {a: st for a in rows if (st := _stat(a)) is not None}
+
+
+def changed_audio(m: "Manifest") -> list[tuple[str, str]]:
+    """(id, file) of rows whose audio file's content is no longer the manifest's ``audio_hash``
+    (edited or replaced after ``mer prepare``). Cheap: a file whose size and mtime are those
+    recorded at prepare time is not read; the others are hashed. Missing files are left to
+    the extraction, which reports them per row. Manifests written before the stats were
+    recorded have none: every file is then hashed (the extraction reads them all anyway)."""
+    from mer.common.audio import file_hash
+
+    df = m.df
+    stats = m.meta.get("audio_stat") or {}
+    out, hashed = [], {}
+    for uid, audio, h in zip(df["id"], df["audio"], df["audio_hash"]):
+        if audio is None or h is None or (isinstance(h, float) and np.isnan(h)) or (isinstance(audio, float)):
+            continue
+        st = _stat(audio)
+        if st is None or stats.get(str(audio)) == st:
+            continue
+        if audio not in hashed:
+            hashed[audio] = file_hash(audio)
+        if hashed[audio] != h:
+            out.append((str(uid), str(audio)))
+    return out
 
 
 def meta_path(path: Path) -> Path:
@@ -204,8 +246,10 @@ def load(dataset: str, cache=None, manifest: str | Path | None = None) -> Manife
 
     p = Path(manifest) if manifest else paths.manifest_path(dataset, cache)
     if not p.exists():
+        # only `mer prepare` has --root; other commands take a manifest file or a cache root
         raise MerError(
             f"no manifest for dataset {dataset!r} at {p}; run `mer prepare --dataset {dataset} --root <corpus>` "
-            "(or pass --root to this command)"
+            "(or pass --manifest <file> or --cache <dir> to this command)"
+            + ("" if manifest else paths.demo_hint(cache))
         )
     return read(p)

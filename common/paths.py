@@ -57,3 +57,15 @@ def manifest_path(dataset: str, cache: str | os.PathLike | None = None) -> Path:
 
 def features_dir(dataset: str, cache: str | os.PathLike | None = None) -> Path:
     return dataset_dir(dataset, cache) / "features"
+
+
+def demo_hint(cache: str | os.PathLike | None = None, what: str = "cache") -> str:
+    """`` ...; `mer demo` wrote ... there: add --cache <root>/demo`` when the demo's cache
+    root (``<cache>/demo``, kept apart so its synthetic "iemocap" never replaces a real one)
+    holds data and this command looked elsewhere; else "". ``what``: "cache" or "runs"."""
+    demo = cache_root(cache) / "demo"
+    if not demo.is_dir():
+        return ""
+    if what == "runs":
+        return f"; `mer demo` wrote its runs under {demo / 'runs'}: `mer runs {demo / 'runs'}`" if (demo / "runs").is_dir() else ""
+    return f"; `mer demo` keeps its own cache root: add --cache {demo}"

@@ -30,6 +30,11 @@ DEFAULT_FEATURES = ("mfcc", "mel", "egemaps", "bert", "dvector", "openl3")
 # Config fields that change how fast features are computed, never their values: they are
 # saved in the store but left out of its cache key, so a new batch size reuses the store.
 RUNTIME_FIELDS = frozenset({"batch_size"})
+# What a plain `mer extract` builds with, beside the extractor's config: audio rows longer
+# than this are skipped (in the key), values stored as this dtype. extract/cache.py compares
+# stores against them to find the default one.
+DEFAULT_MAX_SECONDS = 600.0
+DEFAULT_DTYPE = "float32"
 
 
 def default_features(configs: dict[str, dict] | None = None) -> tuple[list[str], list[str]]:

@@ -95,7 +95,8 @@ def list_stores(dataset: str | None = None, cache=None) -> list[dict]:
                     info.update(feature=a.get("feature", info["feature"]), key=a.get("key", ""), complete=bool(a.get("complete")),
                                 n=a.get("n"), outputs=a.get("outputs", {}), created=a.get("created", ""),
                                 manifest_hash=a.get("manifest_hash"), modality=a.get("modality"), valid=int(r.valid.sum()),
-                                config=dict(a.get("config") or {}),
+                                config=dict(a.get("config") or {}), limits=dict(a.get("limits") or {}),
+                                dtype=str(a.get("dtype") or "float32"),
                                 failed=int((a.get("failed") or {}).get("rows") or 0))
             except Exception as e:  # listed, not hidden: `mer cache verify` says what is wrong
                 info["error"] = f"{type(e).__name__}: {e}"
@@ -118,20 +119,80 @@ def _manifest(dataset: str, cache, manifest):
     return manifest
 
 
-def _config_matches(stored: dict, wanted: dict) -> bool:
-    """``stored`` (a store's extractor config) has the ``wanted`` values, compared as text
-    (``--store bert.layer=all``); a model directory or .conf file is compared by its name
-    (a recipe's ``roberta-large`` is the user's ``/models/roberta-large``)."""
-    def text(k, v):
-        v = Path(v).name if k in ("model", "config") and isinstance(v, str) and v else v
+def _text(k, v) -> str:
+    """A setting as compared: numbers by value (``2`` is ``2.0``), a model directory or .conf
+    file by its name (a recipe's ``roberta-large`` is the user's ``/models/roberta-large``),
+    the rest as lower-case text."""
+    v = Path(v).name if k in ("model", "config") and isinstance(v, str) and v else v
+    try:
+        return repr(float(v)) if not isinstance(v, bool) else str(v).lower()
+    except (TypeError, ValueError):
         return str(v).lower()
 
-    return all(k in stored and text(k, stored[k]) == text(k, v) for k, v in wanted.items())
+
+def _config_matches(stored: dict, wanted: dict) -> bool:
+    """``stored`` (a store's settings) has the ``wanted`` values (``--store bert.layer=all``)."""
+    return all(k in stored and _text(k, stored[k]) == _text(k, v) for k, v in wanted.items())
+
+
+def store_settings(s: dict) -> dict:
+    """What a listed store was built with beyond the manifest, flat: its extractor config
+    (runtime fields left out), its row limits (``max_seconds``) and its dtype. ``--store
+    mfcc.max_seconds=2`` picks by any of them."""
+    from mer.extract.base import RUNTIME_FIELDS
+
+    out = {k: v for k, v in (s.get("config") or {}).items() if k not in RUNTIME_FIELDS}
+    out.update(s.get("limits") or {})
+    out["dtype"] = s.get("dtype") or "float32"
+    return out
+
+
+def default_settings(feature: str, modality: str | None) -> dict | None:
+    """The settings a plain ``mer extract --features <feature>`` builds with (None when the
+    extractor is not registered here)."""
+    from mer.extract.base import DEFAULT_DTYPE, DEFAULT_MAX_SECONDS, EXTRACTORS, make_config
+
+    try:
+        cls = EXTRACTORS.get(feature)
+    except Exception:   # an extractor registered by a plugin that is not loaded now
+        return None
+    limits = {"max_seconds": float(DEFAULT_MAX_SECONDS)} if (modality or cls.modality) == "audio" else {}
+    return store_settings({"config": make_config(cls, None).to_dict(), "limits": limits, "dtype": DEFAULT_DTYPE})
+
+
+def _differences(stores: list[dict]) -> list[str]:
+    """Which settings tell the stores apart, as ``k=v`` text, one entry per store."""
+    sets = [store_settings(s) for s in stores]
+    keys = sorted({k for d in sets for k in d if len({_text(k, x.get(k)) for x in sets}) > 1})
+    return [", ".join(f"{k}={d.get(k)}" for k in keys) or "same settings" for d in sets]
+
+
+def _pick(feature: str, dataset: str, hits: list[dict]) -> dict:
+    """Of several complete stores for the current manifest, the one with the default
+    settings; else a MerError naming each candidate, what tells them apart and --store.
+    Choosing the newest silently trained on a 2-second-limited store (issue 21)."""
+    mod = hits[0].get("modality")
+    dflt = default_settings(feature, mod)
+    if dflt is not None:
+        same = [s for s in hits if _config_matches(store_settings(s), dflt)]
+        if same:   # several: one key in two formats; identical rows, the newest is as good
+            return same[-1]
+    diffs = _differences(hits)
+    if all(d == "same settings" for d in diffs):
+        # the same settings, other identity (an edited .conf file, other weights): the
+        # newest was built from the files as they are now
+        return hits[-1]
+    cands = "; ".join(f"{Path(s['path']).name} ({d}, {s.get('valid')} of {s.get('n')} rows valid)" for s, d in zip(hits, diffs))
+    first = diffs[0].split(", ")[0]
+    raise MerError(f"{len(hits)} complete {feature!r} stores for {dataset!r} were built with different settings and "
+                   f"none with the defaults: {cands}; pick one with `mer train --store {feature}.{first}` "
+                   f"(or remove the others with `mer cache rm`)")
 
 
 def find_store(dataset: str, feature: str, cache=None, manifest=None, where: dict | None = None) -> Path:
-    """The newest COMPLETE store of extractor ``feature`` built from the current manifest
-    (its modality hash), else a MerError naming the `mer extract` command to run.
+    """The COMPLETE store of extractor ``feature`` built from the current manifest (its
+    modality hash), else a MerError naming the `mer extract` command to run. When several
+    exist, the one with the default settings (``_pick``), else a MerError naming them.
     ``where``: {config field: value} the store's extractor config must have (``mer train
     --store bert.layer=all`` when stores of several configurations exist)."""
     m = _manifest(dataset, cache, manifest)
@@ -144,24 +205,49 @@ def find_store(dataset: str, feature: str, cache=None, manifest=None, where: dic
             hits.append(s)
     if hits and where:
         def fits(s):
-            return _config_matches(s.get("config") or {}, where)
+            return _config_matches(store_settings(s), where)
 
         chosen = [s for s in hits if fits(s)]
         if not chosen:
-            have = "; ".join(", ".join(f"{k}={(s.get('config') or {}).get(k)}" for k in where) for s in hits)
+            have = "; ".join(", ".join(f"{k}={store_settings(s).get(k)}" for k in where) for s in hits)
             want = ", ".join(f"{feature}.{k}={v}" for k, v in where.items())
             raise MerError(f"no {feature!r} store for {dataset!r} has {want} (the current ones have: {have}); "
                            f"extract it with `mer extract --dataset {dataset} --features {feature} "
                            + " ".join(f"--{feature}.{k} {v}" for k, v in where.items()) + "`")
         hits = chosen
     if not hits:
+        _unknown_feature(dataset, feature, cache)
         others = [s for s in list_stores(dataset, cache) if s["feature"] == feature]
         why = (f"{len(others)} store(s) of {feature!r} exist but none is complete and built from the current manifest"
                if others else f"no {feature!r} features for {dataset!r} in {paths.cache_root(cache)}")
         cache_opt = f" --cache {cache}" if cache else ""
         raise MerError(f"{why}; run `mer extract --dataset {dataset} --features {feature}{cache_opt}`")
     hits.sort(key=lambda s: (s["created"], s["path"].stat().st_mtime))
-    return Path(hits[-1]["path"])
+    return Path((hits[0] if len(hits) == 1 else _pick(feature, dataset, hits))["path"])
+
+
+def _unknown_feature(dataset: str, feature: str, cache) -> None:
+    """A MerError for a feature name no extractor has (a typo): the stores that exist and
+    the closest valid name. Suggesting `mer extract --features <typo>` sent users to a
+    command that fails in turn (issue 21)."""
+    import difflib
+
+    from mer.extract.base import EXTRACTORS
+
+    known = list(EXTRACTORS.names())
+    if feature in known:
+        return
+    have = sorted({s["feature"] for s in list_stores(dataset, cache) if s["complete"] and not s.get("error")})
+    close = difflib.get_close_matches(feature, have, n=1) or difflib.get_close_matches(feature, known, n=1)
+    cache_opt = f" --cache {cache}" if cache else ""
+    if close and close[0] in have:
+        hint = f"did you mean {close[0]!r}? e.g. `mer train --dataset {dataset} --features {close[0]}{cache_opt}`"
+    elif close:
+        hint = f"did you mean {close[0]!r}? extract it with `mer extract --dataset {dataset} --features {close[0]}{cache_opt}`"
+    else:
+        hint = f"extractors: {', '.join(known)}"
+    stores = f"stores for {dataset!r}: {', '.join(have)}" if have else f"no complete stores for {dataset!r} yet"
+    raise MerError(f"no feature {feature!r}: no extractor has that name ({stores}); {hint}")
 
 
 def resolve(dataset: str | None, feature: str | None, path=None, cache=None) -> list[Path]:
@@ -175,7 +261,8 @@ def resolve(dataset: str | None, feature: str | None, path=None, cache=None) -> 
         raise MerError("say which stores: --dataset D [--feature F] or a store path")
     stores = [s for s in list_stores(dataset, cache) if feature is None or s["feature"] == feature]
     if not stores:
-        raise MerError(f"no stores for dataset {dataset!r}" + (f" and feature {feature!r}" if feature else "") + f" in {paths.cache_root(cache)}")
+        raise MerError(f"no stores for dataset {dataset!r}" + (f" and feature {feature!r}" if feature else "") + f" in {paths.cache_root(cache)}"
+                       + paths.demo_hint(cache))
     return [Path(s["path"]) for s in stores]
 
 

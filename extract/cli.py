@@ -156,7 +156,8 @@ def cache_ls(dataset, cache):
 
     stores = C.list_stores(dataset, cache)
     if not stores:
-        click.echo(f"no feature stores in {C.paths.cache_root(cache)}" + (f" for {dataset}" if dataset else ""))
+        click.echo(f"no feature stores in {C.paths.cache_root(cache)}" + (f" for {dataset}" if dataset else "")
+                   + C.paths.demo_hint(cache))
         return
     t = Table(title=f"feature stores in {C.paths.cache_root(cache)}")
     for col in ("dataset", "feature", "key", "format", "N", "valid", "outputs (dims)", "size", "state"):
@@ -229,7 +230,7 @@ def cache_verify(dataset, feature, paths, cache):
         stores = [Path(s["path"]) for s in C.list_stores(None, cache)
                   if s["format"] != "partial" and (feature is None or s["feature"] == feature)]
         if not stores:
-            click.echo(f"no feature stores in {C.paths.cache_root(cache)}")
+            click.echo(f"no feature stores in {C.paths.cache_root(cache)}" + C.paths.demo_hint(cache))
             return
     manifests = {}
     bad = 0

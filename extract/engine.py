@@ -118,6 +118,8 @@ def extract_phase(m, features: list[str], configs: dict, text_source: str | None
     features = applicable_features(features, m)
     with console.quiet(o.quiet):
         jobs = plan_jobs(m, features, configs, o)
+        if any(j.modality == "audio" for j in jobs):
+            check_audio_unchanged(m)
         results: dict[str, dict] = {}
         with ExitStack() as locks:
             pending = reuse_complete(jobs, o, locks)
@@ -147,6 +149,19 @@ def applicable_features(features: list[str], m) -> list[str]:
     if not kept:
         raise UsageError(f"none of --features {','.join(features)} applies: {m.lacks(EXTRACTORS.get(features[0]).modality)}")
     return kept
+
+
+def check_audio_unchanged(m) -> None:
+    """Refuse audio that changed after ``mer prepare``: the manifest's audio hash (and every
+    store key built on it) would describe other audio than the features computed, or a
+    complete store would be reused for audio it was not computed from."""
+    from mer.common.manifest import changed_audio
+
+    bad = changed_audio(m)
+    if bad:
+        uid, f = bad[0]
+        raise MerError(f"audio changed since `mer prepare`: {f} (utterance {uid}) no longer has the content hashed in "
+                       f"the manifest ({len(bad)} such file(s)); run `mer prepare` again for this corpus")
 
 
 def reuse_complete(jobs: list[Job], o: Options, locks: ExitStack) -> list[Job]:

@@ -115,6 +115,12 @@ class Dask:
                     from distributed.utils import get_mp_context
 
                     get_mp_context().set_forkserver_preload(["distributed", "mer.extract.worker", *preload])
+                # Worker processes inherit an ignored SIGINT (signal dispositions survive fork
+                # and exec): Ctrl-C reaches only this process, which closes the cluster, instead
+                # of every worker printing its own KeyboardInterrupt traceback (about 70 lines).
+                import signal
+
+                old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
                 try:
                     self.cluster = LocalCluster(
                         n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
@@ -129,6 +135,8 @@ class Dask:
                         f"from a script, the call must sit under `if __name__ == \"__main__\":` (each worker imports "
                         f"the script); or run in this process with workers=0 / --workers 0"
                     ) from None
+                finally:
+                    signal.signal(signal.SIGINT, old_int)
             self.client = Client(self.cluster)
             self.n_workers = n
             self.threads = max(1, (os.cpu_count() or 1) // n)
@@ -202,6 +210,13 @@ class Dask:
             refill()
 
     def close(self):
+        import sys
+
+        if isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            # closing under Ctrl-C: the cluster's shutdown chatter (cancelled tasks, closed
+            # comms) would bury the one line `mer` prints; the batches done are on disk
+            for name in ("distributed", "tornado", "asyncio"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
         try:
             self.client.close()
         finally:

@@ -25,7 +25,7 @@ from typing import Any
 
 from mer.common.errors import UsageError
 from mer.extract import cache as C
-from mer.extract.base import EXTRACTORS, Extractor, make_config
+from mer.extract.base import DEFAULT_DTYPE, DEFAULT_MAX_SECONDS, EXTRACTORS, Extractor, make_config
 
 # Utterances per task (and per resumable part). A constant, not a function of the corpus
 # size, so a worker's memory does not grow with the corpus (bench/RESULTS.md shows it flat
@@ -33,7 +33,6 @@ from mer.extract.base import EXTRACTORS, Extractor, make_config
 # corpus of a few hundred utterances; bigger on a GPU, where a task is one forward pass.
 DEFAULT_BATCH = 16
 DEFAULT_GPU_BATCH = 64
-DEFAULT_MAX_SECONDS = 600.0
 
 
 @dataclass
@@ -46,7 +45,7 @@ class Options:
     device: str = "auto"
     workers: int | None = None
     scheduler: str | None = None
-    dtype: str = "float32"
+    dtype: str = DEFAULT_DTYPE
     batch_size: int | None = None
     max_seconds: float = DEFAULT_MAX_SECONDS
     accept_failures: bool = False

@@ -470,3 +470,11 @@ def test_csv_impossible_values_raise(tmp_path):
     (root / "metadata.csv").write_text("path,text\naudio/spk1/b.wav,hi\n")
     with pytest.raises(CorpusError, match="missing column.*label"):
         run("csv", root, tmp_path)
+
+
+def test_csv_header_only_is_a_clear_error(tmp_path):
+    """A header and no rows was reported as "missing column(s) label (has: )" (issue 21)."""
+    root = make_csv_corpus(tmp_path)
+    (root / "metadata.csv").write_text("path,text,label\n\n")
+    with pytest.raises(CorpusError, match=r"metadata\.csv: no utterance rows \(a header only"):
+        run("csv", root, tmp_path)

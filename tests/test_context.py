@@ -122,7 +122,9 @@ def test_splits_never_cut_a_dialogue(dialogues):
     df = man.df
     y = df["emotion"].map({"ang": 0, "hap": 1, "sad": 2, "neu": 3}).to_numpy()
     for name in ("loso", "sd", "random"):
-        for f in make_folds(protocol_spec("iemocap", name, df), df, y, seed=1):
+        # validation by whole dialogues is what --context dialog gets (valid_by="dialog")
+        for f in make_folds(protocol_spec("iemocap", name, df), df, y, seed=1, valid_by="dialog"):
+            assert f.valid_from == "dialog"
             parts = [set(df["dialog"].iloc[r]) for r in (f.train, f.valid, f.test)]
             assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2]), (name, f.name)
             if name == "random":   # about 80/20 of the utterances, by whole dialogues

@@ -39,3 +39,24 @@ def test_fp16_on_a_cpu_is_refused_before_any_work(cache, tmp_path):
         run_train("iemocap", "bert.tokens,mfcc.frames", "weighted", cache=cache, out=tmp_path,
                   config=TrainConfig(epochs=1, precision="fp16"), device="cpu", plots=False, quiet=True)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_recurrent_layers_run_in_fp32_under_bf16_autocast(cell):
+    """CPU autocast casts torch.lstm to bf16, which oneDNN cannot run on CPUs without native
+    bf16 (AMD EPYC without avx512_bf16). The recurrence must stay float32 under autocast, so
+    the result cannot depend on whether this CPU has avx512_bf16/amx_bf16."""
+    import torch
+
+    from mer.train.layers import MaskedRNN
+
+    torch.manual_seed(0)
+    m = MaskedRNN(8, 4, cell=cell)
+    x = torch.randn(3, 5, 8)
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    ref, _ = m(x, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h, last = m(x.to(torch.bfloat16), mask)
+    assert h.dtype == torch.float32 and last.dtype == torch.float32
+    # only the input's rounding to bf16 differs from the fp32 run (8 mantissa bits)
+    assert torch.allclose(h, ref, atol=0.05), (h - ref).abs().max()

@@ -13,6 +13,7 @@ import click
 from mer.common.cli import cache_option, dataset_choice
 from mer.train.config import MONITORS, NORMALIZE, OPTIMIZERS, PRECISIONS
 from mer.train.fusion import CONTEXTS
+from mer.train.protocols import VALID_BY
 
 
 def _fusion_names() -> list[str]:
@@ -121,6 +122,9 @@ class _FusionHelp(click.Option):
 @click.option("--context", type=click.Choice(CONTEXTS), default="none", show_default=True,
               help="dialog: batches of whole dialogues in temporal order (the manifest's dialog column), one prediction "
                    "per utterance; --batch-size then counts dialogues (attention, cross).")
+@click.option("--valid-by", type=click.Choice(VALID_BY), default="auto", show_default=True,
+              help="Validation slices carved from training rows (early stopping): single utterances (stratified), or whole "
+                   "dialogues; auto: dialogues with --context dialog, utterances otherwise.")
 @click.option("--set", "options", multiple=True, callback=_options, metavar="NAME=VALUE",
               help="Fusion config field, e.g. --set hidden=128 --set dropout=0.2 (applies to every fusion that has it; a name no fusion has is an error).")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA if available), cpu, cuda, cuda:1.")
@@ -143,7 +147,7 @@ class _FusionHelp(click.Option):
 @click.pass_context
 def train(ctx, dataset, features, fusion, protocol, scheme, seeds, seed, cache, manifest, out, run_id, epochs, batch_size, lr,
           optimizer, weight_decay, grad_clip, patience, monitor, balanced, max_len, context, bucket, batch_frames, stores, text_source,
-          normalize, options, device, precision, threads, jobs, no_plots, quiet, recipe, substitute, track, track_uri):
+          normalize, valid_by, options, device, precision, threads, jobs, no_plots, quiet, recipe, substitute, track, track_uri):
     """Train fusion models on cached features and write one run directory per
     (feature set, fusion): config.yaml, metrics.json, predictions.csv, weights, plots.
 
@@ -181,7 +185,7 @@ def train(ctx, dataset, features, fusion, protocol, scheme, seeds, seed, cache, 
     tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
                      grad_clip=grad_clip, patience=patience, monitor=monitor, balanced=balanced, context=context, max_len=max_len, bucket=bucket,
                      batch_frames=batch_frames, device=device, precision=precision, threads=threads, jobs=jobs,
-                     stores=stores, text_source=text_source, normalize=normalize)
+                     stores=stores, text_source=text_source, normalize=normalize, valid_by=valid_by)
     results = run_train(dataset, list(features), fusion, protocol=protocol, scheme=scheme,
                         seeds=[seed] if seed is not None else seeds, cache=cache, out=out, device=device,
                         manifest=manifest, options=options, config=tc, run_id=run_id,
@@ -222,11 +226,14 @@ def runs(roots, filters, sort, ascending, metrics, csv_path, md_path, png_path, 
     roots = roots or ("runs",)
     df = runs_table(roots, list(filters), sort, ascending)
     if len(df) == 0:
-        raise MerError(f"no finished runs under {', '.join(roots)}" + (" matching the filters" if filters else ""))
+        from mer.common.paths import demo_hint
+
+        raise MerError(f"no finished runs under {', '.join(roots)}" + (" matching the filters" if filters else "")
+                       + demo_hint(None, "runs"))
     id_cols = ["run", "dataset", "features", "fusion", "protocol", "scheme", "seeds", "folds", "n"]
     paper_cols = ["recipe", "paper"]   # the recipe's paper figure, shown when a run has one
     study_cols = ["study", "trial"]    # mer tune's trials, shown when a run is one
-    metric_cols = [c for c in df.columns if c not in id_cols + paper_cols + study_cols + ["path"] and not c.endswith("_std")]
+    metric_cols = [c for c in df.columns if c not in id_cols + paper_cols + study_cols + ["path", "audit"] and not c.endswith("_std")]
     if "paper" in df.columns and (df["paper"] != "").any():
         id_cols = id_cols + paper_cols
     if "study" in df.columns and (df["study"] != "").any():
@@ -251,8 +258,12 @@ def runs(roots, filters, sort, ascending, metrics, csv_path, md_path, png_path, 
         std = df.get(f"{m}_std")
         shown[m] = [f"{v:.4f}" + (f" ± {s:.4f}" if s is not None and s == s else "") if v == v else "nan"
                     for v, s in zip(df[m], std if std is not None else [None] * len(df))]
+    shown["audit"] = df["audit"]   # the protocol audit (mer.train.audit): ok, or its first problem
     click.echo(shown.to_string(index=False))
-    full = df[id_cols + [c for m in metric_cols for c in (m, f"{m}_std") if c in df.columns] + ["path"]]
+    # `mer compare` pools utterances over folds; this table averages per-fold figures
+    click.echo("metrics: mean ± std over folds (or seeds) of each fold's figure, not pooled over utterances "
+               "(`mer compare` shows pooled UA)", err=True)
+    full = df[id_cols + [c for m in metric_cols for c in (m, f"{m}_std") if c in df.columns] + ["audit", "path"]]
     if csv_path:
         full.to_csv(csv_path, index=False)
         click.echo(f"wrote {csv_path}")

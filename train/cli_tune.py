@@ -16,7 +16,7 @@ from mer.train.cli import train as _train
 # trials run one process each, named by trial number, and the final re-run has its own seeds).
 SHARED = ("dataset", "features", "fusion", "protocol", "scheme", "cache", "manifest", "out", "epochs", "batch_size", "lr",
           "optimizer", "weight_decay", "grad_clip", "patience", "monitor", "balanced", "max_len", "bucket",
-          "batch_frames", "text_source", "normalize", "stores", "context", "options", "device", "precision", "threads",
+          "batch_frames", "text_source", "normalize", "valid_by", "stores", "context", "options", "device", "precision", "threads",
           "quiet", "recipe", "substitute", "track", "track_uri")
 
 
@@ -75,7 +75,8 @@ def _tune(ctx, **kw):
     tc = TrainConfig(**{k: vals[k] for k in ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "grad_clip",
                                               "patience", "monitor", "balanced", "max_len", "context")},
                      bucket=kw["bucket"], batch_frames=kw["batch_frames"], device=kw["device"], precision=kw["precision"],
-                     threads=kw["threads"], stores=kw["stores"], text_source=kw["text_source"], normalize=kw["normalize"])
+                     threads=kw["threads"], stores=kw["stores"], text_source=kw["text_source"], normalize=kw["normalize"],
+                     valid_by=kw["valid_by"])
     from mer.train.fusion import model_config
 
     model_config(cls, options)   # a bad --set value fails here, not in every trial

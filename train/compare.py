@@ -279,6 +279,9 @@ def compare_runs(paths, n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = 
     require_comparable(runs)
     base = runs[0]
     cmp = Comparison(base, runs[1:])
+    # `mer runs` averages per-fold figures; the same run's two UAs differ, so say which this is
+    cmp.notes.append("UA/WA here are pooled over every test utterance of all folds (per seed), not the mean "
+                     "of per-fold figures that `mer runs` shows")
     nc = len(base.classes)
     for r in runs[1:]:
         pa, pb, seeds = _common(base, r)

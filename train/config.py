@@ -38,6 +38,9 @@ class TrainConfig:
     patience: int = 10            # epochs without validation improvement before stopping
     monitor: str = "auto"         # "ua" | "accuracy" | "weighted_f1" | "macro_f1" | "loss"; auto: ua (classification), loss (regression)
     valid_fraction: float = 0.1   # carved from training rows when the protocol has no validation split
+    # Carved validation slices of single utterances or whole dialogues; "auto": dialogues for
+    # --context dialog (the model sees a dialogue's other utterances), utterances otherwise.
+    valid_by: str = "auto"
     balanced: bool = False        # class-weighted cross-entropy (weights from the training rows)
     max_len: int | None = None    # cap on frames/tokens per ragged input (None: no cap); the first max_len are kept
     bucket: bool = True           # batch rows of similar length together (mer.train.data.Batcher)
@@ -84,6 +87,17 @@ class TrainConfig:
             raise UsageError(f"score_on {self.score_on!r}: choose from {', '.join(SCORE_ON)}")
         if self.context not in CONTEXTS:
             raise UsageError(f"--context {self.context}: unknown; choose from {', '.join(CONTEXTS)}")
+        from mer.train.protocols import VALID_BY
+
+        if self.valid_by not in VALID_BY:
+            raise UsageError(f"--valid-by {self.valid_by}: choose {', '.join(VALID_BY)}")
+
+    @property
+    def valid_groups(self) -> str:
+        """How carved validation slices are drawn: ``dialog`` or ``utterance``."""
+        if self.valid_by != "auto":
+            return self.valid_by
+        return "dialog" if self.context == "dialog" else "utterance"
 
 
 def make_optimizer(name: str, params, lr: float, weight_decay: float):

@@ -157,9 +157,15 @@ class MaskedRNN(nn.Module):
         w = [getattr(self.rnn, f"{k}{sfx}") for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
         seq = seq.to(w[0].dtype)   # under autocast a Linear before may hand bf16/fp16 steps
         h0 = seq.new_zeros(1, seq.shape[0], self.rnn.hidden_size)
-        if self.cell == "lstm":
-            return torch.lstm(seq, (h0, h0), w, True, 1, 0.0, self.training, False, True)[0]
-        return torch.gru(seq, h0, w, True, 1, 0.0, self.training, False, True)[0]
+        # The recurrence runs in the weights' dtype with autocast off: CPU autocast casts
+        # torch.lstm to bf16, and oneDNN has no bf16 LSTM kernel on CPUs without native bf16
+        # (AMD EPYC without avx512_bf16: "could not create a primitive descriptor for the LSTM
+        # forward propagation primitive"). fp32 here works on every CPU, and the recurrence is
+        # a small share of these models' arithmetic.
+        with torch.autocast(seq.device.type, enabled=False):
+            if self.cell == "lstm":
+                return torch.lstm(seq, (h0, h0), w, True, 1, 0.0, self.training, False, True)[0]
+            return torch.gru(seq, h0, w, True, 1, 0.0, self.training, False, True)[0]
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, name: str = "sequence"):
         check_left_aligned(mask, name)

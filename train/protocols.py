@@ -15,9 +15,11 @@ Kinds (``kind:`` in the yaml):
 - ``auto``: official when the split column names train and test rows, else group_kfold
   over speakers when there are several, else random 80/20
 
-Dialogues are never cut by a split this module draws: random test splits and every
-validation slice carved from training rows keep each value of the manifest's ``dialog``
-column on one side (stratified by label over whole dialogues). Folds defined by other
+Dialogues are never cut by a test split this module draws: random test splits keep each
+value of the manifest's ``dialog`` column on one side (stratified by label over whole
+dialogues). Validation slices carved from training rows (``carve_valid``) are stratified
+utterances, or whole dialogues where the model uses context (``valid_by="dialog"``), with a
+minimum size and every class present where the rows allow; the test rows are never in them. Folds defined by other
 columns follow those columns: ``si`` splits session 5 by gender, and ``group_kfold`` over
 speakers keeps speakers apart, so a two-speaker dialogue can end up in two parts there
 (with ``--context dialog`` each part is then a dialogue of its own).
@@ -32,6 +34,13 @@ from mer.common.errors import MerError
 from mer.common.report import Report
 
 VALID_FRACTION = 0.1   # share of the training rows held out for early stopping when no dev split exists
+# A carved validation slice holds at least this many rows and this many of every class (fewer
+# only when the training rows cannot spare them: at most a third of them go). A 14-row slice
+# from 2 dialogues made folds keep their epoch-1 model (issue 21): early stopping needs a
+# slice whose UA moves by less than the model's real progress between epochs.
+MIN_VALID_ROWS = 30
+MIN_VALID_PER_CLASS = 3
+VALID_BY = ("auto", "utterance", "dialog")   # --valid-by; auto: dialog for context models, else utterance
 
 
 @dataclass
@@ -40,6 +49,7 @@ class Fold:
     train: np.ndarray
     valid: np.ndarray
     test: np.ndarray
+    valid_from: str = "protocol"   # "protocol" (a named split) | "utterance" | "dialog" (carved from train)
 
     def check(self) -> None:
         a, b, c = set(self.train.tolist()), set(self.valid.tolist()), set(self.test.tolist())
@@ -139,6 +149,66 @@ def split_rows(rows: np.ndarray, y: np.ndarray | None, fraction: float, seed: in
     return np.sort(a), np.sort(b)
 
 
+def _top_up(rest: np.ndarray, held: np.ndarray, y: np.ndarray, groups: np.ndarray | None, want: int,
+            seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Move rows (whole groups when ``groups``) from ``rest`` to ``held`` until ``held`` has
+    ``MIN_VALID_PER_CLASS`` rows of every class of ``rest`` and ``want`` rows, never taking
+    more than a third of all rows, nor a class's last ``MIN_VALID_PER_CLASS`` rows in ``rest``."""
+    rng = np.random.default_rng(seed)
+    in_held = np.zeros(len(y), bool)
+    in_rest = np.zeros(len(y), bool)
+    in_held[held] = True
+    in_rest[rest] = True
+    cap = (len(rest) + len(held)) // 3
+
+    def move(cands) -> None:
+        pick = cands[rng.integers(len(cands))]
+        take = in_rest & (groups == groups[pick]) if groups is not None else (np.arange(len(y)) == pick)
+        in_rest[take] = False
+        in_held[take] = True
+
+    for c in np.unique(y[in_rest | in_held]):
+        while (y[in_held] == c).sum() < MIN_VALID_PER_CLASS and in_held.sum() < cap:
+            if (y[in_rest] == c).sum() <= MIN_VALID_PER_CLASS:
+                break
+            move(np.flatnonzero(in_rest & (y == c)))
+    while in_held.sum() < min(want, cap) and in_rest.any():
+        move(np.flatnonzero(in_rest))
+    return np.flatnonzero(in_rest), np.flatnonzero(in_held)
+
+
+def carve_valid(rows: np.ndarray, y: np.ndarray | None, fraction: float, seed: int, report: Report | None,
+                what: str, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """(train, valid, "utterance" | "dialog"): the early-stopping slice carved from ``rows``:
+    stratified, at least ``MIN_VALID_ROWS`` rows and ``MIN_VALID_PER_CLASS`` of every class
+    where the rows allow, whole dialogues when ``groups`` is given. A slice still too small
+    or missing a class is noted in the report and warned about."""
+    rows = np.asarray(rows)
+    frac = fraction
+    if len(rows):   # raise the share so the stratified draw itself reaches the minimum
+        frac = min(max(fraction, MIN_VALID_ROWS / len(rows)), 1 / 3)
+    tr, va = split_rows(rows, y, frac, seed, report, what, groups)
+    if y is not None:
+        tr, va = _top_up(tr, va, np.asarray(y), groups, MIN_VALID_ROWS, seed)
+    by = "dialog" if groups is not None and len(np.unique(groups[rows])) < len(rows) else "utterance"
+    problems = []
+    if len(va) < MIN_VALID_ROWS:
+        problems.append(f"{len(va)} rows (fewer than {MIN_VALID_ROWS})")
+    if y is not None:
+        ya = np.asarray(y)
+        missing = sorted(set(ya[tr].tolist()) - set(ya[va].tolist()))
+        if missing:
+            problems.append(f"no row of class index {missing}")
+    if problems:
+        msg = f"{what}: validation slice too small to trust early stopping: {'; '.join(problems)}"
+        if report is not None:
+            report.note(what or "validation", "", "small validation slice", "; ".join(problems))
+        from mer.common import console
+
+        console.warn(msg)
+    return tr, va, by
+
+
 def _values(df, column: str, protocol: str) -> np.ndarray:
     if column not in df.columns:
         raise MerError(f"protocol {protocol!r} needs the manifest column {column!r}")
@@ -173,20 +243,30 @@ def resolve_auto(spec_protocols: dict, df) -> dict:
 
 
 def make_folds(spec: dict, df, y: np.ndarray | None, seed: int = 0, report: Report | None = None,
-               valid_fraction: float = VALID_FRACTION) -> list[Fold]:
+               valid_fraction: float = VALID_FRACTION, valid_by: str = "utterance") -> list[Fold]:
     """Folds for the rows of ``df`` (the training data's manifest rows, in data order).
 
     ``y`` (class indices) is used to stratify random splits; pass None for regression.
+    ``valid_by``: carved validation slices of single utterances, or of whole dialogues
+    (``dialog``: what context models need, since they see a dialogue's other utterances).
+    Whole-dialogue slices were 14-17 rows from 2 dialogues on short-dialogue corpora and
+    class-skewed (IEMOCAP improvisations are emotion-themed), so they are not the default.
     """
+    if valid_by not in VALID_BY[1:]:
+        raise MerError(f"valid_by {valid_by!r}: choose utterance or dialog")
     kind = spec.get("kind")
     name = spec.get("name", kind)
     n = len(df)
     allrows = np.arange(n)
     folds: list[Fold] = []
-    dialogs = dialog_groups(df)   # no split drawn here cuts a dialogue
+    dialogs = dialog_groups(df)   # no test split drawn here cuts a dialogue
+    vgroups = dialogs if valid_by == "dialog" else None
+    carved: dict[int, str] = {}
 
     def carve(train_rows, label):
-        return split_rows(train_rows, y, valid_fraction, seed, report, f"{label} validation", dialogs)
+        tr, va, by = carve_valid(train_rows, y, valid_fraction, seed, report, f"{label} validation", vgroups)
+        carved[id(va)] = by
+        return tr, va
 
     if kind == "group_folds":
         g = _values(df, spec["group"], name)
@@ -217,7 +297,8 @@ def make_folds(spec: dict, df, y: np.ndarray | None, seed: int = 0, report: Repo
             raise MerError(f"protocol {name!r}: fractions {spec.get('fractions')} must sum to 1 with a test share")
         rest, test = split_rows(allrows, y, fte, seed, report, f"{name} test", dialogs)
         if fva > 0:
-            tr, va = split_rows(rest, y, fva / (ftr + fva), seed, report, f"{name} validation", dialogs)
+            tr, va, by = carve_valid(rest, y, fva / (ftr + fva), seed, report, f"{name} validation", vgroups)
+            carved[id(va)] = by
         else:
             tr, va = carve(rest, name)
         folds.append(Fold(f"seed{seed}", tr, va, test))
@@ -262,6 +343,7 @@ def make_folds(spec: dict, df, y: np.ndarray | None, seed: int = 0, report: Repo
     else:
         raise MerError(f"protocol {name!r}: unknown kind {kind!r}")
     for f in folds:
+        f.valid_from = carved.get(id(f.valid), "protocol")
         f.check()
     return folds
 

@@ -18,7 +18,8 @@ from mer.common.device import choose
 from mer.common.errors import MerError, UsageError
 from mer.common.report import Report
 from mer.train.config import TrainConfig, check_options, parse_list
-from mer.train.data import FeatureCache, FeatureSet, InputSpec, TrainData, build_data, parse_features, resolve_inputs
+from mer.train.data import (DROP_WARN_SHARE, FeatureCache, FeatureSet, InputSpec, TrainData, build_data, parse_features,
+                            resolve_inputs, usage_line)
 from mer.train.folds import FoldResult, autocast, check_balanced
 from mer.train.fusion import build_model, check_context, fusion_wants, model_config
 from mer.train.pool import fold_results
@@ -104,6 +105,11 @@ class DataVariants:
         for raw, n in sch.unlabelled(man.df, self.labels).items():  # e.g. MELD emo6: the fear rows
             rep.counts[f"without a label under the scheme: {sch.source} {raw}"] = n
         data = build_data(man.df, self.labels, self.classes, list(key.sources), self.fcache, sch.is_regression, rep)
+        line, share = usage_line(rep)
+        console.info(line)
+        if share > DROP_WARN_SHARE:
+            console.warn(f"{share:.0%} of the labelled utterances are NOT used; the run's data_report.txt names each "
+                         f"(a store extracted with other settings? `mer cache ls` lists them, `--store` picks one)")
         return data, rep
 
 
@@ -243,12 +249,12 @@ def _train_pair(plan: _Plan, ld: _Loaded, reqs, fname: str) -> RunResult | None:
     key = DataKey(tuple(sources), tc.normalize == "speaker", bool(getattr(cls, "aligns_audio_to_tokens", False)))
     data, rep = ld.variants.get(key, ",".join(r.text for r in reqs))
     rep = copy.deepcopy(rep)
-    spec, results, seconds = _fold_loop(plan, ld, cls, cfg, fname, sources, data, rep)
+    spec, results, seconds, fold_sets = _fold_loop(plan, ld, cls, cfg, fname, sources, data, rep)
     run_dir, metrics = write_run(
         ld.out_root, plan.run_id, dataset=ld.dataset, manifest=ld.man, scheme=ld.sch, protocol=spec, seeds=plan.seeds,
         fusion=fname, model_cfg=cfg, train_cfg=tc, requests=reqs, sources=sources, fcache=ld.fcache,
         data=data, results=results, report=rep, seconds=seconds, command=ld.command, plots=ld.plots,
-        recipe=ld.recipe,
+        recipe=ld.recipe, fold_sets=fold_sets,
     )
     return RunResult(run_dir, fname, ",".join(r.text for r in reqs), metrics["mean"], metrics.get("paper_fold"))
 
@@ -273,7 +279,7 @@ def _skip(plan: _Plan, ld: _Loaded, cls, cfg, sources, reqs, fname: str) -> bool
 
 
 def _fold_loop(plan: _Plan, ld: _Loaded, cls, cfg, fname: str, sources, data: TrainData, rep: Report):
-    """(protocol spec, fold results in task order, seconds): every fold of every seed."""
+    """(protocol spec, fold results in task order, seconds, {seed: folds}): every fold of every seed."""
     from mer.common.progress import progress
     from mer.train.protocols import make_folds, protocol_spec, without_test
 
@@ -282,7 +288,7 @@ def _fold_loop(plan: _Plan, ld: _Loaded, cls, cfg, fname: str, sources, data: Tr
     strat = None if data.regression else data.y
     results: list[FoldResult] = []
     t0 = time.perf_counter()
-    fold_sets = {s: make_folds(spec, data.meta, strat, s, rep, tc.valid_fraction) for s in plan.seeds}
+    fold_sets = {s: make_folds(spec, data.meta, strat, s, rep, tc.valid_fraction, tc.valid_groups) for s in plan.seeds}
     if tc.score_on == "valid":   # search trials: test rows left out (mer.train.protocols.without_test)
         fold_sets = {s: without_test(f) for s, f in fold_sets.items()}
     total = sum(len(v) for v in fold_sets.values())
@@ -293,7 +299,7 @@ def _fold_loop(plan: _Plan, ld: _Loaded, cls, cfg, fname: str, sources, data: Tr
             results.append(r)
             bar.set_postfix_str(_postfix(results[-1], data.regression))
             bar.update(1)
-    return spec, results, time.perf_counter() - t0
+    return spec, results, time.perf_counter() - t0, fold_sets
 
 
 def _report_skips(plan: _Plan, ld: _Loaded, written: list) -> None:

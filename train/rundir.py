@@ -79,7 +79,7 @@ def paper_fold(protocol: dict, folds: list[dict], keys) -> dict | None:
 
 def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, seeds, fusion, model_cfg, train_cfg,
               requests, sources, fcache, data, results, report, seconds, command=None, plots=True,
-              recipe=None) -> tuple[Path, dict]:
+              recipe=None, fold_sets: dict | None = None) -> tuple[Path, dict]:
     import yaml
 
     from mer.common import __version__
@@ -174,10 +174,14 @@ def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, se
         pm = recipe["paper"]["metric"]
         metrics["paper"] = {**recipe["paper"], "run": mean.get(pm), "substituted": bool(recipe.get("substitutions")),
                             "overrides": sorted(recipe.get("overrides") or {})}
+    _write_predictions(run / "predictions.csv", data, results)
+    if fold_sets is not None:   # the protocol audit, from the run's own folds and predictions.csv
+        from mer.train.audit import run_audit
+
+        metrics["audit"] = _plain(run_audit(protocol, data, fold_sets, run / "predictions.csv", folds))
     (run / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (run / "history.json").write_text(json.dumps(
         [{"fold": r.fold, "seed": r.seed, "best_epoch": r.best_epoch, "epochs": _plain(r.history)} for r in results], indent=1))
-    _write_predictions(run / "predictions.csv", data, results)
     _write_weights(run / "weights", results, fusion)
     report.write(run / "data_report")
     if plots:
@@ -300,6 +304,8 @@ def runs_table(roots, filters: list[str] = (), sort: str | None = None, ascendin
 
     import pandas as pd
 
+    from mer.train.audit import audit_line
+
     rows = []
     for run in find_runs(roots):
         try:
@@ -321,6 +327,7 @@ def runs_table(roots, filters: list[str] = (), sort: str | None = None, ascendin
         tune = m.get("tune") or {}   # a `mer tune` trial or its final re-run: `--filter study=S`
         row["study"] = tune.get("study", "")
         row["trial"] = "" if not tune else (f"best-{tune['trial']}" if tune.get("final") else str(tune["trial"]))
+        row["audit"] = audit_line(m.get("audit"))
         row["path"] = str(run)
         rows.append(row)
     df = pd.DataFrame(rows)

@@ -123,7 +123,9 @@ def scan(root: Path, report: Report, manifest_file: str | Path | None = None, **
     path = find_manifest_file(root, manifest_file)
     base = path.parent
     records = _read_records(path)
-    cols = set().union(*(r.keys() for _, r in records)) if records else set()
+    if not records:   # a header and no row: "missing column(s) label (has: )" said nothing useful
+        raise CorpusError(f"{path}: no utterance rows (a header only, or blank lines); add one row per utterance")
+    cols = set().union(*(r.keys() for _, r in records))
     missing = [c for c in REQUIRED if c not in cols]
     if missing:
         raise CorpusError(f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(sorted(cols))})")

@@ -20,7 +20,7 @@ One module a job, in the order data flows:
 
 This package re-exports the names callers import from ``mer.train.data``.
 """
-from mer.train.data.alignment import Arrays, TrainData, build_data
+from mer.train.data.alignment import DROP_WARN_SHARE, Arrays, TrainData, build_data, usage_line
 from mer.train.data.batching import (
     BATCH_FRAMES,
     BUCKET_POOL,
@@ -49,6 +49,7 @@ from mer.train.data.stores import (
 from mer.train.fusion import InputSpec
 
 __all__ = [
+    "DROP_WARN_SHARE", "usage_line",
     "Arrays", "TrainData", "build_data", "BATCH_FRAMES", "BUCKET_POOL", "PREFETCH", "STORE_RUN", "Batcher",
     "Prefetcher", "outputs_batch", "pad_ragged", "single_batch", "InputSource", "InputSpec", "input_specs",
     "resolve_inputs", "MAX_SKEW_SECONDS", "combined_set", "frame_repeats", "join_frames", "join_vectors",

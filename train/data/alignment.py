@@ -105,3 +105,23 @@ def build_data(manifest_df, labels, classes: list[str], sources: list[InputSpec]
     report.counts["used for training"] = int(len(sel))
     return TrainData(ids[sel], y, list(classes), list(sources), arrays, df.iloc[sel].reset_index(drop=True), regression)
 
+
+
+DROP_WARN_SHARE = 0.05   # more than this share of the labelled utterances dropped: said loudly
+
+
+def usage_line(report: Report) -> tuple[str, float]:
+    """(one line: utterances used of how many labelled, the drops by reason; dropped share).
+
+    A run once trained on 51 of 206 labelled utterances and said so only inside its
+    data_report.txt (issue 21): ``mer train`` prints this line before training."""
+    from collections import Counter
+
+    c = report.counts
+    labelled = int(c.get("manifest utterances", 0)) - int(c.get("without a label under the scheme", 0))
+    used = int(c.get("used for training", 0))
+    drops = Counter(f"{i.reason} ({i.detail})" if i.detail else i.reason for i in report.dropped)
+    line = f"{report.title}: {used} of {labelled} labelled utterances used"
+    if drops:
+        line += "; dropped: " + ", ".join(f"{n} {why}" for why, n in drops.most_common())
+    return line, (labelled - used) / labelled if labelled else 0.0
