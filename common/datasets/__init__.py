@@ -22,16 +22,20 @@ class Adapter:
     # Whether a missing/unreadable audio file drops the utterance. True for every corpus:
     # a multimodal manifest row needs both modalities.
     needs_audio: bool = True
+    # Where ``text`` comes from: "transcript" (what was said), or "scripted" (the acted
+    # corpora's fixed sentences, looked up from a code in the file name: the same text under
+    # every emotion). Written into the manifest's meta as ``text_source``.
+    text_source: str = "transcript"
 
 
 DATASETS: Registry[Adapter] = Registry("dataset", package="mer.common.datasets", marker="@register(")
 
 
-def register(name: str, description: str):
+def register(name: str, description: str, text_source: str = "transcript"):
     """Decorator for an adapter's scan function."""
 
     def deco(fn):
-        DATASETS.register(name)(Adapter(name, fn, description))
+        DATASETS.register(name)(Adapter(name, fn, description, text_source=text_source))
         return fn
 
     return deco
