@@ -49,17 +49,24 @@ def note_unnamed(report, files, named: set, reason: str, key=lambda p: p.name, u
             report.note(uid(p), p, reason, detail)
 
 
-def find_one(root, name: str, kind: str = "file"):
-    """Search below ``root`` for ``name`` (users unpack corpora at different depths)."""
+def find_below(root, name: str, kind: str = "file"):
+    """``name`` directly below ``root``, else the first match deeper (users unpack corpora at
+    different depths); None when there is none. ``kind``: "file" or "dir"."""
     from pathlib import Path
-
-    from mer.common.errors import MerError
 
     root = Path(root)
     direct = root / name
-    if direct.exists():
+    if direct.is_dir() if kind == "dir" else direct.is_file():
         return direct
     hits = sorted(p for p in root.rglob(name) if (p.is_dir() if kind == "dir" else p.is_file()))
-    if not hits:
+    return hits[0] if hits else None
+
+
+def find_one(root, name: str, kind: str = "file"):
+    """Search below ``root`` for ``name`` (users unpack corpora at different depths)."""
+    from mer.common.errors import MerError
+
+    hit = find_below(root, name, kind)
+    if hit is None:
         raise MerError(f"{name} not found under {root}")
-    return hits[0]
+    return hit

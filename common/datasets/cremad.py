@@ -16,8 +16,8 @@ import io
 import re
 from pathlib import Path
 
-from mer.common.datasets import register
-from mer.common.datasets.acted import find_dir, note_scripted
+from mer.common.datasets import find_below, register
+from mer.common.datasets.acted import note_scripted
 from mer.common.errors import MerError
 from mer.common.report import Report
 
@@ -57,7 +57,7 @@ def read_demographics(path: Path, report: Report) -> dict[str, str]:
 
 @register("crema-d", "CREMA-D: AudioWAV/<actor>_<sentence>_<emotion>_<level>.wav + VideoDemographics.csv", text_source="scripted")
 def scan(root: Path, report: Report, **_) -> list[dict]:
-    adir = find_dir(root, "AudioWAV")
+    adir = find_below(root, "AudioWAV", "dir")
     if adir is None:
         raise MerError(f"no CREMA-D AudioWAV/ folder under {root}")
     demo_path = adir.parent / "VideoDemographics.csv"

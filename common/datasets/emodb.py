@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mer.common.datasets import register
-from mer.common.datasets.acted import find_dir, note_scripted
+from mer.common.datasets import find_below, register
+from mer.common.datasets.acted import note_scripted
 from mer.common.errors import MerError
 from mer.common.report import Report
 
@@ -36,7 +36,7 @@ NAME = re.compile(r"^(?P<spk>\d{2})(?P<text>[ab]\d{2})(?P<emo>[A-Z])(?P<ver>[a-z
 
 @register("emodb", "EmoDB (Berlin): wav/<speaker><text><emotion><version>.wav", text_source="scripted")
 def scan(root: Path, report: Report, **_) -> list[dict]:
-    wdir = find_dir(root, "wav")
+    wdir = find_below(root, "wav", "dir")
     if wdir is None:
         raise MerError(f"no EmoDB wav/ folder under {root}")
     rows = []

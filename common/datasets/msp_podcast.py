@@ -31,7 +31,7 @@ import math
 import re
 from pathlib import Path
 
-from mer.common.datasets import note_unnamed, register
+from mer.common.datasets import find_below, note_unnamed, register
 from mer.common.errors import CorpusError, MerError
 from mer.common.report import Report
 
@@ -41,14 +41,6 @@ ATTRIBUTE_RANGE = (1.0, 7.0)
 GENDERS = {"female": "F", "male": "M", "f": "F", "m": "M"}
 UNKNOWN_SPEAKERS = {"", "unknown"}
 REQUIRED = ("FileName", "EmoClass", *ATTRIBUTES)
-
-
-def _find(root: Path, name: str, kind: str) -> Path | None:
-    direct = root / name
-    if direct.exists():
-        return direct
-    hits = sorted(p for p in root.rglob(name) if (p.is_dir() if kind == "dir" else p.is_file()))
-    return hits[0] if hits else None
 
 
 def _attribute(v: str, col: str, uid: str, src: str) -> float:
@@ -83,7 +75,7 @@ def read_partitions(path: Path) -> dict[str, str]:
 
 @register("msp-podcast", "MSP-Podcast: Labels/labels_consensus.csv + Audios/*.wav + Transcripts/*.txt")
 def scan(root: Path, report: Report, **_) -> list[dict]:
-    labels = next((p for p in (_find(root, n, "file") for n in LABEL_FILES) if p is not None), None)
+    labels = next((p for p in (find_below(root, n, "file") for n in LABEL_FILES) if p is not None), None)
     if labels is None:
         raise MerError(f"no MSP-Podcast label file ({' or '.join(LABEL_FILES)}) under {root}")
     try:
@@ -98,18 +90,18 @@ def scan(root: Path, report: Report, **_) -> list[dict]:
         raise CorpusError(f"{labels}: no column {', '.join(missing)} (header: {', '.join(header)})")
     partitions: dict[str, str] | None = None
     if "Split_Set" not in header:
-        part = _find(labels.parent.parent, "Partitions.txt", "file") or _find(root, "Partitions.txt", "file")
+        part = find_below(labels.parent.parent, "Partitions.txt", "file") or find_below(root, "Partitions.txt", "file")
         if part is None:
             report.note("msp-podcast", labels, "no Split_Set column and no Partitions.txt", "every row has no split")
         else:
             partitions = read_partitions(part)
     # The release's folders sit next to Labels/; searched below the root when unpacked elsewhere.
     base = labels.parent.parent
-    adir = (base / "Audios") if (base / "Audios").is_dir() else _find(root, "Audios", "dir")
+    adir = (base / "Audios") if (base / "Audios").is_dir() else find_below(root, "Audios", "dir")
     if adir is None:
         adir = base / "Audios"
         report.note("msp-podcast", adir, "audio folder not found", "every row will lack audio")
-    tdir = (base / "Transcripts") if (base / "Transcripts").is_dir() else _find(root, "Transcripts", "dir")
+    tdir = (base / "Transcripts") if (base / "Transcripts").is_dir() else find_below(root, "Transcripts", "dir")
     if tdir is None:
         report.note("msp-podcast", base / "Transcripts", "transcript folder not found", "text features will be absent")
 
