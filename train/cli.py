@@ -87,8 +87,8 @@ class _FusionHelp(click.Option):
 @click.option("--weight-decay", type=float, default=1e-4, show_default=True, help="Weight decay (L2 for adam/sgd).")
 @click.option("--grad-clip", type=float, default=5.0, show_default=True, help="Clip the gradient's global norm to this (0: no clipping).")
 @click.option("--patience", type=int, default=10, show_default=True, help="Early stopping: epochs without validation improvement.")
-@click.option("--monitor", type=click.Choice(["auto", "ua", "accuracy", "weighted_f1", "macro_f1", "loss"]), default="auto",
-              show_default=True, help="Validation metric for early stopping (auto: ua, or loss for regression).")
+@click.option("--monitor", type=click.Choice(["auto", "ua", "accuracy", "weighted_f1", "macro_f1", "ccc", "loss"]), default="auto",
+              show_default=True, help="Validation metric for early stopping (auto: ua, or ccc (mean over targets) for regression).")
 @click.option("--balanced/--no-balanced", default=False, show_default=True, help="Class-weighted loss (weights from the training rows); every classification model supports it, regression refuses it.")
 @click.option("--max-len", type=int, default=None,
               help="Keep the first N frames/tokens of every sequence input (a fixed crop, as seed 002's fixed-size spectrograms; default: whole sequences).")

@@ -42,7 +42,7 @@ class TrainConfig:
     optimizer: str = "adamw"      # a name in OPTIMIZERS
     weight_decay: float = 1e-4    # AdamW: decoupled decay; Adam/SGD: an L2 term in the gradient (the papers' "L2")
     patience: int = 10            # epochs without validation improvement before stopping
-    monitor: str = "auto"         # "ua" | "accuracy" | "weighted_f1" | "macro_f1" | "loss"; auto: ua (classification), loss (regression)
+    monitor: str = "auto"         # "ua" | "accuracy" | "weighted_f1" | "macro_f1" | "ccc" | "loss"; auto: ua (classification), ccc (regression)
     valid_fraction: float = 0.1   # carved from training rows when the protocol has no validation split
     balanced: bool = False        # class-weighted cross-entropy (weights from the training rows)
     max_len: int | None = None    # cap on frames/tokens per ragged input (None: no cap); the first max_len are kept
@@ -201,10 +201,13 @@ def _peak_rss_mb() -> float:
 
 
 def _score(metrics: dict, loss: float, monitor: str):
-    # Larger is better; the validation loss breaks ties between equal accuracies.
+    # Larger is better; the validation loss breaks ties between equal accuracies. An
+    # undefined metric (CCC of a constant prediction, early in training) ranks lowest: as
+    # NaN it would compare false with everything, and the first epoch would stay "best".
     if monitor == "loss":
         return (-loss,)
-    return (metrics[monitor], -loss)
+    v = metrics[monitor]
+    return (v if np.isfinite(v) else -np.inf, -loss)
 
 
 def calibrate_on_validation(model, batcher: Batcher, fold, data: TrainData, loss_fn) -> dict:
@@ -252,12 +255,16 @@ def train_fold(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, devi
         from mer.train.dialog import DialogBatcher
 
         batcher = DialogBatcher(batcher, data.meta)
-    n_out = 1 if data.regression else len(data.classes)
+    # regression: one output per target (classes holds a multi-target scheme's target names)
+    n_out = max(1, len(data.classes)) if data.regression else len(data.classes)
     model = build_model(cls, data.specs, n_out, cfg, None if data.regression else data.classes,
                         tc.context).to(device)
     opt = make_optimizer(tc.optimizer, [p for p in model.parameters() if p.requires_grad], tc.lr, tc.weight_decay)
     loss_fn = _default_loss(model, data, fold.train, tc, device)
-    monitor = tc.monitor if tc.monitor != "auto" else ("loss" if data.regression else "ua")
+    # CCC is what dimensional-emotion work reports, so regression stops on it by default.
+    monitor = tc.monitor if tc.monitor != "auto" else ("ccc" if data.regression else "ua")
+    if monitor != "loss" and (monitor == "ccc") != bool(data.regression):
+        raise UsageError(f"--monitor {monitor}: not a metric of this {'regression' if data.regression else 'classification'} scheme")
     amp = lambda: autocast(tc.precision, device)  # noqa: E731
     # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
     scaler = torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None
@@ -265,7 +272,7 @@ def train_fold(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, devi
     def metrics_of(out, rows):
         y = data.y[rows]
         if data.regression:
-            return regression_metrics(y, out)
+            return regression_metrics(y, out, data.classes or None)
         return classification_metrics(y, out.argmax(1), data.classes)
 
     history, best, best_state, best_epoch = [], None, None, -1
@@ -305,7 +312,7 @@ def train_fold(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, devi
         h = {"epoch": epoch + 1, "train_loss": tot / max(n, 1), "valid_loss": v_loss, "train_rows": n,
              "peak_rss_mb": round(_peak_rss_mb(), 1)}
         if data.regression:
-            h.update(valid_mae=vm["mae"])
+            h.update(valid_mae=vm["mae"], valid_ccc=vm["ccc"])
         else:
             h.update(train_accuracy=correct / max(n, 1), valid_accuracy=vm["accuracy"], valid_ua=vm["ua"])
         history.append(h)
@@ -504,7 +511,7 @@ def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, 
             cls = classes_of[fname]
             cfg = model_config(cls, options)
             sources = resolve_inputs(reqs, fcache, fusion_wants(cls, tc.context))
-            why = _unbuildable(cls, cfg, sources, n_classes=1 if sch.is_regression else len(classes),
+            why = _unbuildable(cls, cfg, sources, n_classes=max(1, len(classes)) if sch.is_regression else len(classes),
                                classes=None if sch.is_regression else classes, context=tc.context)
             absent = [man.lacks(m) for m in ("audio", "text") if man.lacks(m)]
             if why is not None and absent:
@@ -620,4 +627,4 @@ def _unbuildable(cls, cfg, sources, n_classes: int, classes, context: str = "non
 
 def _postfix(r: FoldResult, regression: bool) -> str:
     m = r.metrics
-    return f"{r.fold}: mae {m['mae']:.3f}" if regression else f"{r.fold}: ua {m['ua']:.3f} wa {m['accuracy']:.3f}"
+    return f"{r.fold}: mae {m['mae']:.3f} ccc {m['ccc']:.3f}" if regression else f"{r.fold}: ua {m['ua']:.3f} wa {m['accuracy']:.3f}"
