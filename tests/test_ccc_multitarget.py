@@ -105,3 +105,53 @@ def test_msp_podcast_dimensional_fixture_trains_with_ccc_per_target(tmp_path):
     assert set(p["id"]) == test1
     h = json.loads((runs / "avd" / "history.json").read_text())
     assert "valid_ccc" in h[0]["epochs"][0]
+    # The blind Test2 rows, kept by prepare, are what `mer predict` is for: one value per target.
+    man = pd.read_parquet(cache / "msp-podcast" / "manifest.parquet")
+    blind = man[man["split"] == "Test2"][["id", "audio", "text"]]
+    blind.to_csv(tmp_path / "blind.csv", index=False)
+    mer("predict", "--run", runs / "avd", "--manifest", tmp_path / "blind.csv", "--out", tmp_path / "pred.csv")
+    pred = pd.read_csv(tmp_path / "pred.csv")
+    assert list(pred.columns) == ["id", "predicted_arousal", "predicted_valence", "predicted_dominance"]
+    assert list(pred["id"]) == list(blind["id"]) and np.isfinite(pred.iloc[:, 1:].to_numpy()).all()
+
+
+@pytest.mark.parametrize("fusion", ["attention", "concat", "cross", "interaction", "late", "masked", "weighted"])
+def test_every_fusion_with_several_outputs_trains_three_targets(tmp_path, fusion):
+    """Multi-target regression for every fusion that can produce several outputs (late
+    fusion averaged log-probabilities of 3 'classes' before: a loss error on [n, 3] targets);
+    hierarchical is classification-only (it needs a neutral class) and says so."""
+    from mer.common.manifest import Manifest, content_hashes
+    from mer.train.synthetic_features import synthetic
+    from mer.train.trainer import run_train
+
+    man, sets = synthetic(160, seed=2, text_dim=8, audio_dim=8, noise=0.5)
+    df = man.df.copy()
+    y = df["emotion"].map({"ang": 0, "hap": 1, "sad": 2, "neu": 3}).to_numpy()
+    rng = np.random.default_rng(0)
+    df["activation"] = np.where(np.isin(y, [0, 1]), 6.0, 2.0)
+    df["valence"] = np.where(np.isin(y, [1, 3]), 6.0, 2.0)
+    df["dominance"] = np.where(y == 0, 6.0, 3.0)
+    df["split"] = rng.choice(["Train", "Development", "Test1"], len(df), p=[0.7, 0.1, 0.2])
+    df["dataset"] = "msp-podcast"
+    man = Manifest(df, {"dataset": "msp-podcast", **content_hashes(df)})
+    feats = "bert.tokens,mfcc.frames" if fusion == "masked" else "bert,mfcc"
+    (run,) = run_train("msp-podcast", feats, fusion, scheme="avd", manifest=man, feature_sets=sets, out=tmp_path,
+                       epochs=3, device="cpu", quiet=True, plots=False)
+    m = json.loads((run / "metrics.json").read_text())
+    assert {"ccc_arousal", "ccc_valence", "ccc_dominance", "ccc"} <= set(m["mean"])
+    assert all(np.isfinite(m["mean"][f"mae_{t}"]) for t in ("arousal", "valence", "dominance"))
+
+
+def test_hierarchical_refuses_regression_in_one_line(tmp_path):
+    from mer.common.errors import MerError
+    from mer.common.manifest import Manifest, content_hashes
+    from mer.train.synthetic_features import synthetic
+    from mer.train.trainer import run_train
+
+    man, sets = synthetic(40, seed=2, text_dim=4, audio_dim=4)
+    df = man.df.copy()
+    df["activation"], df["valence"], df["dominance"] = 3.0, 4.0, 5.0
+    man = Manifest(df, {"dataset": "msp-podcast", **content_hashes(df)})
+    with pytest.raises(MerError, match="hierarchical"):
+        run_train("msp-podcast", "bert,mfcc", "hierarchical", scheme="avd", manifest=man, feature_sets=sets,
+                  out=tmp_path, epochs=1, device="cpu", quiet=True, plots=False)

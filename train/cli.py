@@ -306,6 +306,7 @@ def predict(run_dir, audio, text, start, end, manifest, out, device):
     mer predict --run runs/<id> --audio x.wav --text "I can't believe it"
     mer predict --run runs/<id> --manifest new.csv --out predictions.csv
     """
+    import numpy as np
     import pandas as pd
 
     from mer.common.errors import UsageError
@@ -320,7 +321,10 @@ def predict(run_dir, audio, text, start, end, manifest, out, device):
             raise UsageError("give --audio and/or --text (or --manifest)")
         items = [Item("input", audio, text, start, end)]
     classes, out_arr, cfg = predict_items(run_dir, items, device)
-    if cfg.get("regression"):
+    if cfg.get("regression") and np.ndim(out_arr) == 2:   # multi-target: one column per target
+        df = pd.DataFrame({"id": [i.id for i in items],
+                           **{f"predicted_{t}": out_arr[:, j].round(4) for j, t in enumerate(classes)}})
+    elif cfg.get("regression"):
         df = pd.DataFrame({"id": [i.id for i in items], "predicted": out_arr})
     else:
         df = pd.DataFrame({"id": [i.id for i in items], "predicted": [classes[i] for i in out_arr.argmax(1)]})

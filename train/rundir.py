@@ -271,7 +271,7 @@ def load_models(run, device: str = "cpu"):
         norm = Normalizer.from_tensors({k: v.numpy() for k, v in t.items() if k.startswith("norm/")})
         state = {k: v for k, v in t.items() if not k.startswith("norm/")}
         model = build_model(cls, input_specs(sources), n_out, mcfg, None if cfg.get("regression") else cfg["classes"],
-                            (cfg.get("train") or {}).get("context", "none"))
+                            (cfg.get("train") or {}).get("context", "none"), regression=bool(cfg.get("regression")))
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise MerError(f"{p}: weights do not fit {cfg['fusion']} (missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -258,7 +258,7 @@ def train_fold(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, devi
     # regression: one output per target (classes holds a multi-target scheme's target names)
     n_out = max(1, len(data.classes)) if data.regression else len(data.classes)
     model = build_model(cls, data.specs, n_out, cfg, None if data.regression else data.classes,
-                        tc.context).to(device)
+                        tc.context, regression=data.regression).to(device)
     opt = make_optimizer(tc.optimizer, [p for p in model.parameters() if p.requires_grad], tc.lr, tc.weight_decay)
     loss_fn = _default_loss(model, data, fold.train, tc, device)
     # CCC is what dimensional-emotion work reports, so regression stops on it by default.
@@ -512,7 +512,8 @@ def _run_train(dataset, features, fusions, protocol, scheme, seeds, cache, out, 
             cfg = model_config(cls, options)
             sources = resolve_inputs(reqs, fcache, fusion_wants(cls, tc.context))
             why = _unbuildable(cls, cfg, sources, n_classes=max(1, len(classes)) if sch.is_regression else len(classes),
-                               classes=None if sch.is_regression else classes, context=tc.context)
+                               classes=None if sch.is_regression else classes, context=tc.context,
+                               regression=sch.is_regression)
             absent = [man.lacks(m) for m in ("audio", "text") if man.lacks(m)]
             if why is not None and absent:
                 why += f"; {absent[0]}, so {fname} cannot run on it"
@@ -613,13 +614,13 @@ def _check_modalities(man, requests, feature_sets) -> None:
                 raise UsageError(f"--features {r.text}: {r.feature} is a {mod} feature, and {why}")
 
 
-def _unbuildable(cls, cfg, sources, n_classes: int, classes, context: str = "none") -> str | None:
+def _unbuildable(cls, cfg, sources, n_classes: int, classes, context: str = "none", regression: bool = False) -> str | None:
     """Why a fusion cannot be built on these inputs (its own check, e.g. "needs at least 1 audio
     feature"), or None. Builds the model once on the input specs, which costs milliseconds."""
     from mer.train.data import input_specs
 
     try:
-        build_model(cls, input_specs(sources), n_classes, cfg, classes, context)
+        build_model(cls, input_specs(sources), n_classes, cfg, classes, context, regression=regression)
     except MerError as e:
         return str(e)
     return None
