@@ -62,6 +62,29 @@ def find_below(root, name: str, kind: str = "file"):
     return hits[0] if hits else None
 
 
+def read_csv_rows(path, required=(), what: str = "column(s)"):
+    """A corpus CSV with a header as a ``csv.DictReader`` (header names stripped), after
+    checking it is UTF-8 and has the ``required`` columns: both fail with ``CorpusError``
+    naming the file. ``reader.line_num`` gives each row's line for reports."""
+    import csv
+    import io
+    from pathlib import Path
+
+    from mer.common.errors import CorpusError
+
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"{path}: not UTF-8 (byte {e.start}): {e.reason}") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    reader.fieldnames = header
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise CorpusError(f"{path}: missing {what} {', '.join(missing)} (header: {', '.join(header)})")
+    return reader
+
+
 def find_one(root, name: str, kind: str = "file"):
     """Search below ``root`` for ``name`` (users unpack corpora at different depths)."""
     from mer.common.errors import MerError

@@ -25,13 +25,11 @@ out of training and evaluation. Unlabelled rows of other splits are dropped as "
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 import re
 from pathlib import Path
 
-from mer.common.datasets import find_below, note_unnamed, register
+from mer.common.datasets import find_below, note_unnamed, read_csv_rows, register
 from mer.common.errors import CorpusError, MerError
 from mer.common.report import Report
 
@@ -78,16 +76,8 @@ def scan(root: Path, report: Report, **_) -> list[dict]:
     labels = next((p for p in (find_below(root, n, "file") for n in LABEL_FILES) if p is not None), None)
     if labels is None:
         raise MerError(f"no MSP-Podcast label file ({' or '.join(LABEL_FILES)}) under {root}")
-    try:
-        text = labels.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise CorpusError(f"{labels}: not UTF-8 (byte {e.start}): {e.reason}") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    reader.fieldnames = header
-    missing = [c for c in REQUIRED if c not in header]
-    if missing:
-        raise CorpusError(f"{labels}: no column {', '.join(missing)} (header: {', '.join(header)})")
+    reader = read_csv_rows(labels, REQUIRED, "column")
+    header = reader.fieldnames
     partitions: dict[str, str] | None = None
     if "Split_Set" not in header:
         part = find_below(labels.parent.parent, "Partitions.txt", "file") or find_below(root, "Partitions.txt", "file")
