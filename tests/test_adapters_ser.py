@@ -60,7 +60,7 @@ def folds_of(dataset: str, df, protocol: str | None = None):
 
 def test_registry_lists_the_new_adapters():
     assert {"msp-podcast", "crema-d", "ravdess", "emodb"} <= set(DATASETS.names())
-    assert DATASETS.get("crema-d").text_source == "scripted" and DATASETS.get("msp-podcast").text_source == "transcript"
+    assert DATASETS.get("crema-d").text_kind == "scripted" and DATASETS.get("msp-podcast").text_kind == "transcript"
 
 
 # --- MSP-Podcast --------------------------------------------------------------------------
@@ -92,7 +92,7 @@ def test_msp_podcast_happy_path(tmp_path):
     for name in ("emo4", "emo8", "arousal"):
         lab, _ = schemes.scheme("msp-podcast", name).apply(df)
         assert lab[df["split"] == "Test2"].isna().all()
-    assert m.meta["text_source"] == "transcript"
+    assert m.meta["text_kind"] == "transcript"
 
 
 def test_msp_podcast_official_protocol_is_the_release_partition(tmp_path):
@@ -160,7 +160,7 @@ def test_cremad_happy_path_and_the_empty_release_file(tmp_path):
     # The release's 0-byte file is dropped and named.
     assert dropped(rep) == {CREMAD_EMPTY: "empty file"}
     assert next(d for d in rep["dropped"] if d["id"] == CREMAD_EMPTY)["file"].endswith(f"AudioWAV/{CREMAD_EMPTY}.wav")
-    assert m.meta["text_source"] == "scripted"
+    assert m.meta["text_kind"] == "scripted"
     assert "texts are the corpus's scripted sentences (from the sentence code)" in notes(rep)
 
 
@@ -203,7 +203,7 @@ def test_ravdess_happy_path(tmp_path):
     assert (r.emotion, r.text) == ("neutral", "Dogs are sitting by the door")
     n = {x["id"]: x["reason"] for x in rep["notes"]}
     assert n["03-02-05-01-01-01-02"].startswith("song") and n["readme"].startswith("file name not")
-    assert m.meta["text_source"] == "scripted"
+    assert m.meta["text_kind"] == "scripted"
     sub, folds = folds_of("ravdess", df)
     assert len(folds) == 6 and all(len(set(sub["speaker"].to_numpy()[f.test])) == 1 for f in folds)
 
@@ -238,7 +238,7 @@ def test_emodb_happy_path_and_leave_one_speaker_out(tmp_path):
     assert df.loc["03a01Wa", "text"] == "Der Lappen liegt auf dem Eisschrank."
     n = {x["id"]: x["reason"] for x in rep["notes"]}
     assert n["03a99Wa"] == "unknown text code: ignored" and n["x"].startswith("file name not")
-    assert m.meta["text_source"] == "scripted"
+    assert m.meta["text_kind"] == "scripted"
     sub, folds = folds_of("emodb", df)
     assert [f.name for f in folds] == list(EMODB_SPEAKERS)
     for f in folds:

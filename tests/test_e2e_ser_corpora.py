@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from corpus_fixtures_ser import make_cremad, make_emodb, make_msp_podcast, make_ravdess
@@ -41,3 +42,7 @@ def test_prepare_extract_train_each_new_corpus(tmp_path):
         assert [f["fold"] for f in m["folds"]] == folds, name
         assert m["classes"] == classes, name
         assert 0.0 <= m["mean"]["ua"] <= 1.0
+        # The adapters' text_kind (scripted sentences) is its own meta key: "text_source"
+        # in a run's config means ASR transcripts, and must not appear for corpus text.
+        cfg = yaml.safe_load((runs / name / "config.yaml").read_text())
+        assert "text_source" not in cfg, name

@@ -24,18 +24,18 @@ class Adapter:
     needs_audio: bool = True
     # Where ``text`` comes from: "transcript" (what was said), or "scripted" (the acted
     # corpora's fixed sentences, looked up from a code in the file name: the same text under
-    # every emotion). Written into the manifest's meta as ``text_source``.
-    text_source: str = "transcript"
+    # every emotion). Written into the manifest's meta as ``text_kind``.
+    text_kind: str = "transcript"
 
 
 DATASETS: Registry[Adapter] = Registry("dataset", package="mer.common.datasets", marker="@register(")
 
 
-def register(name: str, description: str, text_source: str = "transcript"):
+def register(name: str, description: str, text_kind: str = "transcript"):
     """Decorator for an adapter's scan function."""
 
     def deco(fn):
-        DATASETS.register(name)(Adapter(name, fn, description, text_source=text_source))
+        DATASETS.register(name)(Adapter(name, fn, description, text_kind=text_kind))
         return fn
 
     return deco

@@ -1,7 +1,7 @@
 """Shared pieces of the acted corpora (CREMA-D, RAVDESS, EmoDB): every label sits in the
 file name, and the texts are the corpus's fixed sentences, looked up from a sentence code
 (so text features exist, but they carry no emotion: the adapters register with
-``text_source="scripted"``, written into the manifest's meta)."""
+``text_kind="scripted"``, written into the manifest's meta)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -55,7 +55,7 @@ def read_demographics(path: Path, report: Report) -> dict[str, str]:
     return out
 
 
-@register("crema-d", "CREMA-D: AudioWAV/<actor>_<sentence>_<emotion>_<level>.wav + VideoDemographics.csv", text_source="scripted")
+@register("crema-d", "CREMA-D: AudioWAV/<actor>_<sentence>_<emotion>_<level>.wav + VideoDemographics.csv", text_kind="scripted")
 def scan(root: Path, report: Report, **_) -> list[dict]:
     adir = find_below(root, "AudioWAV", "dir")
     if adir is None:

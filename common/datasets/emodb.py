@@ -34,7 +34,7 @@ SPEAKERS = {"03": "M", "08": "F", "09": "F", "10": "M", "11": "M", "12": "M", "1
 NAME = re.compile(r"^(?P<spk>\d{2})(?P<text>[ab]\d{2})(?P<emo>[A-Z])(?P<ver>[a-z])$")
 
 
-@register("emodb", "EmoDB (Berlin): wav/<speaker><text><emotion><version>.wav", text_source="scripted")
+@register("emodb", "EmoDB (Berlin): wav/<speaker><text><emotion><version>.wav", text_kind="scripted")
 def scan(root: Path, report: Report, **_) -> list[dict]:
     wdir = find_below(root, "wav", "dir")
     if wdir is None:

@@ -154,7 +154,7 @@ def prepare(
 
     df = mf.to_frame(good)
     report.counts = {"found": n_found, "kept": len(df), "dropped": len(report.dropped), "repaired": len(report.repaired)}
-    m = mf.write(df, target, dataset, str(root), {"report": target.stem + ".report.json", "text_source": adapter.text_source})
+    m = mf.write(df, target, dataset, str(root), {"report": target.stem + ".report.json", "text_kind": adapter.text_kind})
     _, report_txt = report.write(stem)
     table = summary_table(m)
     (target.with_name(target.stem + ".summary.txt")).write_text(table.to_string())

@@ -26,7 +26,7 @@ NAME = re.compile(r"^(?P<mod>\d{2})-(?P<chan>\d{2})-(?P<emo>\d{2})-(?P<int>\d{2}
 ACTOR_DIR = re.compile(r"^Actor_(\d{2})$")
 
 
-@register("ravdess", "RAVDESS speech: Actor_NN/03-01-EE-II-SS-RR-NN.wav", text_source="scripted")
+@register("ravdess", "RAVDESS speech: Actor_NN/03-01-EE-II-SS-RR-NN.wav", text_kind="scripted")
 def scan(root: Path, report: Report, **_) -> list[dict]:
     dirs = sorted((p for p in [root, *root.rglob("Actor_*")] if p.is_dir() and ACTOR_DIR.match(p.name)), key=lambda p: p.name)
     if not dirs:
