@@ -82,7 +82,7 @@ def write_layout(root: Path, n: int, seed: int) -> None:
             w.setnchannels(1)
             w.setsampwidth(2)
             w.setframerate(16000)
-            w.writeframes(pcm[:-2] + i.to_bytes(4, "little")[:2])   # distinct content per file
+            w.writeframes(pcm[:-4] + i.to_bytes(4, "little"))   # distinct content (and hash) per file
         (root / "Transcripts" / f"{name}.txt").write_text("well I think that is fine\n")
         a = 2.0 + 3.0 * (y[i] in (0, 2))
         lines.append(f"{name}.wav,{EMO[y[i]]},{a:.1f},{4.0:.1f},{3.5:.1f},{spk[i]},{'Female' if spk[i] % 2 else 'Male'},{split[i]}")
