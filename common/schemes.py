@@ -9,7 +9,10 @@ of training under that scheme. Scheme kinds:
 - ``bins``: continuous ``source`` cut at ``edges`` into ``classes``
 - ``sign``: negative / zero / positive of ``source``
 - ``round``: ``source`` rounded and clipped to ``range`` (MOSI Acc-5/Acc-7)
-- ``regression``: ``source`` as a float target
+- ``regression``: ``source`` as a float target; or, with ``sources: [...]`` (and optional
+  ``targets:`` names), several float targets at once (arousal, valence, dominance): the
+  labels are then a DataFrame with one column per target, and a row missing any target
+  has no label
 """
 from __future__ import annotations
 
@@ -53,10 +56,18 @@ class Scheme:
     def is_regression(self) -> bool:
         return self.kind == "regression"
 
+    @property
+    def targets(self) -> list[str]:
+        """The target names of a multi-target regression scheme; [] for any other scheme."""
+        if self.kind != "regression" or not self.spec.get("sources"):
+            return []
+        return [str(t) for t in (self.spec.get("targets") or self.spec["sources"])]
+
     def apply(self, df: pd.DataFrame) -> tuple[pd.Series, list[str]]:
         """Return (labels, classes): labels are class names (or floats for regression),
-        NA where the scheme does not cover the utterance."""
-        col = df[self.source]
+        NA where the scheme does not cover the utterance. Multi-target regression:
+        (DataFrame [n, targets], target names)."""
+        col = df[self.source.split(",")[0]]
         s = self.spec
         if self.kind == "map":
             lab = col.map(lambda v: s["map"].get(v) if isinstance(v, str) else None)
@@ -64,6 +75,12 @@ class Scheme:
         if self.kind == "identity":
             classes = sorted(col.dropna().unique().tolist())
             return col.astype("string"), classes
+        if self.targets:
+            lo, hi = s.get("range", [-np.inf, np.inf])
+            x = pd.DataFrame({t: pd.to_numeric(df[c], errors="coerce").astype(float).clip(lo, hi)
+                              for t, c in zip(self.targets, s["sources"])}, index=df.index)
+            x[x.isna().any(axis=1)] = np.nan   # one missing target: the row is unlabelled
+            return x, list(self.targets)
         x = pd.to_numeric(col, errors="coerce").astype(float)
         if self.kind == "regression":
             lo, hi = s.get("range", [-np.inf, np.inf])
@@ -93,6 +110,9 @@ class Scheme:
     def unlabelled(self, df: pd.DataFrame, labels: pd.Series) -> dict[str, int]:
         """How many utterances this scheme leaves without a label, by raw ``source`` value
         (MELD ``emo6``: ``{"fear": n}``), for the training data report."""
+        if isinstance(labels, pd.DataFrame):   # multi-target: counted by which target is missing
+            miss = labels.isna().any(axis=1).to_numpy()
+            return {"(a target missing)": int(miss.sum())} if miss.any() else {}
         miss = pd.Series(labels).isna().to_numpy()
         raw = df[self.source].astype("string").fillna("(missing)").to_numpy()[miss]
         values, counts = np.unique(raw.astype(str), return_counts=True)
@@ -108,7 +128,13 @@ def scheme(dataset: str, name: str | None = None) -> Scheme:
         raise MerError(
             f"dataset {dataset!r} has no label scheme {name!r}; choose one of: {', '.join(spec['schemes'])}"
         ) from None
-    return Scheme(name, s["kind"], s["source"], list(s.get("classes", [])), s)
+    if "source" not in s and not s.get("sources"):
+        raise MerError(f"dataset {dataset!r}, scheme {name!r}: no source (or sources) column named")
+    # A multi-target scheme's source is its columns joined by commas (the run's config shows it).
+    source = s.get("source") or ",".join(s["sources"])
+    if s.get("targets") and len(s["targets"]) != len(s.get("sources") or []):
+        raise MerError(f"dataset {dataset!r}, scheme {name!r}: {len(s['targets'])} targets for {len(s.get('sources') or [])} sources")
+    return Scheme(name, s["kind"], source, list(s.get("classes", [])), s)
 
 
 def protocol(dataset: str, name: str | None = None) -> dict:

@@ -83,11 +83,16 @@ def _device_help() -> str:
 @click.option("--text-source", default=None, metavar="asr:STORE|MODEL",
               help="Text features from ASR transcripts: an asr store path or the --asr.model it was made with (see --features asr).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary table.")
+@click.option("--dry-run", is_flag=True,
+              help="Compute nothing: per feature, print the rows to compute, the estimated store size and the estimated "
+                   "time on this machine (from a short timed sample, see --sample).")
+@click.option("--sample", type=click.IntRange(1), default=16, show_default=True,
+              help="With --dry-run: manifest rows timed to make the estimates.")
 @click.option("--recipe", default=None, help="Extract exactly a recipe's features with its settings (`mer recipes` lists them); --<feature>.<field> options override them.")
 @click.option("--substitute", is_flag=True, help="With --recipe: replace encoders that are not installed by the packaged defaults (recorded; the results are then not the paper's).")
 @_feature_options
 def extract(dataset, root, cache, features, fmt, dtype, device, workers, scheduler, batch_size, max_seconds, manifest, accept_failures, text_source, quiet,
-            recipe, substitute, **opts):
+            dry_run, sample, recipe, substitute, **opts):
     """Extract features into content-keyed stores in the cache.
 
     One store per feature and configuration: <cache>/<dataset>/features/<feature>-<key>.zarr
@@ -129,6 +134,13 @@ def extract(dataset, root, cache, features, fmt, dtype, device, workers, schedul
         for n in notices:
             click.echo(f"note: {n}", err=True)
         features = ",".join(chosen)
+    if dry_run:
+        from mer.extract.estimate import dry_run as estimate
+
+        estimate(dataset, features, cache=cache, root=root, configs=configs, fmt=fmt, workers=workers, dtype=dtype,
+                 batch_size=batch_size, max_seconds=max_seconds, manifest=manifest, accept_failures=accept_failures,
+                 text_source=text_source, sample=sample, quiet=False)
+        return
     paths = run_extract(
         dataset, features, cache=cache, root=root, configs=configs, fmt=fmt, device=device, workers=workers,
         scheduler=scheduler, dtype=dtype, batch_size=batch_size, quiet=quiet, max_seconds=max_seconds, manifest=manifest,

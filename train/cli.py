@@ -104,7 +104,7 @@ class _FusionHelp(click.Option):
 @click.option("--grad-clip", type=float, default=5.0, show_default=True, help="Clip the gradient's global norm to this (0: no clipping).")
 @click.option("--patience", type=int, default=10, show_default=True, help="Early stopping: epochs without validation improvement.")
 @click.option("--monitor", type=click.Choice(MONITORS), default="auto",
-              show_default=True, help="Validation metric for early stopping (auto: ua, or loss for regression).")
+              show_default=True, help="Validation metric for early stopping (auto: ua, or ccc (mean over targets) for regression).")
 @click.option("--balanced/--no-balanced", default=False, show_default=True, help="Class-weighted loss (weights from the training rows); every classification model supports it, regression refuses it.")
 @click.option("--max-len", type=int, default=None,
               help="Keep the first N frames/tokens of every sequence input (a fixed crop, as seed 002's fixed-size spectrograms; default: whole sequences).")
@@ -350,6 +350,7 @@ def predict(run_dir, audio, text, start, end, manifest, out, device):
     mer predict --run runs/<id> --audio x.wav --text "I can't believe it"
     mer predict --run runs/<id> --manifest new.csv --out predictions.csv
     """
+    import numpy as np
     import pandas as pd
 
     from mer.common.errors import UsageError
@@ -364,7 +365,10 @@ def predict(run_dir, audio, text, start, end, manifest, out, device):
             raise UsageError("give --audio and/or --text (or --manifest)")
         items = [Item("input", audio, text, start, end)]
     classes, out_arr, cfg = predict_items(run_dir, items, device)
-    if cfg.get("regression"):
+    if cfg.get("regression") and np.ndim(out_arr) == 2:   # multi-target: one column per target
+        df = pd.DataFrame({"id": [i.id for i in items],
+                           **{f"predicted_{t}": out_arr[:, j].round(4) for j, t in enumerate(classes)}})
+    elif cfg.get("regression"):
         df = pd.DataFrame({"id": [i.id for i in items], "predicted": out_arr})
     else:
         df = pd.DataFrame({"id": [i.id for i in items], "predicted": [classes[i] for i in out_arr.argmax(1)]})

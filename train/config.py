@@ -18,8 +18,9 @@ OPTIMIZERS = {
     "adam": lambda params, lr, wd: __import__("torch").optim.Adam(params, lr=lr, weight_decay=wd),
     "sgd": lambda params, lr, wd: __import__("torch").optim.SGD(params, lr=lr, weight_decay=wd, momentum=0.9),
 }
-# Validation metrics early stopping can watch; "auto": ua (classification), loss (regression).
-MONITORS = ("auto", "ua", "accuracy", "weighted_f1", "macro_f1", "loss")
+# Validation metrics early stopping can watch; "auto": ua (classification), ccc (regression:
+# the mean over targets, what dimensional-emotion work reports).
+MONITORS = ("auto", "ua", "accuracy", "weighted_f1", "macro_f1", "ccc", "loss")
 # Mixed precision (torch.autocast); whether the device can do it is checked where it is known.
 PRECISIONS = ("fp32", "bf16", "fp16")
 # "fold": z-scoring with training-row statistics only; "speaker": each speaker first (speakernorm).
@@ -36,7 +37,7 @@ class TrainConfig:
     optimizer: str = "adamw"      # a name in OPTIMIZERS
     weight_decay: float = 1e-4    # AdamW: decoupled decay; Adam/SGD: an L2 term in the gradient (the papers' "L2")
     patience: int = 10            # epochs without validation improvement before stopping
-    monitor: str = "auto"         # "ua" | "accuracy" | "weighted_f1" | "macro_f1" | "loss"; auto: ua (classification), loss (regression)
+    monitor: str = "auto"         # "ua" | "accuracy" | "weighted_f1" | "macro_f1" | "ccc" | "loss"; auto: ua (classification), ccc (regression)
     valid_fraction: float = 0.1   # carved from training rows when the protocol has no validation split
     # Carved validation slices of single utterances or whole dialogues; "auto": dialogues for
     # --context dialog (the model sees a dialogue's other utterances), utterances otherwise.

@@ -107,10 +107,13 @@ def _peak_rss_mb() -> float:
 
 
 def _score(metrics: dict, loss: float, monitor: str):
-    # Larger is better; the validation loss breaks ties between equal accuracies.
+    # Larger is better; the validation loss breaks ties between equal accuracies. An
+    # undefined metric (CCC of a constant prediction, early in training) ranks lowest: as
+    # NaN it would compare false with everything, and the first epoch would stay "best".
     if monitor == "loss":
         return (-loss,)
-    return (metrics[monitor], -loss)
+    v = metrics[monitor]
+    return (v if np.isfinite(v) else -np.inf, -loss)
 
 
 def calibrate_on_validation(model, batcher: Batcher, fold, data: TrainData, loss_fn) -> dict:
@@ -168,12 +171,16 @@ def _setup(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, device: 
         from mer.train.dialog import DialogBatcher
 
         batcher = DialogBatcher(batcher, data.meta)
-    n_out = 1 if data.regression else len(data.classes)
+    # regression: one output per target (classes holds a multi-target scheme's target names)
+    n_out = max(1, len(data.classes)) if data.regression else len(data.classes)
     model = build_model(cls, data.specs, n_out, cfg, None if data.regression else data.classes,
-                        tc.context).to(device)
+                        tc.context, regression=data.regression).to(device)
     opt = make_optimizer(tc.optimizer, [p for p in model.parameters() if p.requires_grad], tc.lr, tc.weight_decay)
     loss_fn = _default_loss(model, data, fold.train, tc, device)
-    monitor = tc.monitor if tc.monitor != "auto" else ("loss" if data.regression else "ua")
+    # CCC is what dimensional-emotion work reports, so regression stops on it by default.
+    monitor = tc.monitor if tc.monitor != "auto" else ("ccc" if data.regression else "ua")
+    if monitor != "loss" and (monitor == "ccc") != bool(data.regression):
+        raise UsageError(f"--monitor {monitor}: not a metric of this {'regression' if data.regression else 'classification'} scheme")
     # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
     scaler = torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None
     return _Fold(model, batcher, opt, loss_fn, norm, monitor, scaler, rng)
@@ -184,7 +191,7 @@ def _metrics_of(data: TrainData, out, rows) -> dict:
 
     y = data.y[rows]
     if data.regression:
-        return regression_metrics(y, out)
+        return regression_metrics(y, out, data.classes or None)
     return classification_metrics(y, out.argmax(1), data.classes)
 
 
@@ -234,7 +241,7 @@ def _epoch(f: _Fold, cls, data: TrainData, fold, epoch: int, tc: TrainConfig, de
     h = {"epoch": epoch + 1, "train_loss": tot / max(n, 1), "valid_loss": v_loss, "train_rows": n,
          "peak_rss_mb": round(_peak_rss_mb(), 1)}
     if data.regression:
-        h.update(valid_mae=vm["mae"])
+        h.update(valid_mae=vm["mae"], valid_ccc=vm["ccc"])
     else:
         h.update(train_accuracy=correct / max(n, 1), valid_accuracy=vm["accuracy"], valid_ua=vm["ua"])
     h["_score"] = _score(vm, v_loss, f.monitor)

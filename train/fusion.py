@@ -157,7 +157,7 @@ def fusion_wants(cls, context: str = "none") -> str:
     return check_wants(wants, f"fusion {getattr(cls, '__name__', cls)}")
 
 
-def build_model(cls, specs, n_out: int, cfg, classes: list[str] | None, context: str = "none"):
+def build_model(cls, specs, n_out: int, cfg, classes: list[str] | None, context: str = "none", regression: bool = False):
     """Instantiate a fusion; class names go to models that ask for them (hierarchical needs
     to know which class is neutral), the context mode to conversation-level models. Inputs that are stacks of hidden states (``--bert.layer
     all``) get learned softmax layer weights in front of the model (mer.train.layermix)."""
@@ -166,8 +166,13 @@ def build_model(cls, specs, n_out: int, cfg, classes: list[str] | None, context:
     from mer.train.layermix import wrap
 
     kw = {}
-    if classes and "classes" in inspect.signature(cls.__init__).parameters:
+    params = inspect.signature(cls.__init__).parameters
+    if classes and "classes" in params:
         kw["classes"] = list(classes)
+    # Models whose output differs between classes and targets (late fusion: probabilities
+    # averaged, or predictions) ask; n_out alone cannot tell 3 classes from 3 targets.
+    if regression and "regression" in params:
+        kw["regression"] = True
     if context != "none":
         check_context(cls, cls.__name__, context)
         kw["context"] = context

@@ -4,7 +4,9 @@ Classification: accuracy (WA), unweighted accuracy (UA = mean per-class recall o
 classes present in the test fold), weighted and macro F1, per-class precision/recall/F1,
 confusion matrix. Regression (MOSI/MOSEI scores in [-3, 3]): MAE, Pearson r, Acc-2
 (negative < 0 vs non-negative >= 0), Acc-2 without zeros, F1 of Acc-2, Acc-7 (rounded and
-clipped to [-3, 3]).
+clipped to [-3, 3]), and CCC (the concordance correlation coefficient dimensional-emotion
+work reports: MSP-Podcast, AVEC). Multi-target regression (arousal, valence, dominance at
+once): MAE, Pearson r and CCC per target (``ccc_<target>``) and their means.
 """
 from __future__ import annotations
 
@@ -12,7 +14,34 @@ import numpy as np
 
 # Scalar metrics summarised as mean/std across folds (or seeds) and shown by `mer runs`.
 CLASSIFICATION_KEYS = ("accuracy", "ua", "weighted_f1", "macro_f1")
-REGRESSION_KEYS = ("mae", "corr", "acc2", "acc2_nonzero", "f1_acc2", "acc7")
+REGRESSION_KEYS = ("mae", "corr", "ccc", "acc2", "acc2_nonzero", "f1_acc2", "acc7")
+PER_TARGET_KEYS = ("mae", "corr", "ccc")
+
+
+def regression_keys(targets: list[str] | None = None) -> tuple[str, ...]:
+    """The summarised keys of a regression run: one target's, or the means and each
+    target's ``<key>_<target>`` for a multi-target scheme."""
+    if not targets:
+        return REGRESSION_KEYS
+    return PER_TARGET_KEYS + tuple(f"{k}_{t}" for t in targets for k in PER_TARGET_KEYS)
+
+
+def ccc(y_true, y_pred) -> float:
+    """Lin's concordance correlation coefficient, 2 cov / (var_t + var_p + (mean_t - mean_p)^2),
+    with population (1/n) moments as in the AVEC and MSP-Podcast scoring scripts. Unlike
+    Pearson r it falls when predictions are shifted or scaled. NaN where it is undefined
+    (fewer than 2 rows, or both series constant and equal); never reported as 0."""
+    t = np.asarray(y_true, np.float64)
+    p = np.asarray(y_pred, np.float64)
+    if t.shape != p.shape:
+        raise ValueError(f"ccc: y_true has shape {t.shape}, y_pred {p.shape}")
+    if len(t) < 2:
+        return float("nan")
+    mt, mp = t.mean(), p.mean()
+    vt, vp = t.var(), p.var()
+    cov = ((t - mt) * (p - mp)).mean()
+    den = vt + vp + (mt - mp) ** 2
+    return float(2 * cov / den) if den > 0 else float("nan")
 
 
 def classification_metrics(y_true, y_pred, classes: list[str]) -> dict:
@@ -40,21 +69,49 @@ def classification_metrics(y_true, y_pred, classes: list[str]) -> dict:
     }
 
 
-def regression_metrics(y_true, y_pred) -> dict:
-    from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error
+def _pearson(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    if len(y_true) > 1 and np.std(y_true) > 0 and np.std(y_pred) > 0:
+        return float(np.corrcoef(y_true, y_pred)[0, 1])
+    return float("nan")  # undefined for a constant series; never reported as 0
 
+
+def multi_regression_metrics(y_true, y_pred, targets: list[str]) -> dict:
+    """[n, T] targets: MAE, Pearson r and CCC per target, and their means (``ccc`` is the
+    mean CCC, the early-stopping monitor)."""
     y_true = np.asarray(y_true, float)
     y_pred = np.asarray(y_pred, float)
-    if len(y_true) > 1 and np.std(y_true) > 0 and np.std(y_pred) > 0:
-        corr = float(np.corrcoef(y_true, y_pred)[0, 1])
-    else:
-        corr = float("nan")  # undefined for a constant series; never reported as 0
+    if y_true.ndim != 2 or y_true.shape != y_pred.shape or y_true.shape[1] != len(targets):
+        raise ValueError(f"multi-target metrics: y_true {y_true.shape}, y_pred {y_pred.shape}, targets {targets}")
+    out: dict = {"n": int(len(y_true))}
+    per = {k: [] for k in PER_TARGET_KEYS}
+    for i, t in enumerate(targets):
+        vals = {"mae": float(np.mean(np.abs(y_true[:, i] - y_pred[:, i]))) if len(y_true) else float("nan"),
+                "corr": _pearson(y_true[:, i], y_pred[:, i]),
+                "ccc": ccc(y_true[:, i], y_pred[:, i])}
+        for k, v in vals.items():
+            out[f"{k}_{t}"] = v
+            per[k].append(v)
+    for k, vs in per.items():
+        # NaN (an undefined target) makes the mean NaN: a mean over fewer targets would flatter.
+        out[k] = float(np.mean(vs))
+    return out
+
+
+def regression_metrics(y_true, y_pred, targets: list[str] | None = None) -> dict:
+    from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error
+
+    if np.ndim(y_true) == 2:
+        return multi_regression_metrics(y_true, y_pred, targets or [str(i) for i in range(np.shape(y_true)[1])])
+    y_true = np.asarray(y_true, float)
+    y_pred = np.asarray(y_pred, float)
+    corr = _pearson(y_true, y_pred)
     b_true, b_pred = y_true >= 0, y_pred >= 0
     nz = y_true != 0
     return {
         "n": int(len(y_true)),
         "mae": float(mean_absolute_error(y_true, y_pred)),
         "corr": corr,
+        "ccc": ccc(y_true, y_pred),
         "acc2": float(accuracy_score(b_true, b_pred)),
         "acc2_nonzero": float(accuracy_score(y_true[nz] > 0, y_pred[nz] > 0)) if nz.any() else float("nan"),
         "f1_acc2": float(f1_score(b_true, b_pred, average="weighted", zero_division=0)),

@@ -63,9 +63,12 @@ class LateFusion(nn.Module):
     Config = LateConfig
     wants = "pooled"
 
-    def __init__(self, inputs: list[InputSpec], n_out: int, config: LateConfig | None = None):
+    def __init__(self, inputs: list[InputSpec], n_out: int, config: LateConfig | None = None,
+                 regression: bool | None = None):
         super().__init__()
         self.inputs, self.config, self.n_out = list(inputs), config or LateConfig(), n_out
+        # n_out targets (multi-target regression) or classes; one output is regression
+        self.regression = (n_out == 1) if regression is None else bool(regression)
         c = self.config
         if c.combine not in ("mean", "weighted"):
             raise ValueError(f"late fusion: combine must be 'mean' or 'weighted', not {c.combine!r}")
@@ -84,13 +87,13 @@ class LateFusion(nn.Module):
         outs = [self.branches[m](torch.cat([pooled(batch, i) for i in g], -1)) for m, g in self.groups.items()]
         self._branch_out = outs  # read by loss(): the per-branch auxiliary terms
         w = self.modality_weights()
-        if self.n_out == 1:
+        if self.regression:
             return sum(wi * o for wi, o in zip(w, outs))
         logp = torch.stack([torch.log_softmax(o, -1) for o in outs], 0)        # [M, B, C]
         return torch.logsumexp(logp + torch.log(w)[:, None, None], dim=0)      # log sum_m w_m p_m
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.n_out == 1:
+        if self.regression:
             f = lambda o: nn.functional.mse_loss(o.squeeze(-1), y.float())  # noqa: E731
         else:
             # log_softmax is the identity on the combined log-probabilities, so one f serves both.

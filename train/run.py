@@ -263,8 +263,8 @@ def _skip(plan: _Plan, ld: _Loaded, cls, cfg, sources, reqs, fname: str) -> bool
     """Whether this pair is skipped: the fusion cannot be built on these inputs. One pair of
     a grid (attention on text alone, say) must not stop the others; a single pair fails."""
     regression = ld.sch.is_regression
-    why = _unbuildable(cls, cfg, sources, n_classes=1 if regression else len(ld.classes),
-                       classes=None if regression else ld.classes, context=plan.tc.context)
+    why = _unbuildable(cls, cfg, sources, n_classes=max(1, len(ld.classes)) if regression else len(ld.classes),
+                       classes=None if regression else ld.classes, context=plan.tc.context, regression=regression)
     if why is None:
         return False
     absent = [ld.man.lacks(m) for m in ("audio", "text") if ld.man.lacks(m)]
@@ -331,13 +331,13 @@ def _check_modalities(man, requests, feature_sets) -> None:
                 raise UsageError(f"--features {r.text}: {r.feature} is a {mod} feature, and {why}")
 
 
-def _unbuildable(cls, cfg, sources, n_classes: int, classes, context: str = "none") -> str | None:
+def _unbuildable(cls, cfg, sources, n_classes: int, classes, context: str = "none", regression: bool = False) -> str | None:
     """Why a fusion cannot be built on these inputs (its own check, e.g. "needs at least 1 audio
     feature"), or None. Builds the model once on the input specs, which costs milliseconds."""
     from mer.train.data import input_specs
 
     try:
-        build_model(cls, input_specs(sources), n_classes, cfg, classes, context)
+        build_model(cls, input_specs(sources), n_classes, cfg, classes, context, regression=regression)
     except MerError as e:
         return str(e)
     return None
@@ -345,4 +345,4 @@ def _unbuildable(cls, cfg, sources, n_classes: int, classes, context: str = "non
 
 def _postfix(r: FoldResult, regression: bool) -> str:
     m = r.metrics
-    return f"{r.fold}: mae {m['mae']:.3f}" if regression else f"{r.fold}: ua {m['ua']:.3f} wa {m['accuracy']:.3f}"
+    return f"{r.fold}: mae {m['mae']:.3f} ccc {m['ccc']:.3f}" if regression else f"{r.fold}: ua {m['ua']:.3f} wa {m['accuracy']:.3f}"

@@ -6,7 +6,8 @@ Layout of ``runs/<id>/``::
                        seeds, fusion + its config, training config, inputs and store keys
     metrics.json       {"dataset", "features", "fusion", "protocol", "folds": [...],
                         "mean": {...}, "std": {...}, "std_over": "folds"|"seeds", ...}
-    predictions.csv    id, seed, fold, true, predicted, p_<class>... (regression: no p_)
+    predictions.csv    id, seed, fold, true, predicted, p_<class>... (regression: no p_;
+                       multi-target regression: true_<target>, predicted_<target>...)
     history.json       per fold: per-epoch train/validation loss and accuracy
     weights/seed<S>-<fold>.safetensors   model state + normalisation stats of that fold
     data_report.{json,txt}   utterances left out (no label, missing features) and why
@@ -83,7 +84,7 @@ def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, se
     import yaml
 
     from mer.common import __version__
-    from mer.train.metrics import CLASSIFICATION_KEYS, REGRESSION_KEYS, summarize
+    from mer.train.metrics import CLASSIFICATION_KEYS, regression_keys, summarize
 
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
@@ -128,7 +129,7 @@ def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, se
 
     from mer.train.layermix import weights_from_state
 
-    keys = REGRESSION_KEYS if data.regression else CLASSIFICATION_KEYS
+    keys = regression_keys(data.classes) if data.regression else CLASSIFICATION_KEYS
     folds = []
     mixes = []   # learned layer weights per fold, for inputs that are stacks of hidden states
     for r in results:
@@ -205,7 +206,11 @@ def _write_predictions(path: Path, data, results) -> None:
     parts = []
     for r in results:
         d = {"id": data.ids[r.rows], "seed": r.seed, "fold": r.fold}
-        if data.regression:
+        if data.regression and data.y.ndim == 2:   # multi-target: true_<target>, predicted_<target>
+            for i, t in enumerate(data.classes):
+                d[f"true_{t}"] = data.y[r.rows, i]
+                d[f"predicted_{t}"] = np.asarray(r.proba, float)[:, i]
+        elif data.regression:
             d.update(true=data.y[r.rows], predicted=np.asarray(r.proba, float))
         else:
             cls = np.asarray(data.classes, dtype=object)
@@ -260,7 +265,7 @@ def load_models(run, device: str = "cpu"):
     cfg = read_config(run)
     cls = FUSIONS.get(cfg["fusion"])
     sources = [InputSpec.from_record(s) for s in cfg["inputs"]]
-    n_out = 1 if cfg.get("regression") else len(cfg["classes"])
+    n_out = max(1, len(cfg["classes"])) if cfg.get("regression") else len(cfg["classes"])
     mcfg = model_config(cls, cfg.get("model") or {})
     models = []
     for rel in cfg["weights"]:
@@ -271,7 +276,7 @@ def load_models(run, device: str = "cpu"):
         norm = Normalizer.from_tensors({k: v.numpy() for k, v in t.items() if k.startswith("norm/")})
         state = {k: v for k, v in t.items() if not k.startswith("norm/")}
         model = build_model(cls, sources, n_out, mcfg, None if cfg.get("regression") else cfg["classes"],
-                            (cfg.get("train") or {}).get("context", "none"))
+                            (cfg.get("train") or {}).get("context", "none"), regression=bool(cfg.get("regression")))
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise MerError(f"{p}: weights do not fit {cfg['fusion']} (missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -82,50 +82,66 @@ def write_stores(man, sets: dict[str, FeatureSet], cache, fmt: str = "zarr") -> 
     """Write a manifest and feature sets as real stores in ``cache`` (with the store writer
     of mer.extract.store), so `mer train` finds them exactly as it finds extracted ones.
     Used by the CLI tests and bench/bench_train.py; returns {feature: store path}."""
-    import time
-
     from mer.common import manifest as mf
     from mer.common import paths
-    from mer.common.report import Report
-    from mer.extract.cache import report_stem, store_key, store_path
-    from mer.extract.store import STORE_VERSION, StoreWriter
 
     m = mf.write(man.df, paths.manifest_path(man.dataset, cache), man.dataset, root=None)
     out = {}
     for feat, fs in sets.items():
-        mh = m.modality_hash(fs.modality)
-        identity = {"synthetic": fs.key}
-        # The key the cache computes from these attributes, so verify_store accepts the store.
-        key = store_key(mh, feat, fs.config, identity, "float32")
         pos = {u: i for i, u in enumerate(fs.ids)}
         rows = np.array([pos[u] for u in m.df["id"].astype(str)])  # stores hold rows in manifest order
-        outputs = {n: {"kind": o["kind"], "dim": int(o["dim"]), "frame_rate": o.get("frame_rate"), "dtype": "float32"}
-                   for n, o in fs.outputs.items()}
         totals = {n: int(np.diff(fs.ragged[n][1])[rows][fs.valid[rows]].sum()) for n in fs.ragged}
-        path = store_path(man.dataset, feat, key, fmt, cache)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        w = StoreWriter(path, fmt, list(m.df["id"].astype(str)), outputs, "float32", totals)
-        step = 4096
-        for a in range(0, len(rows), step):
-            r = rows[a : a + step]
-            ok = fs.valid[r]
-            # Skipped rows hold zeros and no frames, as in an extracted store.
-            data = {n: np.where(ok[:, None], fs.fixed[n][r], 0) for n in fs.fixed}
-            for n, (vals, offs) in fs.ragged.items():
-                segs = [vals[offs[i] : offs[i + 1]] if fs.valid[i] else vals[:0] for i in r]
-                data[n] = (np.concatenate(segs), np.array([len(x) for x in segs], np.int64))
-            w.add(ok, data)
-        w.finish({"mer_store_version": STORE_VERSION, "dataset": man.dataset, "feature": feat, "key": key,
-                  "config": fs.config, "identity": identity, "versions": {}, "manifest_hash": mh,
-                  "modality": fs.modality, "complete": True, "outputs": outputs,
-                  "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        # Every skipped row is listed in the store's report, as the engine does.
-        rep = Report(f"{feat}: synthetic store")
-        for u in np.asarray(fs.ids)[~fs.valid]:
-            rep.drop(str(u), None, "synthetic skip", "marked invalid by the test data")
-        rep.write(report_stem(path))
-        out[feat] = path
+
+        def chunks(fs=fs, rows=rows, step=4096):
+            for a in range(0, len(rows), step):
+                r = rows[a : a + step]
+                ok = fs.valid[r]
+                # Skipped rows hold zeros and no frames, as in an extracted store.
+                data = {n: np.where(ok[:, None], fs.fixed[n][r], 0) for n in fs.fixed}
+                for n, (vals, offs) in fs.ragged.items():
+                    segs = [vals[offs[i] : offs[i + 1]] if fs.valid[i] else vals[:0] for i in r]
+                    data[n] = (np.concatenate(segs), np.array([len(x) for x in segs], np.int64))
+                yield ok, data
+
+        out[feat] = write_store(m, feat, fs.modality, fs.outputs, totals, chunks(), cache, fs.key, fs.config, fmt,
+                                skipped=np.asarray(fs.ids)[~fs.valid])
     return out
+
+
+def write_store(m, feat: str, modality: str, outputs: dict, totals: dict, chunks, cache, synthetic_key: str,
+                config: dict | None = None, fmt: str = "zarr", skipped=()) -> Path:
+    """One verifiable store for manifest ``m`` (already in the cache), written from
+    ``chunks``: (valid [k], {output: [k, D] or (frames, lengths)}) in manifest order, so a
+    store bigger than memory (bench/bench_scale.py) is never held whole. ``totals``: frames
+    per ragged output; ``skipped``: ids listed in the store's report."""
+    import time
+
+    from mer.common.report import Report
+    from mer.extract.cache import report_stem, store_key, store_path
+    from mer.extract.store import STORE_VERSION, StoreWriter
+
+    config = dict(config or {})
+    mh = m.modality_hash(modality)
+    identity = {"synthetic": synthetic_key}
+    # The key the cache computes from these attributes, so verify_store accepts the store.
+    key = store_key(mh, feat, config, identity, "float32")
+    outs = {n: {"kind": o["kind"], "dim": int(o["dim"]), "frame_rate": o.get("frame_rate"), "dtype": "float32"}
+            for n, o in outputs.items()}
+    path = store_path(m.dataset, feat, key, fmt, cache)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w = StoreWriter(path, fmt, list(m.df["id"].astype(str)), outs, "float32", totals)
+    for ok, data in chunks:
+        w.add(ok, data)
+    w.finish({"mer_store_version": STORE_VERSION, "dataset": m.dataset, "feature": feat, "key": key,
+              "config": config, "identity": identity, "versions": {}, "manifest_hash": mh,
+              "modality": modality, "complete": True, "outputs": outs,
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    # Every skipped row is listed in the store's report, as the engine does.
+    rep = Report(f"{feat}: synthetic store")
+    for u in skipped:
+        rep.drop(str(u), None, "synthetic skip", "marked invalid by the test data")
+    rep.write(report_stem(path))
+    return path
 
 
 # ----------------------------------------------------------------------------- dialogues

@@ -26,17 +26,22 @@ class Adapter:
     # packaged corpora (see mer.common.schemes): a corpus added as one plugin file carries
     # them here instead.
     spec: dict | None = None
+    # Where ``text`` comes from: "transcript" (what was said), or "scripted" (the acted
+    # corpora's fixed sentences, looked up from a code in the file name: the same text under
+    # every emotion). Written into the manifest's meta as ``text_kind``.
+    text_kind: str = "transcript"
 
 
 DATASETS: Registry[Adapter] = Registry("dataset", package="mer.common.datasets", marker="@register(")
 
 
-def register(name: str, description: str, spec: dict | None = None):
+def register(name: str, description: str, spec: dict | None = None, text_kind: str = "transcript"):
     """Decorator for an adapter's scan function; ``spec``: its label schemes and protocols
-    when there is no ``manifests/<name>.yaml`` (a plugin corpus, one file)."""
+    when there is no ``manifests/<name>.yaml`` (a plugin corpus, one file); ``text_kind``:
+    see ``Adapter.text_kind``."""
 
     def deco(fn):
-        DATASETS.register(name)(Adapter(name, fn, description, spec=spec))
+        DATASETS.register(name)(Adapter(name, fn, description, spec=spec, text_kind=text_kind))
         return fn
 
     return deco
@@ -80,7 +85,31 @@ def find_one(root, name: str, kind: str = "file"):
 
     root = Path(root)
     direct = root / name
-    if direct.exists():
+    if direct.is_dir() if kind == "dir" else direct.is_file():
         return direct
     hits = sorted(p for p in root.rglob(name) if (p.is_dir() if kind == "dir" else p.is_file()))
     return hits[0] if hits else None
+
+
+def read_csv_rows(path, required=(), what: str = "column(s)"):
+    """A corpus CSV with a header as a ``csv.DictReader`` (header names stripped), after
+    checking it is UTF-8 and has the ``required`` columns: both fail with ``CorpusError``
+    naming the file. ``reader.line_num`` gives each row's line for reports."""
+    import csv
+    import io
+    from pathlib import Path
+
+    from mer.common.errors import CorpusError
+
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"{path}: not UTF-8 (byte {e.start}): {e.reason}") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    reader.fieldnames = header
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise CorpusError(f"{path}: missing {what} {', '.join(missing)} (header: {', '.join(header)})")
+    return reader
+

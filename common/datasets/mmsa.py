@@ -17,12 +17,10 @@ mp4 files below ``Raw/`` that no row names are counted as notes.
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 
-from mer.common.datasets import find_one, media_row, note_media, register
+from mer.common.datasets import find_one, media_row, note_media, read_csv_rows, register
 from mer.common.errors import CorpusError, MerError
 from mer.common.report import Report
 
@@ -57,16 +55,7 @@ def scan_mmsa(root: Path, report: Report, corpus: str) -> list[dict]:
         raw = find_one(root, "Raw", "dir") or raw
     if not raw.is_dir():
         report.note(corpus, raw, "Raw/ folder not found", "every clip will lack audio")
-    try:
-        text = label_csv.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise CorpusError(f"{label_csv}: not UTF-8 (byte {e.start}): {e.reason}") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    reader.fieldnames = header
-    missing_cols = [c for c in REQUIRED if c not in header]
-    if missing_cols:
-        raise CorpusError(f"{label_csv}: missing column(s) {', '.join(missing_cols)} (header: {', '.join(header)})")
+    reader = read_csv_rows(label_csv, REQUIRED)
     rows: list[dict] = []
     seen: set[str] = set()
     named: set[Path] = set()

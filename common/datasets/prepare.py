@@ -24,6 +24,8 @@ from mer.common.errors import MerError
 from mer.common.progress import progress
 from mer.common.report import Report
 
+# Raw label columns: a row with none of them has no label.
+LABEL_COLUMNS = ("emotion", "sentiment", "score", "valence", "activation", "dominance")
 # How far a span may run past the end of its file before it is "beyond the audio" (s).
 SPAN_TOLERANCE = 0.5
 
@@ -73,6 +75,8 @@ def prepare(
 
     # Level 2a: labels and text.
     known = schemes.raw_labels(dataset)
+    unlabelled_ok = set(schemes.dataset_spec(dataset).get("unlabelled_splits") or [])
+    n_unlabelled: dict[str, int] = {}
     kept = []
     where: dict[str, str] = {}  # id -> the row's own place (file:line), for reports
     for r in rows:
@@ -85,9 +89,14 @@ def prepare(
         if bad:
             report.drop(r["id"], src, "unknown label", bad)
             continue
-        if all(r.get(c) is None or (isinstance(r.get(c), float) and math.isnan(r.get(c))) for c in ("emotion", "sentiment", "score", "valence")):
-            report.drop(r["id"], src, "no label")
-            continue
+        if all(r.get(c) is None or (isinstance(r.get(c), float) and math.isnan(r.get(c))) for c in LABEL_COLUMNS):
+            # Test sets released without labels (MSP-Podcast) stay, for prediction; every
+            # scheme leaves them out of training. Counted per split below.
+            if r.get("split") in unlabelled_ok:
+                n_unlabelled[r["split"]] = n_unlabelled.get(r["split"], 0) + 1
+            else:
+                report.drop(r["id"], src, "no label")
+                continue
         if has_text and not _present(r.get("text")):
             report.drop(r["id"], src, "empty transcript")
             continue
@@ -95,6 +104,9 @@ def prepare(
             report.drop(r["id"], src, "no audio file named")
             continue
         kept.append(r)
+
+    for split, n in sorted(n_unlabelled.items()):
+        report.note(split, root, "split without labels kept for prediction", f"{n} rows")
 
     # Level 2b: audio, once per distinct file, in threads (I/O bound).
     files = sorted({r["audio"] for r in kept if r.get("audio")})
@@ -142,7 +154,7 @@ def prepare(
 
     df = mf.to_frame(good)
     report.counts = {"found": n_found, "kept": len(df), "dropped": len(report.dropped), "repaired": len(report.repaired)}
-    m = mf.write(df, target, dataset, str(root), {"report": target.stem + ".report.json"})
+    m = mf.write(df, target, dataset, str(root), {"report": target.stem + ".report.json", "text_kind": adapter.text_kind})
     _, report_txt = report.write(stem)
     table = summary_table(m)
     (target.with_name(target.stem + ".summary.txt")).write_text(table.to_string())

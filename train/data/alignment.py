@@ -51,9 +51,11 @@ def build_data(manifest_df, labels, classes: list[str], sources: list[InputSpec]
     import pandas as pd
 
     df = manifest_df.reset_index(drop=True)
-    labels = pd.Series(labels).reset_index(drop=True)
+    # Multi-target regression: a DataFrame of targets; a row is labelled when all are there.
+    multi = isinstance(labels, pd.DataFrame)
+    labels = labels.reset_index(drop=True) if multi else pd.Series(labels).reset_index(drop=True)
     report = report if report is not None else Report("training data")
-    has_label = labels.notna().to_numpy()
+    has_label = labels.notna().all(axis=1).to_numpy() if multi else labels.notna().to_numpy()
     report.counts["manifest utterances"] = int(len(df))
     report.counts["without a label under the scheme"] = int((~has_label).sum())
     keep = has_label.copy()
@@ -75,7 +77,7 @@ def build_data(manifest_df, labels, classes: list[str], sources: list[InputSpec]
     if len(sel) == 0:
         raise MerError("no labelled utterance has every requested feature; see the run's data report")
     if regression:
-        y = labels.iloc[sel].astype(float).to_numpy(np.float32)
+        y = labels.iloc[sel].astype(float).to_numpy(np.float32, copy=True)   # [n] or [n, targets]; writable for torch
     else:
         cidx = {c: i for i, c in enumerate(classes)}
         lab = labels.iloc[sel].astype(str).to_numpy()
