@@ -90,11 +90,15 @@ def recheck_metrics(predictions: Path, folds: list[dict], classes, regression: b
     import warnings
 
     worst, problems = 0.0, []
+    targets = [c[len("true_"):] for c in df.columns if c.startswith("true_")] if "true" not in df.columns else []
     for f in folds:
         sel = df[(df["seed"] == f["seed"]) & (df["fold"] == str(f["fold"]))]
         if len(sel) != f.get("n", len(sel)):
             problems.append(f"seed {f['seed']} fold {f['fold']}: {len(sel)} predictions for {f.get('n')} reported rows")
-        if regression:
+        if regression and targets:   # multi-target: true_<t>/predicted_<t>; "mae" is their mean
+            per = {t: mean_absolute_error(sel[f"true_{t}"], sel[f"predicted_{t}"]) for t in targets}
+            pairs = [(f"mae_{t}", v) for t, v in per.items()] + [("mae", sum(per.values()) / len(per))]
+        elif regression:
             pairs = [("mae", mean_absolute_error(sel["true"], sel["predicted"]))]
         else:
             with warnings.catch_warnings():   # a predicted class absent from the fold's test rows
