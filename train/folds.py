@@ -154,6 +154,8 @@ class _Fold:
     monitor: str
     scaler: "object"
     rng: np.random.Generator
+    sched: "object" = None      # learning-rate schedule stepped per optimizer step (or None)
+    pending: int = 0            # batches whose gradients are summed, not yet stepped (--accumulate)
 
 
 def _setup(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, device: str) -> _Fold:
@@ -168,14 +170,22 @@ def _setup(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, device: 
 
         batcher = DialogBatcher(batcher, data.meta)
     n_out = 1 if data.regression else len(data.classes)
-    model = build_model(cls, data.specs, n_out, cfg, None if data.regression else data.classes,
-                        tc.context).to(device)
-    opt = make_optimizer(tc.optimizer, [p for p in model.parameters() if p.requires_grad], tc.lr, tc.weight_decay)
+    from mer.train.finetune import attach, param_groups, schedule
+
+    model = build_model(cls, data.specs, n_out, cfg, None if data.regression else data.classes, tc.context)
+    model = attach(model, data.specs, tc).to(device)   # --finetune: encoders in front of their inputs
+    if tc.grad_checkpointing:
+        for enc in getattr(model, "encoder", {}).values():
+            enc.model.gradient_checkpointing_enable()
+    # One group per learning rate (--lr, --encoder-lr); without encoders, the one group
+    # holds exactly the parameters the optimizer always had.
+    opt = make_optimizer(tc.optimizer, param_groups(model, tc), tc.lr, tc.weight_decay)
+    sched = schedule(opt, tc, len(batcher.order(fold.train, tc.batch_size, False, None)))
     loss_fn = _default_loss(model, data, fold.train, tc, device)
     monitor = tc.monitor if tc.monitor != "auto" else ("loss" if data.regression else "ua")
     # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
     scaler = torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None
-    return _Fold(model, batcher, opt, loss_fn, norm, monitor, scaler, rng)
+    return _Fold(model, batcher, opt, loss_fn, norm, monitor, scaler, rng, sched)
 
 
 def _metrics_of(data: TrainData, out, rows) -> dict:
@@ -187,16 +197,28 @@ def _metrics_of(data: TrainData, out, rows) -> dict:
     return classification_metrics(y, out.argmax(1), data.classes)
 
 
-def _step(f: _Fold, loss, tc: TrainConfig) -> None:
-    """One optimizer step on ``loss`` (scaled for fp16, gradients clipped)."""
-    import torch
-
-    f.opt.zero_grad(set_to_none=True)
+def _backward(f: _Fold, loss, tc: TrainConfig) -> None:
+    """Add ``loss``'s gradients (scaled for fp16; divided by --accumulate so a step sees the
+    mean over its batches); step once ``tc.accumulate`` batches are in."""
+    if f.pending == 0:
+        f.opt.zero_grad(set_to_none=True)
+    if tc.accumulate > 1:
+        loss = loss / tc.accumulate
     if f.scaler is not None:
         f.scaler.scale(loss).backward()
-        f.scaler.unscale_(f.opt)   # clip the true gradients
     else:
         loss.backward()
+    f.pending += 1
+    if f.pending >= tc.accumulate:
+        _step(f, tc)
+
+
+def _step(f: _Fold, tc: TrainConfig) -> None:
+    """One optimizer step on the gradients summed so far (unscaled for fp16, clipped)."""
+    import torch
+
+    if f.scaler is not None:
+        f.scaler.unscale_(f.opt)   # clip the true gradients
     if tc.grad_clip:
         torch.nn.utils.clip_grad_norm_(f.model.parameters(), tc.grad_clip)
     if f.scaler is not None:
@@ -204,6 +226,9 @@ def _step(f: _Fold, loss, tc: TrainConfig) -> None:
         f.scaler.update()
     else:
         f.opt.step()
+    if f.sched is not None:
+        f.sched.step()
+    f.pending = 0
 
 
 def _epoch(f: _Fold, cls, data: TrainData, fold, epoch: int, tc: TrainConfig, device: str) -> dict:
@@ -220,12 +245,14 @@ def _epoch(f: _Fold, cls, data: TrainData, fold, epoch: int, tc: TrainConfig, de
         loss = f.loss_fn(logits, y)
         if not torch.isfinite(loss):
             raise MerError(f"{cls.__name__}: training loss became {float(loss)} in epoch {epoch + 1} (fold {fold.name}); lower --lr")
-        _step(f, loss, tc)
+        _backward(f, loss, tc)
         tot += loss.item() * len(r)
         n += len(r)
         if not data.regression:
             with torch.no_grad():  # through predict_proba: some models pack several heads into logits
                 correct += int((_proba(f.model, logits).argmax(-1) == y).sum())
+    if f.pending:   # the epoch's last, partial accumulation
+        _step(f, tc)
     v_loss, v_out, _ = evaluate(f.model, f.batcher, fold.valid, f.loss_fn, data.regression, tc.batch_size, tc.precision)
     vm = _metrics_of(data, v_out, fold.valid)
     # rows trained on and this process's peak RSS so far: the benchmark's throughput, and

@@ -79,7 +79,7 @@ def paper_fold(protocol: dict, folds: list[dict], keys) -> dict | None:
 
 def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, seeds, fusion, model_cfg, train_cfg,
               requests, sources, fcache, data, results, report, seconds, command=None, plots=True,
-              recipe=None) -> tuple[Path, dict]:
+              recipe=None, tuners=None) -> tuple[Path, dict]:
     import yaml
 
     from mer.common import __version__
@@ -124,8 +124,14 @@ def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, se
         config["audio_to_tokens"] = _plain(data.alignment)
     if recipe:
         config["recipe"] = _plain(recipe)
+    if tuners:   # --finetune: what was tuned; the encoder's config and tokenizer beside the weights
+        config["finetune"] = {}
+        for feat, t in tuners.items():
+            t.save_assets(run / "encoder" / feat)
+            config["finetune"][feat] = _plain({**t.record(t.module()), "assets": f"encoder/{feat}"})
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
 
+    from mer.train.finetune import inner_state
     from mer.train.layermix import weights_from_state
 
     keys = REGRESSION_KEYS if data.regression else CLASSIFICATION_KEYS
@@ -135,7 +141,7 @@ def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, se
         entry = {"fold": r.fold, "seed": r.seed, **r.metrics, "seconds": round(r.seconds, 3)}
         if r.sweeps:
             entry["sweeps"] = _plain(r.sweeps)
-        lw = weights_from_state(r.state, data.specs)
+        lw = weights_from_state(inner_state(r.state), data.specs)
         if lw:
             entry["layer_weights"] = lw
             mixes.append((r.seed, r.fold, lw))
@@ -268,6 +274,10 @@ def load_models(run, device: str = "cpu"):
         state = {k: v for k, v in t.items() if not k.startswith("norm/")}
         model = build_model(cls, sources, n_out, mcfg, None if cfg.get("regression") else cfg["classes"],
                             (cfg.get("train") or {}).get("context", "none"))
+        if cfg.get("finetune"):   # the tuned encoders, rebuilt from the run's own config files
+            from mer.train.finetune import Finetuned, saved_encoder
+
+            model = Finetuned(model, {f: saved_encoder(run, rec) for f, rec in cfg["finetune"].items()}, sources)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise MerError(f"{p}: weights do not fit {cfg['fusion']} (missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -19,6 +19,9 @@ class Arrays:
     values: np.ndarray | None = None
     offsets: np.ndarray | None = None    # [N+1] into values
     lengths: np.ndarray | None = None
+    # Values the model consumes as they are (token ids of a fine-tuned encoder,
+    # mer.train.finetune): per-fold z-scoring leaves them unchanged.
+    raw: bool = False
 
 
 @dataclass
