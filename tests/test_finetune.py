@@ -55,3 +55,120 @@ def frozen_means(man):
     mean = np.stack([o["mean"] for o in outs]).astype(np.float32)
     return {"bert": FeatureSet("bert", "text", man.df["id"].to_numpy(), {"mean": {"kind": "fixed", "dim": mean.shape[1]}},
                                {"mean": mean}, key="frozen-minilm")}
+
+
+def tuned_config(**kw) -> TrainConfig:
+    # One thread: on 2 shared cores, two torch threads made a MiniLM step 5x slower, not faster.
+    base = dict(epochs=8, lr=1e-3, encoder_lr=1e-4, finetune=("bert",), batch_size=32, patience=8, threads=1,
+                freeze_layers=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.mark.slow
+def test_finetuning_solves_what_frozen_minilm_cannot(tmp_path):
+    """Negation flips the label: a linear head on frozen mean-pooled MiniLM stays near chance,
+    the same head with the encoder tuned end to end gets far above it, on the same folds."""
+    man = negation_corpus()
+    [frozen] = run_train("iemocap", "bert", "concat", protocol="loso", epochs=40, manifest=man,
+                         feature_sets=frozen_means(man), out=tmp_path, run_id="frozen", quiet=True,
+                         options={"layers": "0"}, config=TrainConfig(lr=1e-2, patience=40, threads=1))
+    [tuned] = run_train("iemocap", "bert", "concat", protocol="loso", manifest=man, out=tmp_path, run_id="tuned",
+                        quiet=True, options={"layers": "0"}, config=tuned_config())
+    pf = pd.read_csv(frozen / "predictions.csv").sort_values("id")
+    pt = pd.read_csv(tuned / "predictions.csv").sort_values("id")
+    assert list(pf["id"]) == list(pt["id"]) and list(pf["fold"]) == list(pt["fold"])   # the same folds
+    assert frozen.metrics["ua"] < 0.7, frozen.metrics
+    assert tuned.metrics["ua"] > 0.85 and tuned.metrics["ua"] > frozen.metrics["ua"] + 0.2, (tuned.metrics, frozen.metrics)
+    cfg = yaml.safe_load((tuned / "config.yaml").read_text())
+    rec = cfg["finetune"]["bert"]
+    assert rec["model"] == "all-MiniLM-L6-v2" and rec["frozen_layers"] == 3 and rec["layers"] == 6
+    assert 0 < rec["parameters_tuned"] < rec["parameters_frozen"] + rec["parameters_tuned"]
+    assert (tuned / "encoder" / "bert" / "config.json").is_file()
+    m = json.loads((tuned / "metrics.json").read_text())
+    assert m["finetune"] == ["bert"]
+    assert json.loads((frozen / "metrics.json").read_text())["finetune"] == []
+
+
+def test_predict_gives_the_runs_own_outputs_and_runs_shows_tuned(tmp_path, capsys):
+    """A fine-tuned run rebuilt from its directory alone (encoder config + tokenizer +
+    safetensors) gives the test probabilities training wrote, through ``mer predict``."""
+    from mer.common.cli import main
+    from mer.train.predict import Item, predict_items
+
+    man = negation_corpus()
+    man = Manifest(man.df.iloc[::4].reset_index(drop=True), man.meta, None)   # 80 sentences
+    [run] = run_train("iemocap", "bert", "concat", protocol="random", manifest=man,
+                      out=tmp_path, run_id="r", quiet=True,
+                      config=tuned_config(epochs=1, freeze_layers=5, encoder_layer="last4", warmup=0.2, schedule="cosine"))
+    pred = pd.read_csv(run / "predictions.csv")
+    text = dict(zip(man.df["id"], man.df["text"]))
+    items = [Item(u, text=text[u]) for u in pred["id"]]
+    classes, proba, _ = predict_items(run, items, device="cpu")
+    cols = [f"p_{c}" for c in classes]
+    np.testing.assert_allclose(proba, pred[cols].to_numpy(), atol=2e-5)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["finetune"]["bert"]["layer"] == "last4" and cfg["inputs"][0]["dim"] == 4 * 384
+    main(["predict", "--run", str(run), "--text", items[0].text, "--device", "cpu"])
+    main(["runs", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "tuned: bert" in out
+
+
+def test_finetune_options_are_checked_before_any_work():
+    from mer.common.errors import UsageError
+    from mer.train.finetune import finetuners
+
+    with pytest.raises(UsageError, match="wav2vec fine-tuning is not built yet"):
+        finetuners(TrainConfig(finetune=("wav2vec",)))
+    with pytest.raises(UsageError, match="--freeze-layers 7: all-MiniLM-L6-v2 has 6 layers"):
+        finetuners(TrainConfig(finetune=("bert",), freeze_layers=7))
+    for bad in (dict(accumulate=0), dict(warmup=1.0), dict(schedule="step"), dict(max_tokens=1)):
+        with pytest.raises(UsageError):
+            TrainConfig(**bad)
+
+
+def test_schedule_warms_up_then_decays():
+    import torch
+
+    from mer.train.finetune import schedule
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    for kind, last in (("linear", 0.0), ("cosine", 0.0), ("constant", 1.0)):
+        opt = torch.optim.SGD([p], lr=1.0)
+        s = schedule(opt, TrainConfig(epochs=2, warmup=0.25, schedule=kind), steps_per_epoch=4)   # 8 steps, 2 warm
+        lrs = []
+        for _ in range(8):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            s.step()
+        assert lrs[:3] == [0.5, 1.0, 1.0] or kind != "constant"
+        assert lrs[0] == 0.5 and lrs[1] == 1.0 and abs(opt.param_groups[0]["lr"] - last) < 1e-9, (kind, lrs)
+    assert schedule(torch.optim.SGD([p], lr=1.0), TrainConfig(), 4) is None   # the default: no schedule at all
+
+
+def test_accumulated_steps_sum_the_batches_gradients():
+    """--accumulate 2 makes one optimizer step per two batches, on the mean of their gradients."""
+    import torch
+
+    from mer.train.folds import _backward, _Fold
+
+    w = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([w], lr=1.0)
+    f = _Fold(torch.nn.Module(), None, opt, None, None, "ua", None, np.random.default_rng(0))
+    f.model.w = w
+    tc = TrainConfig(accumulate=2, grad_clip=0)
+    _backward(f, (w * torch.tensor([1.0, 0.0])).sum(), tc)
+    assert torch.equal(w.detach(), torch.zeros(2)) and f.pending == 1      # no step yet
+    _backward(f, (w * torch.tensor([0.0, 4.0])).sum(), tc)
+    assert torch.allclose(w.detach(), torch.tensor([-0.5, -2.0])) and f.pending == 0
+
+
+def test_token_ids_are_not_z_scored():
+    from mer.train.data import Normalizer
+    from mer.train.data.alignment import Arrays, TrainData
+
+    v = np.array([[101.0], [2000.0], [102.0]], np.float32)
+    arrays = {"bert.mean": Arrays("ragged", values=v, offsets=np.array([0, 3]), lengths=np.array([3]), raw=True)}
+    norm = Normalizer.fit(TrainData(np.array(["a"]), np.zeros(1, np.int64), ["x"], [], arrays, None), np.array([0]))
+    assert np.array_equal(norm.apply_np("bert.mean", v), v)

@@ -216,7 +216,7 @@ def runs(roots, filters, sort, ascending, metrics, csv_path, md_path, png_path, 
     df = runs_table(roots, list(filters), sort, ascending)
     if len(df) == 0:
         raise MerError(f"no finished runs under {', '.join(roots)}" + (" matching the filters" if filters else ""))
-    id_cols = ["run", "dataset", "features", "fusion", "protocol", "scheme", "seeds", "folds", "n"]
+    id_cols = ["run", "dataset", "features", "fusion", "protocol", "scheme", "seeds", "folds", "n", "encoders"]
     paper_cols = ["recipe", "paper"]   # the recipe's paper figure, shown when a run has one
     metric_cols = [c for c in df.columns if c not in id_cols + paper_cols + ["path"] and not c.endswith("_std")]
     if "paper" in df.columns and (df["paper"] != "").any():

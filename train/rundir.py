@@ -165,6 +165,8 @@ def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, se
         "std_over": over,
         "train_seconds": round(seconds, 3),
         "feature_load_seconds": round(fcache.load_seconds, 3),
+        # which encoders were tuned end to end (--finetune); empty: every input from a frozen store
+        "finetune": sorted(tuners or {}),
     }
     paper = paper_fold(protocol, folds, keys)
     if paper:
@@ -319,6 +321,7 @@ def runs_table(roots, filters: list[str] = (), sort: str | None = None, ascendin
                "folds": len(m.get("folds") or []), "n": m.get("n_utterances")}
         paper = m.get("paper") or {}
         row["recipe"] = paper.get("recipe", "")
+        row["encoders"] = ("tuned: " + ",".join(m["finetune"])) if m.get("finetune") else "frozen"
         row["paper"] = f"{paper['metric']} {paper['figure']:.4f}" if paper else ""
         for k, v in (m.get("mean") or {}).items():
             row[k] = v
