@@ -3,7 +3,7 @@ model, with gradients, on that modality's raw input, while every other input sti
 from its store.
 
 How it fits the frozen-feature trainer without a second data path:
-- ``tokenized_set`` turns the manifest's transcripts into an in-memory ``FeatureSet`` for the
+- ``tokenized_set`` (text; ``AudioFinetuner.inputs`` for audio) turns the manifest's transcripts into an in-memory ``FeatureSet`` for the
   feature: its ``token_ids`` are a ragged [T, 1] output (batched, bucketed by length and
   masked like any token sequence), and its metadata declare the outputs the encoder will
   produce (``tokens``, ``mean``, with the extractor's width and layer count), so the fusion
@@ -19,8 +19,9 @@ How it fits the frozen-feature trainer without a second data path:
 The fold's state dict therefore holds the tuned encoder (``encoder.<feature>.*``) next to the
 fusion (``inner.*``), saved as safetensors with every fold; the run directory also keeps the
 encoder's config and tokenizer (``encoder/<feature>/``) so ``mer predict`` rebuilds it from the
-run alone. Only text encoders (BERT family) are here; ``--finetune wav2vec`` is refused with
-that reason.
+run alone. ``--finetune wav2vec`` does the same with the corpus's audio: waveforms decoded
+and resampled by the extractor's loader, a ragged [samples, 1] input whose batch budget counts
+encoder frames (``Arrays.step``), normalised inside the model as the feature extractor does.
 """
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ class TextFinetuner:
     extractor's (``--bert.model``, ``--bert.layer``, ``--bert.max_tokens``)."""
 
     modality = "text"
+    step = 1   # input values per model frame (the batch budget counts tokens)
 
     def __init__(self, spec: EncoderSpec):
         from mer.extract.text import BertConfig, BertExtractor
@@ -116,16 +118,90 @@ class TextFinetuner:
 
         return TextEncoder(copy.deepcopy(_pretrained(self.ext)), self.spec.layer, self.spec.freeze_layers)
 
+    def inputs(self, manifest_df):
+        return tokenized_set(self.spec.feature, self, manifest_df)
+
     def record(self, module) -> dict:
         tuned = sum(p.numel() for p in module.parameters() if p.requires_grad)
         frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
-        return self.spec.record(self.ext.hf_config, self.ext.weights_hash, tuned, frozen)
+        return {**self.spec.record(self.ext.hf_config, self.ext.weights_hash, tuned, frozen), "modality": "text"}
 
     def save_assets(self, folder: Path) -> None:
         """Config and tokenizer (no weights: those are in every fold's safetensors)."""
         folder.mkdir(parents=True, exist_ok=True)
         self.ext.hf_config.save_pretrained(str(folder))
         self.tokenizer.save_pretrained(str(folder))
+
+
+@FINETUNERS.register("wav2vec")
+class AudioFinetuner:
+    """A wav2vec 2.0 / HuBERT / WavLM encoder on the corpus's audio, decoded and resampled to
+    16 kHz by the extractor's own loader (``mer.common.audio.load``, spans included).
+    Built through the wav2vec extractor (model resolution, supported types, layer names)."""
+
+    modality = "audio"
+
+    def __init__(self, spec: EncoderSpec):
+        from mer.extract.ssl import Wav2VecConfig, Wav2VecExtractor
+
+        self.spec = spec
+        self.ext = Wav2VecExtractor(Wav2VecConfig(model=spec.model, layer=str(spec.layer)))
+        n = int(self.ext.hf_config.num_hidden_layers)
+        if not 0 <= spec.freeze_layers <= n:
+            raise UsageError(f"--freeze-layers {spec.freeze_layers}: {spec.model} has {n} layers (0..{n})")
+        # the batch budget (--batch-frames) counts encoder frames, not samples
+        self.step = int(np.prod(self.ext.hf_config.conv_stride))
+
+    def outputs(self) -> dict[str, dict]:
+        outs = self.ext.outputs()
+        meta = {n: {"kind": o.kind, "dim": int(o.dim), "layers": int(getattr(o, "layers", 1) or 1),
+                    "frame_rate": o.frame_rate} for n, o in outs.items() if n in ("frames", "mean")}
+        meta["samples"] = {"kind": "ragged", "dim": 1, "layers": 1}
+        return meta
+
+    def inputs(self, manifest_df):
+        """Every row's waveform; a row that cannot be decoded is marked invalid and counted."""
+        from mer.common.audio import load
+        from mer.train.data import FeatureSet
+
+        ids = manifest_df["id"].astype(str).to_numpy()
+        waves, valid, failed = [], np.ones(len(ids), bool), []
+        for i, r in enumerate(manifest_df.itertuples(index=False)):
+            try:
+                x = load(r.audio, self.ext.sample_rate, _num(getattr(r, "start", None)), _num(getattr(r, "end", None)))
+                x = np.asarray(x, np.float32).reshape(-1)
+                if len(x) < self.ext._min_samples():
+                    raise MerError(f"{len(x)} samples, shorter than one frame")
+            except Exception as e:  # noqa: BLE001 - any decode failure skips the row, named in the report
+                valid[i], x = False, np.zeros(0, np.float32)
+                failed.append(f"{ids[i]}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            waves.append(x.reshape(-1, 1))
+        offsets = np.zeros(len(ids) + 1, np.int64)
+        np.cumsum([len(w) for w in waves], out=offsets[1:])
+        return FeatureSet(self.spec.feature, "audio", ids, self.outputs(), ragged={"samples": (np.concatenate(waves), offsets)},
+                          valid=valid, key=f"finetune:{self.ext.weights_hash[:16]}",
+                          config={"finetune": True, "model": self.spec.model},
+                          attrs={"finetune": True, "undecodable": failed})
+
+    def module(self):
+        import copy
+
+        return AudioEncoder(copy.deepcopy(_pretrained(self.ext)), self.spec.layer, self.spec.freeze_layers,
+                            self.ext.normalize, self.ext.uses_mask)
+
+    def record(self, module) -> dict:
+        tuned = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
+        return {**self.spec.record(self.ext.hf_config, self.ext.weights_hash, tuned, frozen), "modality": "audio",
+                "sample_rate": self.ext.sample_rate, "normalize": self.ext.normalize, "uses_mask": self.ext.uses_mask}
+
+    def save_assets(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.ext.hf_config.save_pretrained(str(folder))
+
+
+def _num(v):
+    return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
 
 
 _PRETRAINED: dict = {}
@@ -175,12 +251,55 @@ class TextEncoder(_torch_module()):
             for block in _blocks(hf_model)[:freeze]:
                 block.requires_grad_(False)
 
-    def forward(self, ids, mask):
+    def forward(self, x, mask):
+        """Token ids ``x`` [B, T, 1] (float) and their mask -> (hidden states, the same mask)."""
         from mer.extract.neural import select_hidden
 
+        ids = x[..., 0].round().long()
         out = self.model(input_ids=ids, attention_mask=mask.long(), output_hidden_states=self.layer != "last",
                          return_dict=True)
-        return select_hidden(out, self.layer)
+        return select_hidden(out, self.layer), mask
+
+
+class AudioEncoder(_torch_module()):
+    """A wav2vec 2.0 / HuBERT / WavLM encoder on padded 16 kHz waveforms: each waveform
+    normalised over its real samples as the feature extractor does (when the model's
+    preprocessor says so), the attention mask passed to models that take one (layer-norm
+    front ends; group-norm ones see zero padding, as in the extractor's equal-length batches
+    only approximately); frames past each input's end are masked out."""
+
+    def __init__(self, hf_model, layer, freeze: int = 0, normalize: bool = True, uses_mask: bool = True):
+        super().__init__()
+        self.model, self.layer, self.normalize, self.uses_mask = hf_model, layer, bool(normalize), bool(uses_mask)
+        # LayerDrop (wav2vec2's config default 0.1 in training) skips whole layers at random, and
+        # a skipped layer leaves its hidden state out: the stack for last4/all would change size.
+        if getattr(hf_model.config, "layerdrop", 0.0):
+            hf_model.config.layerdrop = 0.0
+        if freeze:   # the convolutional front end with the lowest layers
+            for name in ("feature_extractor", "feature_projection"):
+                part = getattr(hf_model, name, None)
+                if part is not None:
+                    part.requires_grad_(False)
+            for block in _blocks(hf_model)[:freeze]:
+                block.requires_grad_(False)
+
+    def forward(self, x, mask):
+        import torch
+
+        from mer.extract.neural import select_hidden
+
+        wave, m = x[..., 0], mask.to(x.dtype)
+        if self.normalize:   # Wav2Vec2FeatureExtractor: (x - mean) / sqrt(var + 1e-7) over real samples
+            n = m.sum(1, keepdim=True).clamp(min=1)
+            mu = (wave * m).sum(1, keepdim=True) / n
+            var = (((wave - mu) * m) ** 2).sum(1, keepdim=True) / n
+            wave = (wave - mu) / torch.sqrt(var + 1e-7) * m
+        kw = {"attention_mask": mask.long()} if self.uses_mask else {}
+        out = self.model(input_values=wave, output_hidden_states=self.layer != "last", return_dict=True, **kw)
+        h = select_hidden(out, self.layer)
+        lengths = self.model._get_feat_extract_output_lengths(mask.sum(1))
+        frames = torch.arange(h.shape[1], device=h.device)[None, :] < lengths[:, None]
+        return h, frames
 
 
 class Finetuned(_torch_module()):
@@ -200,14 +319,13 @@ class Finetuned(_torch_module()):
     def forward(self, batch: dict):
         batch = dict(batch)
         for key, feature, kind in self.routes:
-            ids, mask = batch[key][..., 0].round().long(), batch[key + ".mask"]
-            h = self.encoder[feature](ids, mask)
-            if kind == "fixed":   # mean over real tokens, as the extractor's "mean" output
+            h, mask = self.encoder[feature](batch[key], batch[key + ".mask"])
+            if kind == "fixed":   # mean over real tokens/frames, as the extractor's "mean" output
                 m = mask.unsqueeze(-1).to(h.dtype)
                 batch[key] = (h * m).sum(1) / m.sum(1).clamp(min=1)
                 del batch[key + ".mask"]
             else:
-                batch[key] = h
+                batch[key], batch[key + ".mask"] = h, mask
         return self.inner(batch)
 
 
@@ -226,8 +344,11 @@ def finetuners(tc) -> dict[str, "TextFinetuner"]:
     for feat in tc.finetune:
         if feat not in FINETUNERS:
             raise UsageError(f"--finetune {feat}: cannot be fine-tuned here; choose from {', '.join(FINETUNERS.names())}"
-                             + (" (wav2vec fine-tuning is not built yet: train on its store)" if feat == "wav2vec" else ""))
-        spec = EncoderSpec(feat, tc.encoder_model or _default_model(feat), tc.encoder_layer, tc.max_tokens,
+                             )
+        model = tc.encoder_model or _default_model(feat)
+        if not model:
+            raise UsageError(f"--finetune {feat}: name the encoder with --encoder-model (a local folder or a cached id)")
+        spec = EncoderSpec(feat, model, tc.encoder_layer, tc.max_tokens,
                            tc.freeze_layers)
         out[feat] = FINETUNERS.get(feat)(spec)
     return out
@@ -264,7 +385,8 @@ def data_spec(spec):
     input's key (so the batch arrives where the wrapper looks)."""
     from mer.train.fusion import InputSpec
 
-    return InputSpec(spec.key, "ragged", 1, spec.modality, 1, spec.feature, "token_ids")
+    return InputSpec(spec.key, "ragged", 1, spec.modality, 1, spec.feature,
+                     "token_ids" if spec.modality == "text" else "samples")
 
 
 def attach(model, specs, tc, tuners: dict | None = None):
@@ -324,6 +446,9 @@ def saved_encoder(run, record: dict):
     if not (folder / "config.json").is_file():
         raise MerError(f"{run}: fine-tuned run without {record['assets']}/config.json (copied incompletely?)")
     cfg = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    if record.get("modality") == "audio":
+        return AudioEncoder(transformers.AutoModel.from_config(cfg), record["layer"], 0, record["normalize"],
+                            record["uses_mask"])
     return TextEncoder(transformers.AutoModel.from_config(cfg), record["layer"])
 
 
@@ -331,6 +456,18 @@ def saved_tokenizer(run, record: dict):
     import transformers
 
     return transformers.AutoTokenizer.from_pretrained(str(Path(run) / record["assets"]), local_files_only=True)
+
+
+def decode_saved(record: dict, items) -> list[np.ndarray]:
+    """Waveforms as training decoded them (``mer predict``); an item without audio is an error."""
+    from mer.common.audio import load
+
+    out = []
+    for it in items:
+        if not it.audio:
+            raise UsageError(f"{it.id}: the run fine-tuned {record['feature']!r} on audio; give --audio")
+        out.append(np.asarray(load(it.audio, int(record["sample_rate"]), it.start, it.end), np.float32).reshape(-1, 1))
+    return out
 
 
 def tokenize_saved(run, record: dict, texts: list[str], item_ids: list[str]) -> list[np.ndarray]:

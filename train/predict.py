@@ -198,9 +198,13 @@ def tuned_inputs(run, cfg: dict, sources, items: list[Item], feats: list[dict]):
     tuned = cfg.get("finetune") or {}
     if not tuned:
         return sources
-    from mer.train.finetune import data_spec, tokenize_saved
+    from mer.train.finetune import data_spec, decode_saved, tokenize_saved
 
     for feat, rec in tuned.items():
+        if rec.get("modality") == "audio":
+            for f, x in zip(feats, decode_saved(rec, items)):
+                f[feat] = {"samples": x}
+            continue
         ids = tokenize_saved(run, rec, [it.text for it in items], [it.id for it in items])
         for f, x in zip(feats, ids):
             f[feat] = {"token_ids": x}

@@ -227,11 +227,11 @@ def _load(dataset, plan: _Plan, scheme, protocol, cache, out, manifest, feature_
              for f in set(store_configs or {}) | set(tc.stores or {})}   # a recipe's stores, then --store
     tuners, sets = {}, dict(feature_sets or {})
     if tc.finetune:   # the tuned encoders' inputs: tokenised transcripts instead of their stores
-        from mer.train.finetune import finetuners, tokenized_set
+        from mer.train.finetune import finetuners
 
         tuners = finetuners(tc)
         for feat, tuner in tuners.items():
-            sets[feat] = tokenized_set(feat, tuner, man.df)
+            sets[feat] = tuner.inputs(man.df)
     fcache = FeatureCache(dataset, cache, man, sets=sets, where=where)
     variants = DataVariants(labels, classes, man, sch, fcache, dataset)
     return _Loaded(dataset, man, sch, classes, fcache, variants, protocol, Path(out) if out else Path("runs"),
@@ -261,11 +261,17 @@ def _train_pair(plan: _Plan, ld: _Loaded, reqs, fname: str) -> RunResult | None:
     data, rep = ld.variants.get(key, ",".join(r.text for r in reqs))
     rep = copy.deepcopy(rep)
     if tuned:
-        arrays = {k: (replace(a, raw=True) if k in tuned else a) for k, a in data.arrays.items()}
+        step = {s.key: ld.tuners[s.feature].step for s in sources if s.key in tuned}
+        arrays = {k: (replace(a, raw=True, step=step[k]) if k in tuned else a) for k, a in data.arrays.items()}
         data = replace(data, sources=list(sources), arrays=arrays)
         for feat in dict.fromkeys(s.feature for s in sources if s.key in tuned):
             a = ld.fcache.get(feat).attrs
-            rep.counts[f"{feat}: transcripts cut to --max-tokens (fine-tuning)"] = int(a.get("truncated", 0))
+            if "truncated" in a:
+                rep.counts[f"{feat}: transcripts cut to --max-tokens (fine-tuning)"] = int(a["truncated"])
+            for line in a.get("undecodable", []):
+                rep.counts.setdefault(f"{feat}: audio that could not be decoded (fine-tuning)", 0)
+                rep.counts[f"{feat}: audio that could not be decoded (fine-tuning)"] += 1
+                console.info(f"note: {feat}: skipped {line}")
     spec, results, seconds = _fold_loop(plan, ld, cls, cfg, fname, sources, data, rep)
     run_dir, metrics = write_run(
         ld.out_root, plan.run_id, dataset=ld.dataset, manifest=ld.man, scheme=ld.sch, protocol=spec, seeds=plan.seeds,

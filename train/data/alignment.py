@@ -22,6 +22,9 @@ class Arrays:
     # Values the model consumes as they are (token ids of a fine-tuned encoder,
     # mer.train.finetune): per-fold z-scoring leaves them unchanged.
     raw: bool = False
+    # Values per model frame (raw 16 kHz audio into a wav2vec encoder: 320); the batch
+    # budget and bucketing count frames, so a budget means the same with raw input.
+    step: int = 1
 
 
 @dataclass
