@@ -200,3 +200,6 @@ def test_no_recipe_clips_gradients_and_differs_notes_hold():
             assert "no video" not in r.differs, n
     for n in ("cross-bert-interaction", "cm-roberta"):
         assert "--finetune bert" in recipes.load(n).differs, n
+    # seed 003 trains on frame sequences in batches of 64 utterances: the frame budget
+    # (--batch-frames 4096) would cut them to about 10 rows at 4 s per utterance
+    assert recipes.load("hierarchical-ser").train["batch_frames"] == 0

@@ -166,6 +166,8 @@ def train(ctx, dataset, features, fusion, protocol, scheme, seeds, seed, cache, 
         epochs, batch_size, lr, optimizer, weight_decay, grad_clip, patience, monitor, balanced, max_len = (
             vals[k] for k in ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "grad_clip", "patience",
                               "monitor", "balanced", "max_len"))
+        batch_frames = vals["batch_frames"]   # a recipe may set the frame budget (or 0: batches of batch_size)
+        tune.update({k: vals[k] for k in ("accumulate", "warmup", "schedule")})
         fusion = [fusion] if isinstance(fusion, str) else fusion
         for sub in record["substitutions"]:
             click.echo(f"note: substituted {sub['feature']} -> {sub['used_feature']} {sub['used']} (the results are "

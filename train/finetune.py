@@ -410,7 +410,7 @@ def param_groups(model, tc) -> list[dict]:
     return groups
 
 
-def schedule(opt, tc, steps_per_epoch: int):
+def schedule(opt, tc, steps_per_epoch):
     """A LambdaLR over optimizer steps: linear warm-up over ``--warmup`` (a fraction of all
     steps), then constant, linear or cosine decay to 0; None when it would be constant 1
     (the default: the optimizer's behaviour is then exactly as without a schedule)."""
@@ -420,6 +420,8 @@ def schedule(opt, tc, steps_per_epoch: int):
 
     if tc.schedule == "constant" and not tc.warmup:
         return None
+    if callable(steps_per_epoch):   # counted only when a schedule needs it
+        steps_per_epoch = steps_per_epoch()
     total = max(1, tc.epochs * max(1, math.ceil(steps_per_epoch / max(1, tc.accumulate))))
     warm = int(round(tc.warmup * total))
 

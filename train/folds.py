@@ -180,12 +180,19 @@ def _setup(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, device: 
     # One group per learning rate (--lr, --encoder-lr); without encoders, the one group
     # holds exactly the parameters the optimizer always had.
     opt = make_optimizer(tc.optimizer, param_groups(model, tc), tc.lr, tc.weight_decay)
-    sched = schedule(opt, tc, len(batcher.order(fold.train, tc.batch_size, False, None)))
+    sched = schedule(opt, tc, lambda: _batches_per_epoch(batcher, fold.train, tc.batch_size))
     loss_fn = _default_loss(model, data, fold.train, tc, device)
     monitor = tc.monitor if tc.monitor != "auto" else ("loss" if data.regression else "ua")
     # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
     scaler = torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None
     return _Fold(model, batcher, opt, loss_fn, norm, monitor, scaler, rng, sched)
+
+
+def _batches_per_epoch(batcher, rows, batch_size: int) -> int:
+    """Batches in one training pass (what a learning-rate schedule counts steps with)."""
+    if hasattr(batcher, "order"):
+        return len(batcher.order(rows, batch_size, False, None))
+    return sum(1 for _ in batcher.dialogs(rows)[::batch_size])   # DialogBatcher: batch_size dialogues a batch
 
 
 def _metrics_of(data: TrainData, out, rows) -> dict:
@@ -236,7 +243,7 @@ def _epoch(f: _Fold, cls, data: TrainData, fold, epoch: int, tc: TrainConfig, de
     import torch
 
     f.model.train()
-    tot, correct, n = 0.0, 0, 0
+    tot, correct, n, batches = 0.0, 0, 0, 0
     for r, b, y in f.batcher.iterate(fold.train, tc.batch_size, shuffle=True, rng=f.rng):
         if len(r) < 2 and n > 0:
             continue  # a last batch of one row breaks batch norm; it is shuffled anew next epoch
@@ -248,6 +255,7 @@ def _epoch(f: _Fold, cls, data: TrainData, fold, epoch: int, tc: TrainConfig, de
         _backward(f, loss, tc)
         tot += loss.item() * len(r)
         n += len(r)
+        batches += 1
         if not data.regression:
             with torch.no_grad():  # through predict_proba: some models pack several heads into logits
                 correct += int((_proba(f.model, logits).argmax(-1) == y).sum())
@@ -257,8 +265,10 @@ def _epoch(f: _Fold, cls, data: TrainData, fold, epoch: int, tc: TrainConfig, de
     vm = _metrics_of(data, v_out, fold.valid)
     # rows trained on and this process's peak RSS so far: the benchmark's throughput, and
     # memory that stays flat across epochs and folds (bench/bench_train_seq.py)
+    # effective_batch: utterances per optimizer step, after the frame budget shrank batches of
+    # long utterances and --accumulate summed several (what a paper's "batch size" means)
     h = {"epoch": epoch + 1, "train_loss": tot / max(n, 1), "valid_loss": v_loss, "train_rows": n,
-         "peak_rss_mb": round(_peak_rss_mb(), 1)}
+         "effective_batch": round(n / max(1, batches) * tc.accumulate, 2), "peak_rss_mb": round(_peak_rss_mb(), 1)}
     if data.regression:
         h.update(valid_mae=vm["mae"])
     else:
