@@ -180,7 +180,13 @@ def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, se
         # the paper's figure next to this run's value of the same metric (synthetic or substituted
         # runs say so in "substitutions"; their numbers are not the paper's)
         pm = recipe["paper"]["metric"]
-        metrics["paper"] = {**recipe["paper"], "run": mean.get(pm), "substituted": bool(recipe.get("substitutions")),
+        # Like for like: where the protocol names the fold the paper reports alone (seed 003:
+        # test = session 5 female), the run's figure is that fold's, not the mean of all folds.
+        run_value, run_of = mean.get(pm), "mean of all folds"
+        if paper and pm in paper["mean"]:
+            run_value, run_of = paper["mean"][pm], f"fold {paper['fold']} (the paper's)"
+        metrics["paper"] = {**recipe["paper"], "run": run_value, "run_of": run_of,
+                            "substituted": bool(recipe.get("substitutions")),
                             "overrides": sorted(recipe.get("overrides") or {})}
     (run / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (run / "history.json").write_text(json.dumps(
