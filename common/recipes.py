@@ -34,7 +34,7 @@ from mer.common.errors import MerError, UsageError
 RECIPE_KEYS = {"name", "seed", "paper", "dataset", "scheme", "protocol", "features", "inputs", "fusion", "model",
                "context", "train", "metric", "figure", "figure_text", "differs", "notes", "substitute", "space"}
 TRAIN_KEYS = {"optimizer", "lr", "weight_decay", "batch_size", "epochs", "patience", "monitor", "grad_clip",
-              "balanced", "max_len"}
+              "balanced", "max_len", "batch_frames", "accumulate", "warmup", "schedule"}
 METRICS = ("accuracy", "ua", "weighted_f1", "macro_f1")
 
 

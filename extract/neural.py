@@ -237,19 +237,25 @@ class HFExtractor(NeuralExtractor):
         """Load the model (``from_local``), in eval mode on ``self.device``."""
 
     def select_layer(self, out):
-        """The hidden states ``self.layer`` asks for, from a forward pass's output, in float32:
-        ``last``, an index, ``avg`` (mean of layers 1..L), ``last4`` or ``all`` (concatenated
-        along the vector, in layer order)."""
-        import torch
+        """The hidden states ``self.layer`` asks for (``select_hidden``)."""
+        return select_hidden(out, self.layer)
 
-        if self.layer == "last":
-            h = out.last_hidden_state
-        elif self.layer == "avg":
-            h = torch.stack(list(out.hidden_states[1:]), 0).float().mean(0)
-        elif self.layer == "last4":
-            h = torch.cat(list(out.hidden_states[-4:]), dim=-1)
-        elif self.layer == "all":
-            h = torch.cat([s.float() for s in out.hidden_states], dim=-1)
-        else:
-            h = out.hidden_states[self.layer]
-        return h.float()
+
+def select_hidden(out, layer):
+    """The hidden states ``layer`` asks for, from a forward pass's output, in float32:
+    ``last``, an index, ``avg`` (mean of layers 1..L), ``last4`` or ``all`` (concatenated
+    along the vector, in layer order). Extraction and fine-tuning (mer.train.finetune) both
+    select through here, so a tuned encoder's layers are the extracted store's."""
+    import torch
+
+    if layer == "last":
+        h = out.last_hidden_state
+    elif layer == "avg":
+        h = torch.stack(list(out.hidden_states[1:]), 0).float().mean(0)
+    elif layer == "last4":
+        h = torch.cat(list(out.hidden_states[-4:]), dim=-1)
+    elif layer == "all":
+        h = torch.cat([s.float() for s in out.hidden_states], dim=-1)
+    else:
+        h = out.hidden_states[layer]
+    return h.float()

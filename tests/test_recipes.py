@@ -188,3 +188,18 @@ def test_recipe_extract_then_train_end_to_end_with_substitute(tmp_path):
     m = json.loads((run / "metrics.json").read_text())
     assert m["paper"]["figure"] == 0.6461 and m["paper"]["substituted"] is True
     assert m["paper"]["run"] == m["mean"]["accuracy"]
+
+
+def test_no_recipe_clips_gradients_and_differs_notes_hold():
+    """None of the five papers clips gradients (the trainer's default clips at 5), none of
+    000/002/004 has video, and 001/004 say their papers fine-tune the text encoder."""
+    for n in recipes.names():
+        r = recipes.load(n)
+        assert r.train.get("grad_clip") == 0, n
+        if r.seed in ("000", "002", "004"):
+            assert "no video" not in r.differs, n
+    for n in ("cross-bert-interaction", "cm-roberta"):
+        assert "--finetune bert" in recipes.load(n).differs, n
+    # seed 003 trains on frame sequences in batches of 64 utterances: the frame budget
+    # (--batch-frames 4096) would cut them to about 10 rows at 4 s per utterance
+    assert recipes.load("hierarchical-ser").train["batch_frames"] == 0

@@ -115,3 +115,17 @@ def test_calibrate_picks_the_best_validation_threshold():
     assert out["threshold"] == 0.35 and float(m.chosen_threshold) == 0.35 and out["threshold_valid_ua"] == 1.0
     with pytest.raises(Exception, match="'auto'"):
         HierarchicalFusion(specs, 4, HierarchicalFusion.Config(threshold="best"), classes=["ang", "hap", "sad", "neu"])
+
+
+def test_a_recipe_on_si_compares_the_papers_fold_with_the_paper(tmp_path):
+    """Seed 003 reports one fold (test = session 5 female): a recipe's "run" figure beside the
+    paper's is that fold's, not the two-fold mean (which stays in "mean")."""
+    from mer.train.trainer import TrainConfig, run_train
+
+    man, sets = _corpus(seed=4)
+    recipe = {"name": "x", "paper": {"metric": "ua", "figure": 0.683}, "substitutions": [], "overrides": {}}
+    [run] = run_train("iemocap", "bert,mfcc", "concat", protocol="si", manifest=man, feature_sets=sets, out=tmp_path,
+                      config=TrainConfig(epochs=3), quiet=True, plots=False, recipe=recipe)
+    m = json.loads((run / "metrics.json").read_text())
+    female = next(f for f in m["folds"] if f["fold"] == "Ses05-F")
+    assert m["paper"]["run"] == pytest.approx(female["ua"]) and m["paper"]["run_of"].startswith("fold Ses05-F")

@@ -11,7 +11,7 @@ import sys
 import click
 
 from mer.common.cli import cache_option, dataset_choice
-from mer.train.config import MONITORS, NORMALIZE, OPTIMIZERS, PRECISIONS
+from mer.train.config import MONITORS, NORMALIZE, OPTIMIZERS, PRECISIONS, SCHEDULES, parse_list
 from mer.train.fusion import CONTEXTS
 from mer.train.protocols import VALID_BY
 
@@ -127,6 +127,17 @@ class _FusionHelp(click.Option):
                    "dialogues; auto: dialogues with --context dialog, utterances otherwise.")
 @click.option("--set", "options", multiple=True, callback=_options, metavar="NAME=VALUE",
               help="Fusion config field, e.g. --set hidden=128 --set dropout=0.2 (applies to every fusion that has it; a name no fusion has is an error).")
+@click.option("--finetune", default=None, metavar="FEATURE[,FEATURE]",
+              help="Fine-tune these features' encoders end to end on raw input (bert: tokenised transcripts); other inputs come from their stores.")
+@click.option("--encoder-model", default=None, help="With --finetune: the encoder (HF id in the local cache or a folder; default: the extractor's, the packaged MiniLM for bert).")
+@click.option("--encoder-layer", default="last", show_default=True, help="With --finetune: last | last4 | all (learned mix) | N, as --bert.layer.")
+@click.option("--encoder-lr", type=float, default=2e-5, show_default=True, help="With --finetune: the encoder's learning rate (--lr is the rest's).")
+@click.option("--freeze-layers", type=int, default=0, show_default=True, help="With --finetune: keep the embeddings and the lowest N layers frozen.")
+@click.option("--max-tokens", type=int, default=128, show_default=True, help="With --finetune: tokens per transcript, special tokens included.")
+@click.option("--grad-checkpointing", is_flag=True, help="With --finetune: recompute encoder activations in the backward pass (less memory).")
+@click.option("--accumulate", type=int, default=1, show_default=True, help="Sum gradients over N batches per optimizer step.")
+@click.option("--warmup", type=float, default=0.0, show_default=True, help="Linear learning-rate warm-up over this fraction of the steps.")
+@click.option("--schedule", type=click.Choice(SCHEDULES), default="constant", show_default=True, help="Learning-rate decay after the warm-up.")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA if available), cpu, cuda, cuda:1.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="Mixed precision (autocast): bf16 on CPU or GPU, fp16 on CUDA only (with loss scaling).")
@@ -147,7 +158,8 @@ class _FusionHelp(click.Option):
 @click.pass_context
 def train(ctx, dataset, features, fusion, protocol, scheme, seeds, seed, cache, manifest, out, run_id, epochs, batch_size, lr,
           optimizer, weight_decay, grad_clip, patience, monitor, balanced, max_len, context, bucket, batch_frames, stores, text_source,
-          normalize, valid_by, options, device, precision, threads, jobs, no_plots, quiet, recipe, substitute, track, track_uri):
+          normalize, valid_by, options, device, precision, threads, jobs, no_plots, quiet, recipe, substitute, track, track_uri,
+          finetune, **tune):
     """Train fusion models on cached features and write one run directory per
     (feature set, fusion): config.yaml, metrics.json, predictions.csv, weights, plots.
 
@@ -174,6 +186,8 @@ def train(ctx, dataset, features, fusion, protocol, scheme, seeds, seed, cache, 
         epochs, batch_size, lr, optimizer, weight_decay, grad_clip, patience, monitor, balanced, max_len = (
             vals[k] for k in ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "grad_clip", "patience",
                               "monitor", "balanced", "max_len"))
+        batch_frames = vals["batch_frames"]   # a recipe may set the frame budget (or 0: batches of batch_size)
+        tune.update({k: vals[k] for k in ("accumulate", "warmup", "schedule")})
         fusion = [fusion] if isinstance(fusion, str) else fusion
         for sub in record["substitutions"]:
             click.echo(f"note: substituted {sub['feature']} -> {sub['used_feature']} {sub['used']} (the results are "
@@ -185,7 +199,8 @@ def train(ctx, dataset, features, fusion, protocol, scheme, seeds, seed, cache, 
     tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
                      grad_clip=grad_clip, patience=patience, monitor=monitor, balanced=balanced, context=context, max_len=max_len, bucket=bucket,
                      batch_frames=batch_frames, device=device, precision=precision, threads=threads, jobs=jobs,
-                     stores=stores, text_source=text_source, normalize=normalize, valid_by=valid_by)
+                     stores=stores, text_source=text_source, normalize=normalize, valid_by=valid_by,
+                     finetune=tuple(parse_list(finetune, "--finetune")) if finetune else (), **tune)
     results = run_train(dataset, list(features), fusion, protocol=protocol, scheme=scheme,
                         seeds=[seed] if seed is not None else seeds, cache=cache, out=out, device=device,
                         manifest=manifest, options=options, config=tc, run_id=run_id,
@@ -230,7 +245,7 @@ def runs(roots, filters, sort, ascending, metrics, csv_path, md_path, png_path, 
 
         raise MerError(f"no finished runs under {', '.join(roots)}" + (" matching the filters" if filters else "")
                        + demo_hint(None, "runs"))
-    id_cols = ["run", "dataset", "features", "fusion", "protocol", "scheme", "seeds", "folds", "n"]
+    id_cols = ["run", "dataset", "features", "fusion", "protocol", "scheme", "seeds", "folds", "n", "encoders"]
     paper_cols = ["recipe", "paper"]   # the recipe's paper figure, shown when a run has one
     study_cols = ["study", "trial"]    # mer tune's trials, shown when a run is one
     metric_cols = [c for c in df.columns if c not in id_cols + paper_cols + study_cols + ["path", "audit"] and not c.endswith("_std")]

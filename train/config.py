@@ -27,6 +27,8 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 NORMALIZE = ("fold", "speaker")
 # The split each fold is scored on: "test", or "valid" (mer tune's trials; test rows left out).
 SCORE_ON = ("test", "valid")
+# Learning-rate schedules after the warm-up (mer.train.finetune.schedule).
+SCHEDULES = ("constant", "linear", "cosine")
 
 
 @dataclass
@@ -73,6 +75,24 @@ class TrainConfig:
     # (mer tune): each fold's test rows are left out entirely and its validation rows are
     # scored instead, so a search never reads a test fold (mer.train.protocols.without_test).
     score_on: str = "test"
+    # Optimizer steps: gradients of this many batches are summed before each step (the
+    # effective batch is accumulate x batch_size rows); a learning-rate schedule over the
+    # steps: linear warm-up over the first `warmup` fraction, then constant/linear/cosine
+    # decay (mer.train.finetune.schedule; constant with no warm-up = no schedule at all).
+    accumulate: int = 1
+    warmup: float = 0.0
+    schedule: str = "constant"
+    # End-to-end fine-tuning (mer.train.finetune): the features whose encoder runs inside the
+    # model on raw input (e.g. ("bert",)), which model (None: the extractor's default, the
+    # packaged MiniLM for bert), its layer selection as in extraction, its learning rate,
+    # how many of its lowest layers stay frozen (with the embeddings), and the token cap.
+    finetune: tuple = ()
+    encoder_model: str | None = None
+    encoder_layer: str = "last"
+    encoder_lr: float = 2e-5
+    freeze_layers: int = 0
+    max_tokens: int = 128
+    grad_checkpointing: bool = False
 
     def __post_init__(self):
         # Every bad value fails here, before any data is read, with the option's name.
@@ -92,6 +112,19 @@ class TrainConfig:
 
         if self.valid_by not in VALID_BY:
             raise UsageError(f"--valid-by {self.valid_by}: choose {', '.join(VALID_BY)}")
+
+        if self.accumulate < 1:
+            raise UsageError(f"--accumulate {self.accumulate}: must be at least 1")
+        if not 0.0 <= self.warmup < 1.0:
+            raise UsageError(f"--warmup {self.warmup}: a fraction of the optimizer steps, 0 <= warmup < 1")
+        if self.schedule not in SCHEDULES:
+            raise UsageError(f"--schedule {self.schedule}: choose from {', '.join(SCHEDULES)}")
+        self.finetune = tuple(self.finetune or ())
+        if self.finetune and self.context != "none":
+            raise UsageError("--finetune with --context dialog is not supported yet (fine-tune per utterance)")
+        if self.freeze_layers < 0 or self.max_tokens < 2 or self.encoder_lr <= 0:
+            raise UsageError(f"--freeze-layers {self.freeze_layers} / --max-tokens {self.max_tokens} / "
+                             f"--encoder-lr {self.encoder_lr}: need >= 0 / >= 2 / > 0")
 
     @property
     def valid_groups(self) -> str:

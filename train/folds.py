@@ -158,6 +158,8 @@ class _Fold:
     monitor: str
     scaler: "object"
     rng: np.random.Generator
+    sched: "object" = None      # learning-rate schedule stepped per optimizer step (or None)
+    pending: int = 0            # batches whose gradients are summed, not yet stepped (--accumulate)
 
 
 def _setup(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, device: str) -> _Fold:
@@ -173,9 +175,18 @@ def _setup(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, device: 
         batcher = DialogBatcher(batcher, data.meta)
     # regression: one output per target (classes holds a multi-target scheme's target names)
     n_out = max(1, len(data.classes)) if data.regression else len(data.classes)
+    from mer.train.finetune import attach, param_groups, schedule
+
     model = build_model(cls, data.specs, n_out, cfg, None if data.regression else data.classes,
-                        tc.context, regression=data.regression).to(device)
-    opt = make_optimizer(tc.optimizer, [p for p in model.parameters() if p.requires_grad], tc.lr, tc.weight_decay)
+                        tc.context, regression=data.regression)
+    model = attach(model, data.specs, tc).to(device)   # --finetune: encoders in front of their inputs
+    if tc.grad_checkpointing:
+        for enc in getattr(model, "encoder", {}).values():
+            enc.model.gradient_checkpointing_enable()
+    # One group per learning rate (--lr, --encoder-lr); without encoders, the one group
+    # holds exactly the parameters the optimizer always had.
+    opt = make_optimizer(tc.optimizer, param_groups(model, tc), tc.lr, tc.weight_decay)
+    sched = schedule(opt, tc, lambda: _batches_per_epoch(batcher, fold.train, tc.batch_size))
     loss_fn = _default_loss(model, data, fold.train, tc, device)
     # CCC is what dimensional-emotion work reports, so regression stops on it by default.
     monitor = tc.monitor if tc.monitor != "auto" else ("ccc" if data.regression else "ua")
@@ -183,7 +194,14 @@ def _setup(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, device: 
         raise UsageError(f"--monitor {monitor}: not a metric of this {'regression' if data.regression else 'classification'} scheme")
     # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
     scaler = torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None
-    return _Fold(model, batcher, opt, loss_fn, norm, monitor, scaler, rng)
+    return _Fold(model, batcher, opt, loss_fn, norm, monitor, scaler, rng, sched)
+
+
+def _batches_per_epoch(batcher, rows, batch_size: int) -> int:
+    """Batches in one training pass (what a learning-rate schedule counts steps with)."""
+    if hasattr(batcher, "order"):
+        return len(batcher.order(rows, batch_size, False, None))
+    return sum(1 for _ in batcher.dialogs(rows)[::batch_size])   # DialogBatcher: batch_size dialogues a batch
 
 
 def _metrics_of(data: TrainData, out, rows) -> dict:
@@ -195,16 +213,28 @@ def _metrics_of(data: TrainData, out, rows) -> dict:
     return classification_metrics(y, out.argmax(1), data.classes)
 
 
-def _step(f: _Fold, loss, tc: TrainConfig) -> None:
-    """One optimizer step on ``loss`` (scaled for fp16, gradients clipped)."""
-    import torch
-
-    f.opt.zero_grad(set_to_none=True)
+def _backward(f: _Fold, loss, tc: TrainConfig) -> None:
+    """Add ``loss``'s gradients (scaled for fp16; divided by --accumulate so a step sees the
+    mean over its batches); step once ``tc.accumulate`` batches are in."""
+    if f.pending == 0:
+        f.opt.zero_grad(set_to_none=True)
+    if tc.accumulate > 1:
+        loss = loss / tc.accumulate
     if f.scaler is not None:
         f.scaler.scale(loss).backward()
-        f.scaler.unscale_(f.opt)   # clip the true gradients
     else:
         loss.backward()
+    f.pending += 1
+    if f.pending >= tc.accumulate:
+        _step(f, tc)
+
+
+def _step(f: _Fold, tc: TrainConfig) -> None:
+    """One optimizer step on the gradients summed so far (unscaled for fp16, clipped)."""
+    import torch
+
+    if f.scaler is not None:
+        f.scaler.unscale_(f.opt)   # clip the true gradients
     if tc.grad_clip:
         torch.nn.utils.clip_grad_norm_(f.model.parameters(), tc.grad_clip)
     if f.scaler is not None:
@@ -212,6 +242,9 @@ def _step(f: _Fold, loss, tc: TrainConfig) -> None:
         f.scaler.update()
     else:
         f.opt.step()
+    if f.sched is not None:
+        f.sched.step()
+    f.pending = 0
 
 
 def _epoch(f: _Fold, cls, data: TrainData, fold, epoch: int, tc: TrainConfig, device: str) -> dict:
@@ -219,7 +252,7 @@ def _epoch(f: _Fold, cls, data: TrainData, fold, epoch: int, tc: TrainConfig, de
     import torch
 
     f.model.train()
-    tot, correct, n = 0.0, 0, 0
+    tot, correct, n, batches = 0.0, 0, 0, 0
     for r, b, y in f.batcher.iterate(fold.train, tc.batch_size, shuffle=True, rng=f.rng):
         if len(r) < 2 and n > 0:
             continue  # a last batch of one row breaks batch norm; it is shuffled anew next epoch
@@ -228,18 +261,23 @@ def _epoch(f: _Fold, cls, data: TrainData, fold, epoch: int, tc: TrainConfig, de
         loss = f.loss_fn(logits, y)
         if not torch.isfinite(loss):
             raise MerError(f"{cls.__name__}: training loss became {float(loss)} in epoch {epoch + 1} (fold {fold.name}); lower --lr")
-        _step(f, loss, tc)
+        _backward(f, loss, tc)
         tot += loss.item() * len(r)
         n += len(r)
+        batches += 1
         if not data.regression:
             with torch.no_grad():  # through predict_proba: some models pack several heads into logits
                 correct += int((_proba(f.model, logits).argmax(-1) == y).sum())
+    if f.pending:   # the epoch's last, partial accumulation
+        _step(f, tc)
     v_loss, v_out, _ = evaluate(f.model, f.batcher, fold.valid, f.loss_fn, data.regression, tc.batch_size, tc.precision)
     vm = _metrics_of(data, v_out, fold.valid)
     # rows trained on and this process's peak RSS so far: the benchmark's throughput, and
     # memory that stays flat across epochs and folds (bench/bench_train_seq.py)
+    # effective_batch: utterances per optimizer step, after the frame budget shrank batches of
+    # long utterances and --accumulate summed several (what a paper's "batch size" means)
     h = {"epoch": epoch + 1, "train_loss": tot / max(n, 1), "valid_loss": v_loss, "train_rows": n,
-         "peak_rss_mb": round(_peak_rss_mb(), 1)}
+         "effective_batch": round(n / max(1, batches) * tc.accumulate, 2), "peak_rss_mb": round(_peak_rss_mb(), 1)}
     if data.regression:
         h.update(valid_mae=vm["mae"], valid_ccc=vm["ccc"])
     else:

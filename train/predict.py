@@ -62,7 +62,8 @@ def extract_items(items: list[Item], cfg: dict, device: str = "cpu", batch_size:
     an error naming it and the reason."""
     from mer.extract.worker import adopt, run_batch, unpack
 
-    feats = list(cfg["stores"])
+    # A fine-tuned encoder's input is its tokenised text (``tuned_inputs``), not an extractor's output.
+    feats = [f for f in cfg["stores"] if f not in (cfg.get("finetune") or {})]
     # A combined input (`mfcc+egemaps`) is rebuilt from its parts' extractors, joined the
     # way training joined them.
     joins = {f: (cfg["stores"][f].get("attrs") or {}).get("combined") for f in feats}
@@ -172,6 +173,7 @@ def predict_items(run, items: list[Item], device: str = "auto") -> tuple[list[st
     dev = choose(device)
     cfg, sources, models = load_models(run, dev)
     feats = extract_items(items, cfg, dev)
+    sources = tuned_inputs(run, cfg, sources, items, feats)
     if (cfg.get("train") or {}).get("context", "none") == "dialog":
         return list(cfg.get("classes") or []), predict_dialogs(items, feats, cfg, sources, models, dev), cfg
     rows = []
@@ -188,6 +190,25 @@ def predict_items(run, items: list[Item], device: str = "auto") -> tuple[list[st
                     acc.append(p.cpu().numpy())
         rows.append(np.mean(acc, axis=0)[0])
     return list(cfg.get("classes") or []), np.asarray(rows), cfg
+
+
+def tuned_inputs(run, cfg: dict, sources, items: list[Item], feats: list[dict]):
+    """For a fine-tuned run: each item's token ids go into ``feats`` and the fine-tuned inputs'
+    specs become the token-id specs the batches were built from in training."""
+    tuned = cfg.get("finetune") or {}
+    if not tuned:
+        return sources
+    from mer.train.finetune import data_spec, decode_saved, tokenize_saved
+
+    for feat, rec in tuned.items():
+        if rec.get("modality") == "audio":
+            for f, x in zip(feats, decode_saved(rec, items)):
+                f[feat] = {"samples": x}
+            continue
+        ids = tokenize_saved(run, rec, [it.text for it in items], [it.id for it in items])
+        for f, x in zip(feats, ids):
+            f[feat] = {"token_ids": x}
+    return [data_spec(s) if s.feature in tuned else s for s in sources]
 
 
 def items_from_table(path) -> list[Item]:

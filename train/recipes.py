@@ -54,7 +54,8 @@ def train_plan(recipe: Recipe, dataset: str, cache=None, manifest=None, substitu
 # Recipe keys -> mer train options (the CLI parameter names).
 TRAIN_OPTIONS = {"optimizer": "optimizer", "lr": "lr", "weight_decay": "weight_decay", "batch_size": "batch_size",
                  "epochs": "epochs", "patience": "patience", "monitor": "monitor", "grad_clip": "grad_clip",
-                 "balanced": "balanced", "max_len": "max_len"}
+                 "balanced": "balanced", "max_len": "max_len", "batch_frames": "batch_frames",
+                 "accumulate": "accumulate", "warmup": "warmup", "schedule": "schedule"}
 
 
 def train_setup(name: str, dataset: str, values: dict, given: set[str], cache=None, manifest=None,

@@ -160,6 +160,7 @@ class _Loaded:
     quiet: bool
     recipe: dict | None
     skipped: list[str] = field(default_factory=list)
+    tuners: dict = field(default_factory=dict)   # --finetune: feature -> finetuner (mer.train.finetune)
 
 
 def run_train(dataset: str, features, fusions, protocol: str | None = None, scheme: str | None = None,
@@ -230,10 +231,17 @@ def _load(dataset, plan: _Plan, scheme, protocol, cache, out, manifest, feature_
     # find_store checks each store against this manifest's modality hashes.
     where = {f: {**(store_configs or {}).get(f, {}), **(tc.stores or {}).get(f, {})}
              for f in set(store_configs or {}) | set(tc.stores or {})}   # a recipe's stores, then --store
-    fcache = FeatureCache(dataset, cache, man, sets=feature_sets, where=where)
+    tuners, sets = {}, dict(feature_sets or {})
+    if tc.finetune:   # the tuned encoders' inputs: tokenised transcripts instead of their stores
+        from mer.train.finetune import finetuners
+
+        tuners = finetuners(tc)
+        for feat, tuner in tuners.items():
+            sets[feat] = tuner.inputs(man.df)
+    fcache = FeatureCache(dataset, cache, man, sets=sets, where=where)
     variants = DataVariants(labels, classes, man, sch, fcache, dataset)
     return _Loaded(dataset, man, sch, classes, fcache, variants, protocol, Path(out) if out else Path("runs"),
-                   command, plots, quiet, recipe)
+                   command, plots, quiet, recipe, tuners=tuners)
 
 
 def _train_pair(plan: _Plan, ld: _Loaded, reqs, fname: str) -> RunResult | None:
@@ -246,15 +254,37 @@ def _train_pair(plan: _Plan, ld: _Loaded, reqs, fname: str) -> RunResult | None:
     sources = resolve_inputs(reqs, ld.fcache, fusion_wants(cls, tc.context))
     if _skip(plan, ld, cls, cfg, sources, reqs, fname):
         return None
-    key = DataKey(tuple(sources), tc.normalize == "speaker", bool(getattr(cls, "aligns_audio_to_tokens", False)))
+    # A fine-tuned input is filled with its token ids; the model is still built for the
+    # encoder's output (``sources``).
+    tuned = {s.key for s in sources if s.feature in ld.tuners}
+    if tuned:
+        from mer.train.finetune import data_spec
+
+        if getattr(cls, "aligns_audio_to_tokens", False):
+            raise UsageError(f"--finetune with --fusion {fname}: its audio is pooled per stored token; train it on a store")
+    data_sources = [data_spec(s) if s.key in tuned else s for s in sources]
+    key = DataKey(tuple(data_sources), tc.normalize == "speaker", bool(getattr(cls, "aligns_audio_to_tokens", False)))
     data, rep = ld.variants.get(key, ",".join(r.text for r in reqs))
     rep = copy.deepcopy(rep)
+    if tuned:
+        step = {s.key: ld.tuners[s.feature].step for s in sources if s.key in tuned}
+        arrays = {k: (replace(a, raw=True, step=step[k]) if k in tuned else a) for k, a in data.arrays.items()}
+        data = replace(data, sources=list(sources), arrays=arrays)
+        for feat in dict.fromkeys(s.feature for s in sources if s.key in tuned):
+            a = ld.fcache.get(feat).attrs
+            if "truncated" in a:
+                rep.counts[f"{feat}: transcripts cut to --max-tokens (fine-tuning)"] = int(a["truncated"])
+            for line in a.get("undecodable", []):
+                rep.counts.setdefault(f"{feat}: audio that could not be decoded (fine-tuning)", 0)
+                rep.counts[f"{feat}: audio that could not be decoded (fine-tuning)"] += 1
+                console.info(f"note: {feat}: skipped {line}")
     spec, results, seconds, fold_sets = _fold_loop(plan, ld, cls, cfg, fname, sources, data, rep)
     run_dir, metrics = write_run(
         ld.out_root, plan.run_id, dataset=ld.dataset, manifest=ld.man, scheme=ld.sch, protocol=spec, seeds=plan.seeds,
         fusion=fname, model_cfg=cfg, train_cfg=tc, requests=reqs, sources=sources, fcache=ld.fcache,
         data=data, results=results, report=rep, seconds=seconds, command=ld.command, plots=ld.plots,
         recipe=ld.recipe, fold_sets=fold_sets,
+        tuners={f: t for f, t in ld.tuners.items() if any(s.feature == f for s in sources)},
     )
     return RunResult(run_dir, fname, ",".join(r.text for r in reqs), metrics["mean"], metrics.get("paper_fold"))
 

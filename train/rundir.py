@@ -80,7 +80,7 @@ def paper_fold(protocol: dict, folds: list[dict], keys) -> dict | None:
 
 def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, seeds, fusion, model_cfg, train_cfg,
               requests, sources, fcache, data, results, report, seconds, command=None, plots=True,
-              recipe=None, fold_sets: dict | None = None) -> tuple[Path, dict]:
+              recipe=None, fold_sets: dict | None = None, tuners=None) -> tuple[Path, dict]:
     import yaml
 
     from mer.common import __version__
@@ -125,8 +125,14 @@ def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, se
         config["audio_to_tokens"] = _plain(data.alignment)
     if recipe:
         config["recipe"] = _plain(recipe)
+    if tuners:   # --finetune: what was tuned; the encoder's config and tokenizer beside the weights
+        config["finetune"] = {}
+        for feat, t in tuners.items():
+            t.save_assets(run / "encoder" / feat)
+            config["finetune"][feat] = _plain({**t.record(t.module()), "assets": f"encoder/{feat}"})
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
 
+    from mer.train.finetune import inner_state
     from mer.train.layermix import weights_from_state
 
     keys = regression_keys(data.classes) if data.regression else CLASSIFICATION_KEYS
@@ -136,7 +142,7 @@ def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, se
         entry = {"fold": r.fold, "seed": r.seed, **r.metrics, "seconds": round(r.seconds, 3)}
         if r.sweeps:
             entry["sweeps"] = _plain(r.sweeps)
-        lw = weights_from_state(r.state, data.specs)
+        lw = weights_from_state(inner_state(r.state), data.specs)
         if lw:
             entry["layer_weights"] = lw
             mixes.append((r.seed, r.fold, lw))
@@ -160,6 +166,8 @@ def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, se
         "std_over": over,
         "train_seconds": round(seconds, 3),
         "feature_load_seconds": round(fcache.load_seconds, 3),
+        # which encoders were tuned end to end (--finetune); empty: every input from a frozen store
+        "finetune": sorted(tuners or {}),
     }
     paper = paper_fold(protocol, folds, keys)
     if paper:
@@ -173,7 +181,13 @@ def write_run(out_root: Path, run_id, *, dataset, manifest, scheme, protocol, se
         # the paper's figure next to this run's value of the same metric (synthetic or substituted
         # runs say so in "substitutions"; their numbers are not the paper's)
         pm = recipe["paper"]["metric"]
-        metrics["paper"] = {**recipe["paper"], "run": mean.get(pm), "substituted": bool(recipe.get("substitutions")),
+        # Like for like: where the protocol names the fold the paper reports alone (seed 003:
+        # test = session 5 female), the run's figure is that fold's, not the mean of all folds.
+        run_value, run_of = mean.get(pm), "mean of all folds"
+        if paper and pm in paper["mean"]:
+            run_value, run_of = paper["mean"][pm], f"fold {paper['fold']} (the paper's)"
+        metrics["paper"] = {**recipe["paper"], "run": run_value, "run_of": run_of,
+                            "substituted": bool(recipe.get("substitutions")),
                             "overrides": sorted(recipe.get("overrides") or {})}
     _write_predictions(run / "predictions.csv", data, results)
     if fold_sets is not None:   # the protocol audit, from the run's own folds and predictions.csv
@@ -277,6 +291,10 @@ def load_models(run, device: str = "cpu"):
         state = {k: v for k, v in t.items() if not k.startswith("norm/")}
         model = build_model(cls, sources, n_out, mcfg, None if cfg.get("regression") else cfg["classes"],
                             (cfg.get("train") or {}).get("context", "none"), regression=bool(cfg.get("regression")))
+        if cfg.get("finetune"):   # the tuned encoders, rebuilt from the run's own config files
+            from mer.train.finetune import Finetuned, saved_encoder
+
+            model = Finetuned(model, {f: saved_encoder(run, rec) for f, rec in cfg["finetune"].items()}, sources)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise MerError(f"{p}: weights do not fit {cfg['fusion']} (missing {missing[:3]}, unexpected {unexpected[:3]})")
@@ -322,6 +340,7 @@ def runs_table(roots, filters: list[str] = (), sort: str | None = None, ascendin
                "folds": len(m.get("folds") or []), "n": m.get("n_utterances")}
         paper = m.get("paper") or {}
         row["recipe"] = paper.get("recipe", "")
+        row["encoders"] = ("tuned: " + ",".join(m["finetune"])) if m.get("finetune") else "frozen"
         row["paper"] = f"{paper['metric']} {paper['figure']:.4f}" if paper else ""
         for k, v in (m.get("mean") or {}).items():
             row[k] = v

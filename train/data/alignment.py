@@ -19,6 +19,12 @@ class Arrays:
     values: np.ndarray | None = None
     offsets: np.ndarray | None = None    # [N+1] into values
     lengths: np.ndarray | None = None
+    # Values the model consumes as they are (token ids of a fine-tuned encoder,
+    # mer.train.finetune): per-fold z-scoring leaves them unchanged.
+    raw: bool = False
+    # Values per model frame (raw 16 kHz audio into a wav2vec encoder: 320); the batch
+    # budget and bucketing count frames, so a budget means the same with raw input.
+    step: int = 1
 
 
 @dataclass

@@ -68,8 +68,8 @@ class Batcher:
         length = np.zeros(len(data), np.int64)
         for a in data.arrays.values():
             if a.kind == "ragged":
-                n = np.diff(a.offsets)
-                length = np.maximum(length, np.minimum(n, max_len) if max_len else n)
+                n = np.diff(a.offsets) // max(1, a.step)
+                length = np.maximum(length, np.minimum(n, max_len) if max_len and not a.raw else n)
         self.length = length if length.any() else None
         # Inputs read from the store by chunks: shuffled pools are cut from runs of rows that
         # lie together in the store, and a pool holds no more frames than their chunk caches.
@@ -107,7 +107,7 @@ class Batcher:
         mean, std = self.norm.stats[key]
         starts = a.offsets[rows]
         n = a.offsets[rows + 1] - starts
-        if self.max_len is not None:
+        if self.max_len is not None and not a.raw:   # --max-len cuts features, not an encoder's raw input
             n = np.minimum(n, self.max_len)
         T = max(int(n.max()) if len(n) else 0, 1)
         mask = np.arange(T)[None, :] < n[:, None]

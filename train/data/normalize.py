@@ -18,6 +18,10 @@ class Normalizer:
     def fit(cls, data: TrainData, rows: np.ndarray) -> "Normalizer":
         stats = {}
         for key, a in data.arrays.items():
+            if a.raw:   # identity statistics: token ids must reach the encoder unchanged
+                d = (a.fixed if a.kind == "fixed" else a.values).shape[1]
+                stats[key] = (np.zeros(d, np.float32), np.ones(d, np.float32))
+                continue
             if a.kind == "fixed":
                 x = np.asarray(a.fixed[rows], np.float64)
                 mean, var = x.mean(0), x.var(0)
