@@ -246,7 +246,7 @@ class Bench:
         if not (self.corpus / "synth_info.json").exists():
             shutil.rmtree(self.corpus, ignore_errors=True)
             t = time.perf_counter()
-            generate(self.corpus, "iemocap", per_class=a.per_class, sessions=5, seed=0)
+            generate(self.corpus, layout="iemocap", per_class=a.per_class, sessions=5, seed=0)
             print(f"synthesized {self.corpus} in {time.perf_counter() - t:.0f} s", flush=True)
         self.base_cache = self.root / "base-cache"
         shutil.rmtree(self.base_cache, ignore_errors=True)
