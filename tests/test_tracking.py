@@ -7,15 +7,13 @@ from pathlib import Path
 
 import pytest
 
+
+from cli_runner import run_mer
 from mer.common.cli import main
 from mer.train.synthetic_features import synthetic, write_stores
 
 
-def _mer(*args):
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        raise AssertionError(f"mer {' '.join(map(str, args))} exited with {e.code}") from None
+_mer = run_mer
 
 
 @pytest.fixture(scope="module")

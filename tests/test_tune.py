@@ -13,17 +13,14 @@ from dask_procs import scheduler_and_worker
 
 optuna = pytest.importorskip("optuna")
 
+from cli_runner import run_mer  # noqa: E402
 from mer.common.cli import main  # noqa: E402
 from mer.common.errors import UsageError  # noqa: E402
 from mer.train.synthetic_features import synthetic, write_stores  # noqa: E402
 from mer.train.trainer import TrainConfig  # noqa: E402
 from mer.train.tune import TuneSpec, parse_param, parse_space, run_trial, run_tune, spec_train_dict  # noqa: E402
 
-def _mer(*args):
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        raise AssertionError(f"mer {' '.join(map(str, args))} exited with {e.code}") from None
+_mer = run_mer
 
 
 @pytest.fixture(scope="module")
