@@ -70,10 +70,11 @@ def lr_ua(npz_path: Path, predictions: Path, seed: int) -> list[float]:
     return out
 
 
-def mer_run(cache: Path, runs: Path, feats: str, seeds: list[int], epochs: int) -> tuple[Path, dict]:
+def mer_run(cache: Path, runs: Path, feats: str, seeds: list[int], epochs: int,
+            fusion: str = "concat") -> tuple[Path, dict]:
     from mer.train.trainer import TrainConfig, run_train
 
-    (r,) = run_train("iemocap", feats, "concat", protocol="loso", cache=cache, out=runs, seeds=seeds,
+    (r,) = run_train("iemocap", feats, fusion, protocol="loso", cache=cache, out=runs, seeds=seeds,
                      config=TrainConfig(epochs=epochs), quiet=True, plots=False)
     return Path(r), json.loads((Path(r) / "metrics.json").read_text())
 
@@ -122,13 +123,17 @@ def main() -> None:
 
     if a.no_fusion_check:
         return
-    print("\n| features | UA per seed | mean | best epochs (per fold) |\n|---|---|---|---|")
-    for f in ("bert", "egemaps", "mfcc", "bert,egemaps", "bert,mfcc"):
-        run, mm = mer_run(cache, runs, f, seeds, a.epochs)
+    print("\n| fusion | features | UA per seed | mean | best epochs (per fold) | batch sizes |\n|---|---|---|---|---|---|")
+    checks = [("concat", f) for f in ("bert", "egemaps", "mfcc", "bert,egemaps", "bert,mfcc")]
+    # issue 21's repro: the masked fusion over token and frame sequences fell below text alone
+    checks += [("masked", f) for f in ("bert", "mfcc", "bert,mfcc")]
+    for fusion, f in checks:
+        run, mm = mer_run(cache, runs, f, seeds, a.epochs, fusion)
         ua = per_seed(mm, seeds)
         best = [fo["best_epoch"] for fo in mm["folds"]]
-        print(f"| {f} | {', '.join(f'{u:.3f}' for u in ua)} | {np.mean(ua):.3f} | {best} "
-              f"(epoch-1 folds: {sum(b == 1 for b in best)}) |", flush=True)
+        sizes = sorted({fo.get("batch_size") for fo in mm["folds"]})
+        print(f"| {fusion} | {f} | {', '.join(f'{u:.3f}' for u in ua)} | {np.mean(ua):.3f} | {best} "
+              f"(epoch-1 folds: {sum(b == 1 for b in best)}) | {sizes} |", flush=True)
 
 
 if __name__ == "__main__":

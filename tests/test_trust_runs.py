@@ -184,3 +184,31 @@ def test_audio_changed_after_prepare_is_refused(tmp_path):
     sf.write(rows[2]["audio"], speechlike(0.6, 77), 16000, subtype="PCM_16")   # new content
     with pytest.raises(MerError, match=r"audio changed since `mer prepare`: .*u002\.wav \(utterance Ses01F_impro01_F002\).*1 such"):
         run_extract("iemocap", ["mfcc"], cache=cache, **KW)
+
+
+def test_auto_batch_gives_a_small_fold_enough_steps_and_is_recorded(tmp_path):
+    """Issue 21: with a fixed batch of 64, a ~220-row fold got 4 optimizer steps an epoch and
+    `mer train --fusion concat` lost to a logistic regression on its own pooled features
+    (bench/bench_baseline_lr.py). --batch-size 0 (the default) sizes batches per fold."""
+    import json
+
+    from mer.train.config import AUTO_BATCH, AUTO_STEPS, TrainConfig
+    from mer.train.synthetic_features import synthetic
+    from mer.train.trainer import run_train
+
+    tc = TrainConfig()
+    assert tc.batch_size == 0
+    assert tc.batch_for(220) == AUTO_BATCH[0] and tc.batch_for(100_000) == AUTO_BATCH[1]
+    assert tc.batch_for(1000) == 1000 // AUTO_STEPS
+    assert TrainConfig(batch_size=64).batch_for(220) == 64          # an explicit size is kept
+    with pytest.raises(Exception, match="--batch-size -1"):
+        TrainConfig(batch_size=-1)
+    man, sets = synthetic(160, seed=3, text_dim=6, audio_dim=5, noise=0.5)
+    (res,) = run_train("iemocap", "mfcc", "concat", protocol="loso", manifest=man, feature_sets=sets, out=tmp_path,
+                       config=TrainConfig(epochs=2), device="cpu", plots=False, quiet=True)
+    m = json.loads((res.path / "metrics.json").read_text())
+    hist = json.loads((res.path / "history.json").read_text())
+    for f, h in zip(m["folds"], hist):
+        assert f["batch_size"] == AUTO_BATCH[0]                     # ~100 training rows a fold
+        # the batches really were that size (the last one of an epoch may be short)
+        assert h["epochs"][0]["effective_batch"] <= AUTO_BATCH[0]

@@ -95,7 +95,8 @@ class _FusionHelp(click.Option):
 @click.option("--out", "-o", type=click.Path(file_okay=False), default="runs", show_default=True, help="Folder the run directories go into.")
 @click.option("--run-id", default=None, help="Name of the run directory (one run only; default: dataset-features-fusion-protocol-time).")
 @click.option("--epochs", type=int, default=60, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=int, default=0, show_default=True,
+              help="Rows per batch; 0: auto, training rows / 32 between 8 and 64 (enough optimizer steps an epoch on a small corpus).")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--optimizer", default="adamw", show_default=True, callback=_check_optimizer,
               help=f"One of {', '.join(OPTIMIZERS)}: adamw (decoupled weight decay), adam (weight decay as an L2 term, "

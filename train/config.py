@@ -27,6 +27,9 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 NORMALIZE = ("fold", "speaker")
 # The split each fold is scored on: "test", or "valid" (mer tune's trials; test rows left out).
 SCORE_ON = ("test", "valid")
+# --batch-size 0 (auto): training rows / AUTO_STEPS, clipped to AUTO_BATCH (see batch_for).
+AUTO_STEPS = 32
+AUTO_BATCH = (8, 64)
 # Learning-rate schedules after the warm-up (mer.train.finetune.schedule).
 SCHEDULES = ("constant", "linear", "cosine")
 
@@ -34,7 +37,12 @@ SCHEDULES = ("constant", "linear", "cosine")
 @dataclass
 class TrainConfig:
     epochs: int = 60
-    batch_size: int = 64
+    # Rows per batch; 0 = auto: about AUTO_STEPS optimizer steps per epoch (training rows /
+    # AUTO_STEPS, between AUTO_BATCH[0] and AUTO_BATCH[1]), resolved per fold (batch_for).
+    # Why: with a fixed 64, a 220-row fold gets 4 steps an epoch and the head has not converged
+    # when early stopping ends it; it then lost to a logistic regression on its own pooled
+    # features (bench/bench_baseline_lr.py, issue 21). Recipes set the papers' sizes exactly.
+    batch_size: int = 0
     lr: float = 1e-3
     optimizer: str = "adamw"      # a name in OPTIMIZERS
     weight_decay: float = 1e-4    # AdamW: decoupled decay; Adam/SGD: an L2 term in the gradient (the papers' "L2")
@@ -113,6 +121,8 @@ class TrainConfig:
         if self.valid_by not in VALID_BY:
             raise UsageError(f"--valid-by {self.valid_by}: choose {', '.join(VALID_BY)}")
 
+        if self.batch_size < 0:
+            raise UsageError(f"--batch-size {self.batch_size}: rows per batch, or 0 for auto")
         if self.accumulate < 1:
             raise UsageError(f"--accumulate {self.accumulate}: must be at least 1")
         if not 0.0 <= self.warmup < 1.0:
@@ -125,6 +135,15 @@ class TrainConfig:
         if self.freeze_layers < 0 or self.max_tokens < 2 or self.encoder_lr <= 0:
             raise UsageError(f"--freeze-layers {self.freeze_layers} / --max-tokens {self.max_tokens} / "
                              f"--encoder-lr {self.encoder_lr}: need >= 0 / >= 2 / > 0")
+
+    def batch_for(self, n_train: int) -> int:
+        """Rows per batch for a fold of ``n_train`` training rows: ``batch_size``, or with 0
+        (auto) n_train / AUTO_STEPS clipped to AUTO_BATCH, so a small corpus still gets enough
+        optimizer steps an epoch and a large one keeps batches of 64."""
+        if self.batch_size:
+            return self.batch_size
+        lo, hi = AUTO_BATCH
+        return int(min(hi, max(lo, n_train // AUTO_STEPS)))
 
     @property
     def valid_groups(self) -> str:

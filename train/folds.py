@@ -6,7 +6,7 @@ the validation score stops improving, and finishes (``_finish``)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -289,6 +289,8 @@ def _epoch(f: _Fold, cls, data: TrainData, fold, epoch: int, tc: TrainConfig, de
 def train_fold(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, device: str) -> FoldResult:
     """Train with early stopping on ``fold.valid``; the best epoch's model is evaluated on
     ``fold.test``."""
+    # --batch-size 0: resolved here, from this fold's training rows (recorded per epoch as effective_batch)
+    tc = replace(tc, batch_size=tc.batch_for(len(fold.train)))
     if hasattr(cls, "fit_fold"):   # classical baselines fit in one call, no epochs (mer.train.models_sklearn)
         return cls.fit_fold(cfg, data, fold, seed, tc, device)
     t0 = time.perf_counter()
@@ -317,7 +319,7 @@ def _finish(f: _Fold, data: TrainData, fold, seed: int, tc: TrainConfig, history
     chosen = calibrate_on_validation(model, f.batcher, fold, data, f.loss_fn)
     t_loss, t_out, t_logits = evaluate(model, f.batcher, fold.test, f.loss_fn, data.regression, tc.batch_size, tc.precision)
     m = _metrics_of(data, t_out, fold.test)
-    m.update(test_loss=t_loss, best_epoch=best_epoch, epochs_run=len(history), **chosen)
+    m.update(test_loss=t_loss, best_epoch=best_epoch, epochs_run=len(history), batch_size=tc.batch_size, **chosen)
     sweeps = []
     if hasattr(model, "sweep"):
         sweeps = model.sweep(t_logits, torch.from_numpy(data.y[fold.test]).to(t_logits.device))
