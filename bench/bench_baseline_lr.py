@@ -126,7 +126,7 @@ def main() -> None:
     print("\n| fusion | features | UA per seed | mean | best epochs (per fold) | batch sizes |\n|---|---|---|---|---|---|")
     checks = [("concat", f) for f in ("bert", "egemaps", "mfcc", "bert,egemaps", "bert,mfcc")]
     # issue 21's repro: the masked fusion over token and frame sequences fell below text alone
-    checks += [("masked", f) for f in ("bert", "mfcc", "bert,mfcc")]
+    checks += [("masked", "bert,mfcc")]   # (masked needs both modalities: the rows above are its references)
     for fusion, f in checks:
         run, mm = mer_run(cache, runs, f, seeds, a.epochs, fusion)
         ua = per_seed(mm, seeds)
