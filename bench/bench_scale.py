@@ -16,8 +16,9 @@ Nothing here synthesizes 230 hours of audio. For each size, in this one script:
   a user runs it); store bytes per feature;
 - one training epoch of a pooled fusion (``concat`` on bert.mean,mfcc.pooled) and of a
   streamed sequence fusion (``masked`` on bert.tokens,mfcc.frames), each ``mer train`` in its
-  own process (official protocol: Train/Development/Test1), wall time and the peak PSS of
-  its process tree (``bench_extract.run_measured``).
+  own process (official protocol: Train/Development/Test1), batches of 64 utterances
+  (``--batch-size 64``; the streamed one with ``--batch-frames 0``), wall time and the peak
+  PSS of its process tree (``bench_extract.run_measured``).
 
 Calibration: a small corpus of real synthesized speech (``mer.common.synth``, iemocap
 layout) is extracted for real (``mer extract -f mfcc,bert``), and its bytes per audio second
@@ -161,7 +162,12 @@ def one_size(n: int, out: Path, epochs: int, seed: int = 0) -> dict:
         shutil.rmtree(runs, ignore_errors=True)
         cmd = [str(BIN / "mer"), "train", "-d", DATASET, "-f", feats, "--fusion", fusion, "--scheme", "emo4",
                "--protocol", "official", "--epochs", str(epochs), "--patience", str(epochs + 1),
-               "--cache", str(cache), "--out", str(runs), "--no-plots", "-q"]
+               "--cache", str(cache), "--out", str(runs), "--no-plots", "-q", "--batch-size", "64"]
+        if label == "streamed":
+            # batches of 64 utterances: the default 4096-frame budget cuts MSP-Podcast's ~5 s
+            # turns (500 mfcc frames) to ~7-row batches, 9x the optimizer steps (measured at
+            # 3,000 utterances), which measures torch's per-step cost, not mer's data path
+            cmd += ["--batch-frames", "0"]
         wall, pss, cpu, log = run_measured(cmd)
         runs_made = list(runs.iterdir()) if runs.exists() else []
         if not runs_made:
