@@ -95,7 +95,9 @@ class _FusionHelp(click.Option):
 @click.option("--out", "-o", type=click.Path(file_okay=False), default="runs", show_default=True, help="Folder the run directories go into.")
 @click.option("--run-id", default=None, help="Name of the run directory (one run only; default: dataset-features-fusion-protocol-time).")
 @click.option("--epochs", type=int, default=60, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True,
+              help="Utterances per batch, as the papers count them; with --context dialog, whole dialogues packed to "
+                   "about this many utterances (a longer dialogue is a batch of its own).")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--optimizer", default="adamw", show_default=True, callback=_check_optimizer,
               help=f"One of {', '.join(OPTIMIZERS)}: adamw (decoupled weight decay), adam (weight decay as an L2 term, "
@@ -121,7 +123,8 @@ class _FusionHelp(click.Option):
               help="Use the store of FEATURE extracted with that config value when there are several, e.g. --store bert.layer=all.")
 @click.option("--context", type=click.Choice(CONTEXTS), default="none", show_default=True,
               help="dialog: batches of whole dialogues in temporal order (the manifest's dialog column), one prediction "
-                   "per utterance; --batch-size then counts dialogues (attention, cross).")
+                   "per utterance; --batch-size still counts utterances (whole dialogues packed to about that many) "
+                   "(attention, cross).")
 @click.option("--valid-by", type=click.Choice(VALID_BY), default="auto", show_default=True,
               help="Validation slices carved from training rows (early stopping): single utterances (stratified), or whole "
                    "dialogues; auto: dialogues with --context dialog, utterances otherwise.")
