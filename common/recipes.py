@@ -4,7 +4,8 @@ One YAML file per paper names everything a reproduction needs: the features with
 extractor settings (``features``: extractor -> config fields), the model inputs
 (``inputs``, what ``mer train --features`` would take), the fusion and its config
 (``model``, what ``--set`` would take), the training settings (``train``: optimizer, lr,
-weight decay, batch size, epochs, patience, monitored quantity, gradient clipping), the
+weight decay, batch size, epochs, patience, monitored quantity, gradient clipping; and
+``finetune``, the features whose encoders are fine-tuned, with ``encoder_lr``), the
 context mode, protocol and label scheme, and the metric the paper reports with its figure.
 A recipe may carry the paper's search space (``space``) for ``mer tune --recipe``.
 
@@ -34,7 +35,10 @@ from mer.common.errors import MerError, UsageError
 RECIPE_KEYS = {"name", "seed", "paper", "dataset", "scheme", "protocol", "features", "inputs", "fusion", "model",
                "context", "train", "metric", "figure", "figure_text", "differs", "notes", "substitute", "space"}
 TRAIN_KEYS = {"optimizer", "lr", "weight_decay", "batch_size", "epochs", "patience", "monitor", "grad_clip",
-              "balanced", "max_len", "batch_frames", "accumulate", "warmup", "schedule"}
+              "balanced", "max_len", "batch_frames", "accumulate", "warmup", "schedule",
+              # fine-tuning (mer.train.finetune): which features' encoders are tuned, and how; the
+              # encoder itself, its layer selection and token cap are the feature's own settings
+              "finetune", "encoder_lr", "freeze_layers"}
 METRICS = ("accuracy", "ua", "weighted_f1", "macro_f1")
 
 

@@ -198,8 +198,54 @@ def test_no_recipe_clips_gradients_and_differs_notes_hold():
         assert r.train.get("grad_clip") == 0, n
         if r.seed in ("000", "002", "004"):
             assert "no video" not in r.differs, n
-    for n in ("cross-bert-interaction", "cm-roberta"):
-        assert "--finetune bert" in recipes.load(n).differs, n
+    for n in ("cross-bert-interaction", "cm-roberta"):   # their papers fine-tune the text encoder: so do they
+        assert train_recipes.finetuned(recipes.load(n)) == ["bert"], n
     # seed 003 trains on frame sequences in batches of 64 utterances: the frame budget
     # (--batch-frames 4096) would cut them to about 10 rows at 4 s per utterance
     assert recipes.load("hierarchical-ser").train["batch_frames"] == 0
+
+
+def _defaults():
+    """`mer train`'s option values as the CLI fills them when nothing is typed."""
+    import click
+
+    from mer.train.cli import train
+
+    ctx = click.Context(train)
+    vals = {p.name: p.get_default(ctx) for p in train.params if p.name}
+    vals = {k: (None if type(v).__name__ == "Sentinel" else v) for k, v in vals.items()}
+    return {**vals, "features": ("bert",), "options": {}}
+
+
+def test_recipes_001_and_004_fine_tune_the_feature_encoder():
+    """Seeds 001 and 004 fine-tune their text encoders: `mer train --recipe` fills --finetune,
+    the encoder lr and the encoder (model, layer, token cap) from the recipe's bert feature;
+    a typed option overrides and is recorded."""
+    vals = _defaults()
+    out, rec, _ = train_recipes.train_setup("cm-roberta", "meld", vals, {"features"})
+    assert (out["finetune"], out["encoder_model"], out["encoder_layer"], out["encoder_lr"]) == \
+        ("bert", "roberta-large", "last4", 1e-4)
+    assert out["context"] == "dialog" and out["batch_size"] == 32
+    out, rec, _ = train_recipes.train_setup("cross-bert-interaction", "meld", vals, {"features"})
+    assert (out["finetune"], out["encoder_model"], out["max_tokens"], out["encoder_lr"], out["lr"]) == \
+        ("bert", "bert-base-uncased", 50, 2e-6, 2e-6)
+    assert out["protocol"] == "pooled-80-20"
+    typed = {**vals, "encoder_model": "/models/bert-base-uncased"}
+    out, rec, _ = train_recipes.train_setup("cross-bert-interaction", "meld", typed, {"features", "encoder_model"})
+    assert out["encoder_model"] == "/models/bert-base-uncased"
+    assert rec["overrides"]["encoder_model"] == {"recipe": "bert-base-uncased", "command line": "/models/bert-base-uncased"}
+
+
+def test_fine_tuned_recipe_without_its_encoder_names_it_and_substitute(tmp_path):
+    with pytest.raises(MerError, match=r"fine-tuning bert: .*roberta-large.*--encoder-model.*--substitute"):
+        train_recipes.train_setup("cm-roberta", "meld", _defaults(), set(), tmp_path / "cache")
+
+
+def test_tune_recipe_reads_the_recipe(tmp_path, capsys):
+    """`mer tune --recipe` set itself up through the training side's train_setup (it imported
+    it from mer.common.recipes, where it is not: an ImportError before any message)."""
+    with pytest.raises(SystemExit):
+        main(["tune", "--recipe", "atfsc", "-d", "iemocap", "--cache", str(tmp_path / "c"), "--study", "s",
+              "--trials", "1"])
+    err = capsys.readouterr().err
+    assert "ImportError" not in err and "mer extract --recipe atfsc" in err

@@ -190,7 +190,9 @@ def train(ctx, dataset, features, fusion, protocol, scheme, seeds, seed, cache, 
             vals[k] for k in ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "grad_clip", "patience",
                               "monitor", "balanced", "max_len"))
         batch_frames = vals["batch_frames"]   # a recipe may set the frame budget (or 0: batches of batch_size)
-        tune.update({k: vals[k] for k in ("accumulate", "warmup", "schedule")})
+        tune.update({k: vals[k] for k in ("accumulate", "warmup", "schedule", "encoder_model", "encoder_layer",
+                                          "encoder_lr", "freeze_layers", "max_tokens")})
+        finetune = vals["finetune"]   # a recipe may fine-tune its text encoder (seeds 001, 004)
         fusion = [fusion] if isinstance(fusion, str) else fusion
         for sub in record["substitutions"]:
             click.echo(f"note: substituted {sub['feature']} -> {sub['used_feature']} {sub['used']} (the results are "

@@ -50,7 +50,8 @@ def _tune(ctx, **kw):
     if kw["recipe"]:
         from click.core import ParameterSource
 
-        from mer.common.recipes import load, train_setup
+        from mer.common.recipes import load
+        from mer.train.recipes import train_setup
 
         given = {n for n in ctx.params if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE}
         out, record, store_cfgs = train_setup(kw["recipe"], kw["dataset"], dict(ctx.params), given, kw["cache"],
