@@ -54,7 +54,7 @@ class Recipe:
     inputs: str
     fusion: str
     metric: str
-    figure: float
+    figure: float | None       # None: the paper's text does not give the run system's figure (figure_text says why)
     figure_text: str
     model: dict = field(default_factory=dict)
     context: str = "none"
@@ -99,6 +99,8 @@ def load(name: str) -> Recipe:
     bad = sorted(set(d.get("train") or {}) - TRAIN_KEYS)
     if bad:
         raise MerError(f"{where}: unknown train keys {bad}; valid: {', '.join(sorted(TRAIN_KEYS))}")
+    if d.get("figure") is None and not d.get("figure_text"):
+        raise MerError(f"{where}: figure: null needs figure_text saying why the paper's figure is not given")
     if d.get("metric") not in METRICS:
         raise MerError(f"{where}: metric {d.get('metric')!r} must be one of {', '.join(METRICS)}")
     try:
@@ -116,6 +118,6 @@ def table() -> list[dict]:
         r = load(n)
         rows.append({"recipe": r.name, "seed": r.seed, "dataset": r.dataset, "fusion": r.fusion,
                      "context": r.context, "protocol": r.protocol, "scheme": r.scheme,
-                     "features": r.inputs, "metric": r.metric, "paper figure": f"{100 * r.figure:.2f}",
+                     "features": r.inputs, "metric": r.metric, "paper figure": f"{100 * r.figure:.2f}" if r.figure is not None else "-",
                      "reported as": r.figure_text})
     return rows
