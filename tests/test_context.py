@@ -39,14 +39,19 @@ def test_dialog_order_reads_start_then_utterance_index_then_manifest_order():
     assert [list(d) for d in group_dialogs(np.array([2, 5, 0, 4]), codes, rank)] == [[2, 0], [4, 5]]
 
 
-def test_dialog_batches_hold_whole_dialogues_in_time_order(dialogues):
+def _dialog_batcher(dialogues, features: str, wants: str):
+    """(training data, a DialogBatcher over it) for the synthetic dialogues."""
     from mer.train.data import Batcher, FeatureCache, Normalizer, build_data, parse_features, resolve_inputs
 
     man, sets = dialogues
     fc = FeatureCache("iemocap", sets=sets)
-    srcs = resolve_inputs(parse_features("bert.tokens,mfcc.pooled"), fc, "sequence")
+    srcs = resolve_inputs(parse_features(features), fc, wants)
     data = build_data(man.df, man.df["emotion"].astype("string"), ["ang", "hap", "sad", "neu"], srcs, fc)
-    db = DialogBatcher(Batcher(data, Normalizer.fit(data, np.arange(len(data)))), data.meta)
+    return data, DialogBatcher(Batcher(data, Normalizer.fit(data, np.arange(len(data)))), data.meta)
+
+
+def test_dialog_batches_hold_whole_dialogues_in_time_order(dialogues):
+    data, db = _dialog_batcher(dialogues, "bert.tokens,mfcc.pooled", "sequence")
     rows = np.arange(len(data))
     seen = []
     for flat, b, y in db.iterate(rows, 3, shuffle=True, rng=np.random.default_rng(0)):
@@ -84,13 +89,7 @@ def test_pack_dialogs_counts_utterances_not_dialogues():
 
 
 def test_dialog_batcher_batches_about_batch_size_utterances(dialogues):
-    from mer.train.data import Batcher, FeatureCache, Normalizer, build_data, parse_features, resolve_inputs
-
-    man, sets = dialogues
-    fc = FeatureCache("iemocap", sets=sets)
-    srcs = resolve_inputs(parse_features("mfcc.pooled"), fc, "pooled")
-    data = build_data(man.df, man.df["emotion"].astype("string"), ["ang", "hap", "sad", "neu"], srcs, fc)
-    db = DialogBatcher(Batcher(data, Normalizer.fit(data, np.arange(len(data)))), data.meta)
+    data, db = _dialog_batcher(dialogues, "mfcc.pooled", "pooled")
     rows = np.arange(len(data))
     longest = max(len(d) for d in db.dialogs(rows))
     bs = 2 * longest
