@@ -232,6 +232,15 @@ def test_every_recipe_runs_end_to_end_with_substitute(name, synthetic_corpora, t
         key = next(k for k in init if k.endswith("encoder.layer.5.attention.self.key.weight"))
         tuned_w = load_file(str(wfile))[f"encoder.bert.model.{key.removeprefix('bert.')}"]
         assert not torch.allclose(tuned_w, init[key])
+        # and `mer predict` on whole dialogues gives the run's own test outputs back
+        from mer.train.predict import Item, predict_items
+
+        df = pd.read_parquet(cache / "meld" / "manifest.parquet").set_index("id")
+        pred = pd.read_csv(run / "predictions.csv")
+        items = [Item(u, audio=df.loc[u, "audio"], text=df.loc[u, "text"], dialog=str(df.loc[u, "dialog"]))
+                 for u in pred["id"]]
+        classes, proba, _ = predict_items(run, items, device="cpu")
+        np.testing.assert_allclose(proba, pred[[f"p_{c}" for c in classes]].to_numpy(float), atol=2e-4)
     if r.context == "dialog":   # batches count utterances: whole dialogues, about batch_size of them
         h = json.loads((run / "history.json").read_text())[0]["epochs"][0]
         assert h["effective_batch"] > 1
