@@ -4,7 +4,8 @@ One YAML file per paper names everything a reproduction needs: the features with
 extractor settings (``features``: extractor -> config fields), the model inputs
 (``inputs``, what ``mer train --features`` would take), the fusion and its config
 (``model``, what ``--set`` would take), the training settings (``train``: optimizer, lr,
-weight decay, batch size, epochs, patience, monitored quantity, gradient clipping), the
+weight decay, batch size, epochs, patience, monitored quantity, gradient clipping; and
+``finetune``, the features whose encoders are fine-tuned, with ``encoder_lr``), the
 context mode, protocol and label scheme, and the metric the paper reports with its figure.
 A recipe may carry the paper's search space (``space``) for ``mer tune --recipe``.
 
@@ -34,7 +35,10 @@ from mer.common.errors import MerError, UsageError
 RECIPE_KEYS = {"name", "seed", "paper", "dataset", "scheme", "protocol", "features", "inputs", "fusion", "model",
                "context", "train", "metric", "figure", "figure_text", "differs", "notes", "substitute", "space"}
 TRAIN_KEYS = {"optimizer", "lr", "weight_decay", "batch_size", "epochs", "patience", "monitor", "grad_clip",
-              "balanced", "max_len", "batch_frames", "accumulate", "warmup", "schedule"}
+              "balanced", "max_len", "batch_frames", "accumulate", "warmup", "schedule",
+              # fine-tuning (mer.train.finetune): which features' encoders are tuned, and how; the
+              # encoder itself, its layer selection and token cap are the feature's own settings
+              "finetune", "encoder_lr", "freeze_layers"}
 METRICS = ("accuracy", "ua", "weighted_f1", "macro_f1")
 
 
@@ -50,7 +54,7 @@ class Recipe:
     inputs: str
     fusion: str
     metric: str
-    figure: float
+    figure: float | None       # None: the paper's text does not give the run system's figure (figure_text says why)
     figure_text: str
     model: dict = field(default_factory=dict)
     context: str = "none"
@@ -95,6 +99,8 @@ def load(name: str) -> Recipe:
     bad = sorted(set(d.get("train") or {}) - TRAIN_KEYS)
     if bad:
         raise MerError(f"{where}: unknown train keys {bad}; valid: {', '.join(sorted(TRAIN_KEYS))}")
+    if d.get("figure") is None and not d.get("figure_text"):
+        raise MerError(f"{where}: figure: null needs figure_text saying why the paper's figure is not given")
     if d.get("metric") not in METRICS:
         raise MerError(f"{where}: metric {d.get('metric')!r} must be one of {', '.join(METRICS)}")
     try:
@@ -112,6 +118,6 @@ def table() -> list[dict]:
         r = load(n)
         rows.append({"recipe": r.name, "seed": r.seed, "dataset": r.dataset, "fusion": r.fusion,
                      "context": r.context, "protocol": r.protocol, "scheme": r.scheme,
-                     "features": r.inputs, "metric": r.metric, "paper figure": f"{100 * r.figure:.2f}",
+                     "features": r.inputs, "metric": r.metric, "paper figure": f"{100 * r.figure:.2f}" if r.figure is not None else "-",
                      "reported as": r.figure_text})
     return rows

@@ -41,6 +41,51 @@ from mer.extract.neural import parse_layer as _parse_layer
 from mer.extract.torchutil import dtype_name, inference, pooled_stats, resolve_hf_model
 
 SAMPLE_RATE = 16000
+# A wav2vec2 built from a small config with seeded random weights: no speech encoder's weights
+# can be installed offline, so this is what `--substitute` fine-tunes in the w2v-st-i recipe
+# (it shows that the recipe's pipeline runs, nothing about wav2vec 2.0's figures). Written once
+# under the cache root (models/), the same weights on every machine.
+TINY_MODEL = "tiny-wav2vec2-random"
+TINY_CONFIG = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                   conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+                   feat_extract_norm="layer", do_stable_layer_norm=True)
+
+
+def tiny_wav2vec2_dir():
+    """The folder of ``TINY_MODEL`` (built on first use from ``TINY_CONFIG``, seed 0)."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from mer.common.paths import cache_root
+
+    d = cache_root() / "models" / f"{TINY_MODEL}-v1"
+    if (d / "config.json").is_file():
+        return d
+    import torch
+    import transformers
+
+    d.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=d.parent, prefix=".tmp-"))
+    with torch.random.fork_rng(devices=[]):   # the caller's random state is left as it was
+        torch.manual_seed(0)
+        transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**TINY_CONFIG)).save_pretrained(tmp)
+    transformers.Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(tmp)
+    try:
+        os.replace(tmp, d)   # atomic: a concurrent builder's folder wins, this one is dropped
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return d
+
+
+def resolve_speech_model(model: str):
+    if model == TINY_MODEL:
+        return tiny_wav2vec2_dir()
+    return resolve_hf_model(model, "--wav2vec.model")
+
+
 SUPPORTED = {"wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat", "wav2vec2-conformer"}
 
 
@@ -72,13 +117,15 @@ class Wav2VecExtractor(HFExtractor):
             )
         self.layer = parse_layer(c.layer)
         super().__init__(c, device)
-        self._init_model(resolve_hf_model(c.model, "--wav2vec.model"))
+        self._init_model(resolve_speech_model(c.model))
 
     @classmethod
     def missing(cls, config=None) -> str | None:
         model = str(cls.as_config(config).model or "")
         if not model:
             return "no model given (--wav2vec.model: a local directory or a Hugging Face id in your cache)"
+        if model == TINY_MODEL:
+            return None
         return hf_missing(model, "--wav2vec.model", "speech")
 
     def _check_config(self, cfg) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mer.common.errors import UsageError
-from mer.train.dialog import DIALOG_MASK, DialogBatcher, dialog_order, group_dialogs
+from mer.train.dialog import DIALOG_MASK, DialogBatcher, dialog_order, group_dialogs, pack_dialogs
 from mer.train.fusion import FUSIONS, InputSpec
 from mer.train.synthetic_features import synthetic_dialogues
 from mer.train.trainer import TrainConfig, run_train
@@ -39,14 +39,19 @@ def test_dialog_order_reads_start_then_utterance_index_then_manifest_order():
     assert [list(d) for d in group_dialogs(np.array([2, 5, 0, 4]), codes, rank)] == [[2, 0], [4, 5]]
 
 
-def test_dialog_batches_hold_whole_dialogues_in_time_order(dialogues):
+def _dialog_batcher(dialogues, features: str, wants: str):
+    """(training data, a DialogBatcher over it) for the synthetic dialogues."""
     from mer.train.data import Batcher, FeatureCache, Normalizer, build_data, parse_features, resolve_inputs
 
     man, sets = dialogues
     fc = FeatureCache("iemocap", sets=sets)
-    srcs = resolve_inputs(parse_features("bert.tokens,mfcc.pooled"), fc, "sequence")
+    srcs = resolve_inputs(parse_features(features), fc, wants)
     data = build_data(man.df, man.df["emotion"].astype("string"), ["ang", "hap", "sad", "neu"], srcs, fc)
-    db = DialogBatcher(Batcher(data, Normalizer.fit(data, np.arange(len(data)))), data.meta)
+    return data, DialogBatcher(Batcher(data, Normalizer.fit(data, np.arange(len(data)))), data.meta)
+
+
+def test_dialog_batches_hold_whole_dialogues_in_time_order(dialogues):
+    data, db = _dialog_batcher(dialogues, "bert.tokens,mfcc.pooled", "sequence")
     rows = np.arange(len(data))
     seen = []
     for flat, b, y in db.iterate(rows, 3, shuffle=True, rng=np.random.default_rng(0)):
@@ -62,6 +67,41 @@ def test_dialog_batches_hold_whole_dialogues_in_time_order(dialogues):
             seen.append(data.meta["dialog"].iloc[d[0]])
         assert np.array_equal(data.y[flat], y.numpy())
     assert sorted(seen) == sorted(data.meta["dialog"].unique())                    # each dialogue once, whole
+
+
+def test_pack_dialogs_counts_utterances_not_dialogues():
+    """--batch-size counts utterances with --context dialog (issue 18: "batches of 32" held 32
+    dialogues): whole dialogues, about batch_size utterances a batch, a long one alone."""
+    rng = np.random.default_rng(0)
+    lens = [int(x) for x in rng.integers(1, 12, 200)] + [40, 3]
+    start = np.r_[0, np.cumsum(lens)]
+    dialogs = [np.arange(start[i], start[i + 1]) for i in range(len(lens))]
+    batches = pack_dialogs(dialogs, 32)
+    assert [d for b in batches for d in b] == dialogs                      # every dialogue once, whole, in order
+    sizes = np.array([sum(len(d) for d in b) for b in batches])
+    longest = np.array([max(len(d) for d in b) for b in batches])
+    for b, n, m in zip(batches[:-1], sizes[:-1], longest[:-1]):            # the last batch takes what is left
+        assert n > 32 // 2 and n <= 32 + m / 2 or (len(b) == 1 and m > 32), (n, [len(d) for d in b])
+    assert [len(d) for d in batches[-2]] == [40]                            # longer than batch_size: alone
+    assert abs(sizes[:-2].mean() - 32) < 3                                  # about batch_size utterances
+    # the old reading (batch_size dialogues a batch) would give ~6x fewer batches
+    assert len(batches) > 4 * len(dialogs) / 32
+
+
+def test_dialog_batcher_batches_about_batch_size_utterances(dialogues):
+    data, db = _dialog_batcher(dialogues, "mfcc.pooled", "pooled")
+    rows = np.arange(len(data))
+    longest = max(len(d) for d in db.dialogs(rows))
+    bs = 2 * longest
+    got = list(db.iterate(rows, bs, shuffle=True, rng=np.random.default_rng(1)))
+    assert len(got) == len(db.order(rows, bs, True, np.random.default_rng(1)))
+    sizes = [len(flat) for flat, _, _ in got]
+    assert sum(sizes) == len(rows)
+    assert all(bs - longest / 2 <= n <= bs + longest / 2 for n in sizes[:-1]), sizes
+    for flat, b, _ in got:   # whole dialogues: each dialogue of the batch has all its rows there
+        d = data.meta["dialog"].iloc[flat]
+        total = data.meta["dialog"].value_counts()
+        assert all(total[k] == v for k, v in d.value_counts().items())
 
 
 def _garbage_to_dialogs(h, dmask):

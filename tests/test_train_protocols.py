@@ -143,3 +143,53 @@ def test_a_slice_too_small_to_trust_is_noted_and_warned(capsys):
     make_folds({"name": "loso", "kind": "group_folds", "group": "session"}, df, y, seed=0, report=rep)
     assert rep.reasons("notes")["small validation slice"] == 2
     assert "too small to trust" in capsys.readouterr().err
+
+
+# Seed 002's Table 1 (MELD without fear): per class (train, test) after pooling the official splits.
+TABLE1 = {"joy": (1846, 462), "anger": (1285, 322), "disgust": (288, 73), "sadness": (801, 201),
+          "surprise": (1308, 328), "neutral": (5148, 1288)}
+
+
+def _meld_like(counts: dict, seed=0):
+    """MELD-shaped rows: official split and dialogue columns, labels with the given counts."""
+    rng = np.random.default_rng(seed)
+    y = rng.permutation(np.repeat(np.arange(len(counts)), list(counts.values())))
+    n = len(y)
+    split = rng.choice(["train", "dev", "test"], n, p=[0.75, 0.08, 0.17])
+    dia = rng.integers(0, max(1, n // 9), n)
+    df = pd.DataFrame({"id": [f"{s}_dia{d}_utt{i}" for i, (s, d) in enumerate(zip(split, dia))], "split": split,
+                       "dialog": [f"{s}_dia{d}" for s, d in zip(split, dia)]})
+    return df, y
+
+
+def test_pooled_80_20_reproduces_seed002_table1_per_class():
+    """pooled-80-20 pools MELD's official splits and draws 20% of every class: Table 1's
+    10,676 / 2,674 to the row, every class's share within one row of 20%, seeded."""
+    counts = {c: a + b for c, (a, b) in TABLE1.items()}
+    df, y = _meld_like(counts)
+    f = make_folds(protocol("meld", "pooled-80-20"), df, y, seed=0)[0]
+    _disjoint(f)
+    assert len(f.test) == 2674 and len(f.train) + len(f.valid) == 10676
+    for k, (c, (_, n_test)) in enumerate(TABLE1.items()):
+        assert (y[f.test] == k).sum() == n_test, c
+        n = counts[c]
+        assert abs((y[f.test] == k).sum() - 0.2 * n) <= 1 and abs((y[np.r_[f.train, f.valid]] == k).sum() - 0.8 * n) <= 1
+    assert set(df["split"].iloc[f.test]) == {"train", "dev", "test"}        # pooled: drawn from every official split
+    again = make_folds(protocol("meld", "pooled-80-20"), df, y, seed=0)[0]
+    other = make_folds(protocol("meld", "pooled-80-20"), df, y, seed=1)[0]
+    assert np.array_equal(again.test, f.test) and not np.array_equal(other.test, f.test)
+    # validation carved from the 80 as usual: every class present, test rows never in it
+    assert set(y[f.valid]) == set(range(len(TABLE1))) and not set(f.valid) & set(f.test)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_pooled_80_20_small_corpus_keeps_each_class_within_one_row(seed):
+    df, y = _meld_like({"a": 7, "b": 13, "c": 2, "d": 31}, seed)
+    f = make_folds(protocol("meld", "pooled-80-20"), df, y, seed=seed)[0]
+    _disjoint(f)
+    assert len(f.train) + len(f.valid) + len(f.test) == len(df)
+    for k in range(4):
+        n = int((y == k).sum())
+        assert abs((y[f.test] == k).sum() - 0.2 * n) <= 1 and (y[f.test] == k).sum() >= 1, k
+    with pytest.raises(MerError, match="classification"):
+        make_folds(protocol("meld", "pooled-80-20"), df, None)

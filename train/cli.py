@@ -96,7 +96,9 @@ class _FusionHelp(click.Option):
 @click.option("--run-id", default=None, help="Name of the run directory (one run only; default: dataset-features-fusion-protocol-time).")
 @click.option("--epochs", type=int, default=60, show_default=True)
 @click.option("--batch-size", type=int, default=0, show_default=True,
-              help="Rows per batch; 0: auto, training rows / 32 between 8 and 64 (enough optimizer steps an epoch on a small corpus).")
+              help="Utterances per batch, as the papers count them; 0: auto, training rows / 32 between 8 and 64 (enough "
+                   "optimizer steps an epoch on a small corpus). With --context dialog, whole dialogues packed to about "
+                   "this many utterances (a longer dialogue is a batch of its own).")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--optimizer", default="adamw", show_default=True, callback=_check_optimizer,
               help=f"One of {', '.join(OPTIMIZERS)}: adamw (decoupled weight decay), adam (weight decay as an L2 term, "
@@ -122,7 +124,8 @@ class _FusionHelp(click.Option):
               help="Use the store of FEATURE extracted with that config value when there are several, e.g. --store bert.layer=all.")
 @click.option("--context", type=click.Choice(CONTEXTS), default="none", show_default=True,
               help="dialog: batches of whole dialogues in temporal order (the manifest's dialog column), one prediction "
-                   "per utterance; --batch-size then counts dialogues (attention, cross).")
+                   "per utterance; --batch-size still counts utterances (whole dialogues packed to about that many) "
+                   "(attention, cross).")
 @click.option("--valid-by", type=click.Choice(VALID_BY), default="auto", show_default=True,
               help="Validation slices carved from training rows (early stopping): single utterances (stratified), or whole "
                    "dialogues; auto: dialogues with --context dialog, utterances otherwise.")
@@ -188,7 +191,9 @@ def train(ctx, dataset, features, fusion, protocol, scheme, seeds, seed, cache, 
             vals[k] for k in ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "grad_clip", "patience",
                               "monitor", "balanced", "max_len"))
         batch_frames = vals["batch_frames"]   # a recipe may set the frame budget (or 0: batches of batch_size)
-        tune.update({k: vals[k] for k in ("accumulate", "warmup", "schedule")})
+        tune.update({k: vals[k] for k in ("accumulate", "warmup", "schedule", "encoder_model", "encoder_layer",
+                                          "encoder_lr", "freeze_layers", "max_tokens")})
+        finetune = vals["finetune"]   # a recipe may fine-tune its text encoder (seeds 001, 004)
         fusion = [fusion] if isinstance(fusion, str) else fusion
         for sub in record["substitutions"]:
             click.echo(f"note: substituted {sub['feature']} -> {sub['used_feature']} {sub['used']} (the results are "

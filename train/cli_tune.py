@@ -50,10 +50,18 @@ def _tune(ctx, **kw):
     if kw["recipe"]:
         from click.core import ParameterSource
 
-        from mer.common.recipes import load, train_setup
+        from mer.common.recipes import load
+        from mer.train import recipes as train_recipes
+        from mer.train.recipes import train_setup
 
         given = {n for n in ctx.params if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE}
-        out, record, store_cfgs = train_setup(kw["recipe"], kw["dataset"], dict(ctx.params), given, kw["cache"],
+        # Trials train on stores: a recipe that fine-tunes an encoder (001, 004, w2v-st-i) is
+        # searched in its frozen form, on the store of that feature, and says so.
+        params = {**ctx.params, "finetune": ""}
+        if train_recipes.finetuned(load(kw["recipe"])):
+            console.info(f"note: recipe {kw['recipe']} fine-tunes {', '.join(train_recipes.finetuned(load(kw['recipe'])))}; "
+                         "mer tune searches it with that encoder frozen (its extracted store)")
+        out, record, store_cfgs = train_setup(kw["recipe"], kw["dataset"], params, given | {"finetune"}, kw["cache"],
                                               kw["manifest"], kw["substitute"])
         features, fusion, options = out["features"], out["fusion"], out["options"]
         vals.update({k: out[k] for k in vals})

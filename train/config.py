@@ -130,8 +130,6 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise UsageError(f"--schedule {self.schedule}: choose from {', '.join(SCHEDULES)}")
         self.finetune = tuple(self.finetune or ())
-        if self.finetune and self.context != "none":
-            raise UsageError("--finetune with --context dialog is not supported yet (fine-tune per utterance)")
         if self.freeze_layers < 0 or self.max_tokens < 2 or self.encoder_lr <= 0:
             raise UsageError(f"--freeze-layers {self.freeze_layers} / --max-tokens {self.max_tokens} / "
                              f"--encoder-lr {self.encoder_lr}: need >= 0 / >= 2 / > 0")

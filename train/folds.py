@@ -169,7 +169,7 @@ def _setup(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, device: 
     rng = np.random.default_rng(seed)
     norm = Normalizer.fit(data, fold.train)
     batcher = Batcher(data, norm, device, tc.max_len, tc.bucket, tc.batch_frames)
-    if tc.context == "dialog":   # batches of whole dialogues; batch_size counts dialogues
+    if tc.context == "dialog":   # batches of whole dialogues, about batch_size utterances each
         from mer.train.dialog import DialogBatcher
 
         batcher = DialogBatcher(batcher, data.meta)
@@ -199,9 +199,7 @@ def _setup(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, device: 
 
 def _batches_per_epoch(batcher, rows, batch_size: int) -> int:
     """Batches in one training pass (what a learning-rate schedule counts steps with)."""
-    if hasattr(batcher, "order"):
-        return len(batcher.order(rows, batch_size, False, None))
-    return sum(1 for _ in batcher.dialogs(rows)[::batch_size])   # DialogBatcher: batch_size dialogues a batch
+    return len(batcher.order(rows, batch_size, False, None))
 
 
 def _metrics_of(data: TrainData, out, rows) -> dict:

@@ -11,6 +11,11 @@ Kinds (``kind:`` in the yaml):
   ``split_by`` (gender): one half validation, the other test, then swapped (2 folds)
 - ``random``: stratified split with ``fractions: [train, valid, test]``
 - ``official``: the manifest's ``split`` column through ``splits: {train, valid, test}``
+- ``per_class``: every row pooled (official splits ignored), then ``test_fraction`` of each
+  class drawn at random as the test set, ceil(fraction x class rows) of each, utterance by
+  utterance (seed 002's Table 1: MELD pooled, 80/20 per class, 10,676 / 2,674); the
+  validation slice is carved from the rest as usual. Dialogues are cut, as the paper's
+  utterance-level draw cuts them (with ``--context dialog`` each part is a dialogue)
 - ``group_kfold``: ``k`` folds over the values of ``group`` (e.g. speakers)
 - ``auto``: official when the split column names train and test rows, else group_kfold
   over speakers when there are several, else random 80/20
@@ -147,6 +152,25 @@ def split_rows(rows: np.ndarray, y: np.ndarray | None, fraction: float, seed: in
             report.note(what or "split", "", "unstratified split", "stratified split impossible")
         a, b = train_test_split(rows, test_size=n_hold, random_state=seed)
     return np.sort(a), np.sort(b)
+
+
+def per_class_split(rows: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, held-out): ``ceil(fraction * n_c)`` rows of every class ``c`` held out, drawn
+    at random (seeded). Ceil, not round: it reproduces seed 002's Table 1 to the row (e.g.
+    MELD disgust 361 -> 73 test, sadness 1,002 -> 201), and every class with 2+ rows keeps
+    one on each side."""
+    import math
+
+    rows = np.asarray(rows)
+    yr = np.asarray(y)[rows]
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in np.unique(yr):
+        mine = rows[yr == c]
+        k = min(math.ceil(fraction * len(mine) - 1e-9), len(mine) - 1) if len(mine) > 1 else 0
+        held.append(rng.permutation(mine)[:k])
+    held = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
+    return np.setdiff1d(rows, held), held
 
 
 def _top_up(rest: np.ndarray, held: np.ndarray, y: np.ndarray, groups: np.ndarray | None, want: int,
@@ -301,6 +325,15 @@ def make_folds(spec: dict, df, y: np.ndarray | None, seed: int = 0, report: Repo
             carved[id(va)] = by
         else:
             tr, va = carve(rest, name)
+        folds.append(Fold(f"seed{seed}", tr, va, test))
+    elif kind == "per_class":
+        if y is None:
+            raise MerError(f"protocol {name!r}: draws its test set per class, so it needs a classification scheme")
+        fte = float(spec.get("test_fraction", 0.2))
+        if not 0 < fte < 1:
+            raise MerError(f"protocol {name!r}: test_fraction {fte} must lie between 0 and 1")
+        rest, test = per_class_split(allrows, y, fte, seed)
+        tr, va = carve(rest, name)
         folds.append(Fold(f"seed{seed}", tr, va, test))
     elif kind == "official":
         sp = _values(df, "split", name)

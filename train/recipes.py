@@ -11,15 +11,42 @@ from mer.common.recipes import Recipe, load
 from mer.extract.recipes import Plan, match_config, missing_reason, rename_input
 
 
-def train_plan(recipe: Recipe, dataset: str, cache=None, manifest=None, substitute: bool = False) -> Plan:
+def finetuned(recipe: Recipe) -> list[str]:
+    """The features whose encoders the recipe fine-tunes (``train: {finetune: bert}``)."""
+    v = recipe.train.get("finetune") or []
+    return [x.strip() for x in (v.split(",") if isinstance(v, str) else v) if str(x).strip()]
+
+
+def train_plan(recipe: Recipe, dataset: str, cache=None, manifest=None, substitute: bool = False,
+               tuned: tuple = (), encoder_given: bool = False) -> Plan:
     """The stores a recipe trains on: for each feature the newest complete store extracted
     with the recipe's settings, else (with ``substitute``) one of its substitute, else an
-    error naming the `mer extract --recipe` command (and the encoder to install)."""
+    error naming the `mer extract --recipe` command (and the encoder to install).
+
+    A feature in ``tuned`` (fine-tuned) reads no store: its encoder runs in the model, so
+    what must exist is the encoder (the recipe's, else with ``substitute`` its substitute,
+    which is then the one fine-tuned); ``encoder_given``: --encoder-model names it."""
     from mer.extract.cache import find_store
 
     feats: dict[str, dict] = {}
     inputs = recipe.inputs
     subs: list[dict] = []
+    for f in tuned:
+        cfg = recipe.features.get(f)
+        if cfg is None:
+            raise UsageError(f"recipe {recipe.name}: --finetune {f}: the recipe has no {f} feature "
+                             f"(its features: {', '.join(recipe.features)})")
+        why = None if encoder_given else missing_reason(f, cfg)
+        s = recipe.substitute.get(f)
+        if why is None:
+            feats[f] = cfg
+        elif substitute and s is not None and s.get("feature", f) == f:
+            feats[f] = {**cfg, **(s.get("config") or {})}
+            subs.append({"feature": f, "wanted": cfg, "used_feature": f, "used": feats[f], "why": why,
+                         "fine_tuned": True})
+        else:
+            raise MerError(f"recipe {recipe.name}: fine-tuning {f}: {why}; give --encoder-model PATH, or run with "
+                           f"--substitute to fine-tune the packaged substitute (the results are then not the paper's)")
 
     def has(f, cfg) -> bool:
         try:
@@ -29,6 +56,8 @@ def train_plan(recipe: Recipe, dataset: str, cache=None, manifest=None, substitu
             return False
 
     for f, cfg in recipe.features.items():
+        if f in tuned:
+            continue
         if has(f, cfg):
             feats[f] = cfg
             continue
@@ -55,7 +84,11 @@ def train_plan(recipe: Recipe, dataset: str, cache=None, manifest=None, substitu
 TRAIN_OPTIONS = {"optimizer": "optimizer", "lr": "lr", "weight_decay": "weight_decay", "batch_size": "batch_size",
                  "epochs": "epochs", "patience": "patience", "monitor": "monitor", "grad_clip": "grad_clip",
                  "balanced": "balanced", "max_len": "max_len", "batch_frames": "batch_frames",
-                 "accumulate": "accumulate", "warmup": "warmup", "schedule": "schedule"}
+                 "accumulate": "accumulate", "warmup": "warmup", "schedule": "schedule",
+                 "finetune": "finetune", "encoder_lr": "encoder_lr", "freeze_layers": "freeze_layers"}
+# A fine-tuned feature's settings -> the fine-tuning options they fill (the encoder tuned is
+# the one the recipe extracts, or its substitute).
+ENCODER_OPTIONS = {"model": "encoder_model", "layer": "encoder_layer", "max_tokens": "max_tokens"}
 
 
 def train_setup(name: str, dataset: str, values: dict, given: set[str], cache=None, manifest=None,
@@ -79,16 +112,28 @@ def train_setup(name: str, dataset: str, values: dict, given: set[str], cache=No
         else:
             out[opt] = recipe_value
 
+    if "finetune" in given:
+        tuned = [x.strip() for x in (values.get("finetune") or "").split(",") if x.strip()]
+    else:
+        tuned = finetuned(r)
     p = None
     if "features" not in given:
-        p = train_plan(r, dataset, cache, manifest, substitute)
+        p = train_plan(r, dataset, cache, manifest, substitute, tuple(tuned), "encoder_model" in given)
     take("features", (p.inputs,) if p else (r.inputs,), lambda a, b: list(a) == list(b))
     take("fusion", [r.fusion], lambda a, b: list(a) == list(b))
     take("protocol", r.protocol)
     take("scheme", r.scheme)
     take("context", r.context)
     for k, v in r.train.items():
+        v = ",".join(finetuned(r)) if k == "finetune" else v
         take(TRAIN_OPTIONS[k], v)
+    if len(tuned) > 1:   # one set of --encoder-* options serves one encoder
+        raise UsageError(f"recipe {r.name}: --finetune {','.join(tuned)}: a recipe fine-tunes one encoder")
+    for f in tuned:   # the encoder tuned is the feature's (or its substitute's), at its layer and token cap
+        cfg = (p.features if p else r.features).get(f, {})
+        for field, opt in ENCODER_OPTIONS.items():
+            if field in cfg:
+                take(opt, cfg[field])
     opts = {k: str(v) for k, v in r.model.items()}
     for k, v in (values.get("options") or {}).items():
         if k in opts and opts[k] != v:

@@ -341,7 +341,8 @@ def runs_table(roots, filters: list[str] = (), sort: str | None = None, ascendin
         paper = m.get("paper") or {}
         row["recipe"] = paper.get("recipe", "")
         row["encoders"] = ("tuned: " + ",".join(m["finetune"])) if m.get("finetune") else "frozen"
-        row["paper"] = f"{paper['metric']} {paper['figure']:.4f}" if paper else ""
+        fig = paper.get("figure")
+        row["paper"] = (f"{paper['metric']} {fig:.4f}" if fig is not None else f"{paper['metric']} (not given)") if paper else ""
         for k, v in (m.get("mean") or {}).items():
             row[k] = v
             row[f"{k}_std"] = (m.get("std") or {}).get(k)
