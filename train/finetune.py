@@ -51,11 +51,14 @@ class EncoderSpec:
     layer: str | int
     max_tokens: int
     freeze_layers: int = 0
+    layer_decay: float = 1.0       # --layer-decay (param_groups)
+    unfreeze_after: int = 0        # --unfreeze-after: epochs the encoder stays frozen first
 
     def record(self, hf_config, weights_hash: str, tuned: int, frozen: int) -> dict:
         return {"feature": self.feature, "model": self.model, "model_type": hf_config.model_type,
                 "weights_hash": weights_hash, "layer": self.layer, "max_tokens": self.max_tokens,
                 "layers": int(hf_config.num_hidden_layers), "frozen_layers": self.freeze_layers,
+                "layer_decay": self.layer_decay, "unfreeze_after": self.unfreeze_after,
                 "parameters_tuned": tuned, "parameters_frozen": frozen}
 
 
@@ -312,9 +315,19 @@ class Finetuned(_torch_module()):
         self.inner = inner
         self.encoder = nn.ModuleDict(encoders)
         self.routes = [(s.key, s.feature, s.kind) for s in specs if s.feature in encoders]
+        # What --freeze-layers left trainable: what --unfreeze-after holds and then releases
+        # (a plain list, not registered: the parameters are the encoders' own).
+        self.tunable = [p for p in self.encoder.parameters() if p.requires_grad]
         for hook in ("loss", "predict_proba", "sweep", "calibrate"):
             if hasattr(inner, hook):
                 object.__setattr__(self, hook, getattr(inner, hook))
+
+    def hold_encoders(self, frozen: bool) -> None:
+        """Freeze (``--unfreeze-after``'s first epochs) or release the encoders' tunable
+        parameters. Frozen, they get no gradient, so the optimizer leaves them (and their
+        moments and weight decay) untouched, and the backward pass stops at the encoders."""
+        for p in self.tunable:
+            p.requires_grad_(not frozen)
 
     def forward(self, batch: dict):
         batch = dict(batch)
@@ -349,7 +362,7 @@ def finetuners(tc) -> dict[str, "TextFinetuner"]:
         if not model:
             raise UsageError(f"--finetune {feat}: name the encoder with --encoder-model (a local folder or a cached id)")
         spec = EncoderSpec(feat, model, tc.encoder_layer, tc.max_tokens,
-                           tc.freeze_layers)
+                           tc.freeze_layers, tc.layer_decay, tc.unfreeze_after)
         out[feat] = FINETUNERS.get(feat)(spec)
     return out
 
@@ -399,15 +412,48 @@ def attach(model, specs, tc, tuners: dict | None = None):
 
 
 def param_groups(model, tc) -> list[dict]:
-    """Encoder parameters at ``--encoder-lr``, the rest at ``--lr`` (frozen ones left out)."""
-    enc, rest = [], []
+    """Encoder parameters at ``--encoder-lr``, the rest at ``--lr`` (frozen ones left out).
+
+    With ``--layer-decay F`` < 1 the encoder gets one group per depth (``layer_depths``): its
+    top layer at ``--encoder-lr``, each layer below at F times the one above, the embeddings
+    (or the convolutional front end) lowest, as in ELECTRA/BEiT-style fine-tuning."""
+    depth = {}
+    if getattr(tc, "layer_decay", 1.0) != 1.0:
+        for enc in getattr(model, "encoder", {}).values():
+            depth.update(layer_depths(enc.model))
+    enc, rest = {}, []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (enc if name.startswith(ENCODER_PREFIX) else rest).append(p)
+            if name.startswith(ENCODER_PREFIX):
+                enc.setdefault(depth.get(id(p), 0), []).append(p)
+            else:
+                rest.append(p)
     groups = [{"params": rest, "lr": tc.lr}]
-    if enc:
-        groups.append({"params": enc, "lr": tc.encoder_lr})
+    for d in sorted(enc):
+        groups.append({"params": enc[d], "lr": tc.encoder_lr * getattr(tc, "layer_decay", 1.0) ** d, "depth": d})
     return groups
+
+
+# The input side of an encoder, below its first transformer layer: BERT's embeddings;
+# wav2vec2/HuBERT/WavLM's convolutional front end, its projection, the mask embedding and
+# the convolutional position embedding.
+_INPUT_SIDE = ("embeddings", "feature_extractor", "feature_projection", "masked_spec_embed", "encoder.pos_conv_embed")
+
+
+def layer_depths(hf_model) -> dict[int, int]:
+    """``id(parameter) -> depth`` for --layer-decay: 0 for the top transformer layer, k for
+    the k-th below it, the number of layers for the input side (``_INPUT_SIDE``); anything
+    else (a pooler, a final layer norm) counts as top (depth 0)."""
+    blocks = _blocks(hf_model)
+    n = len(blocks)
+    out = {}
+    for i, block in enumerate(blocks):
+        for p in block.parameters():
+            out[id(p)] = n - 1 - i
+    for name, p in hf_model.named_parameters():
+        if id(p) not in out and any(name == s or name.startswith(s + ".") for s in _INPUT_SIDE):
+            out[id(p)] = n
+    return out
 
 
 def schedule(opt, tc, steps_per_epoch):
