@@ -79,7 +79,7 @@ def test_options_need_finetune_and_are_checked():
 
     for bad in (dict(layer_decay=0.9), dict(unfreeze_after=1), dict(finetune=("bert",), layer_decay=0.0),
                 dict(finetune=("bert",), layer_decay=1.5), dict(finetune=("bert",), unfreeze_after=5, epochs=5),
-                dict(finetune=("bert",), unfreeze_after=-1)):
+                dict(finetune=("bert",), unfreeze_after=-1), dict(finetune=("wav2vec",), max_seconds=0.0)):
         with pytest.raises(UsageError):
             TrainConfig(**bad)
 
@@ -132,3 +132,51 @@ def test_unfreeze_after_holds_the_encoder_then_tunes_it(tmp_path, monkeypatch):
 
     rec = yaml.safe_load((run / "config.yaml").read_text())["finetune"]["bert"]
     assert rec["unfreeze_after"] == 2 and rec["layer_decay"] == 1.0
+
+
+def tiny_wav2vec2(folder):
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.Wav2Vec2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                                      conv_dim=(8,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+                                      feat_extract_norm="layer", do_stable_layer_norm=True)
+    transformers.Wav2Vec2Model(cfg).save_pretrained(folder)
+    return str(folder)
+
+
+def tone_manifest(tmp_path, seconds=(0.5, 1.2, 2.0)):
+    from corpus_fixtures import write_wav
+    from mer.common.manifest import to_frame
+
+    rows = []
+    for k, sec in enumerate(seconds):
+        uid = f"Ses01F_t_F{k:03d}"
+        path = write_wav(tmp_path / "wav" / f"{uid}.wav", sec, sr=22050, freq=300.0 + 100 * k)
+        rows.append({"id": uid, "dataset": "iemocap", "audio": str(path), "duration": sec, "text": "x",
+                     "emotion": "hap", "speaker": "Ses01_F", "gender": "F", "session": "Ses01",
+                     "dialog": f"{uid}_d", "audio_hash": f"h{k}"})
+    return to_frame(rows)
+
+
+def test_max_seconds_crops_counts_records_and_predict_crops_alike(tmp_path):
+    """--max-seconds 1 with --finetune wav2vec: inputs longer than 1 s keep their first
+    16,000 samples (2 of 3 here, counted), the run's record says so, and `mer predict`'s
+    decoding cuts the same way."""
+    from mer.train.finetune import AudioFinetuner, EncoderSpec, decode_saved
+    from mer.train.predict import Item
+
+    df = tone_manifest(tmp_path)
+    tuner = AudioFinetuner(EncoderSpec("wav2vec", tiny_wav2vec2(tmp_path / "w2v"), "last", 128, max_seconds=1.0))
+    fs = tuner.inputs(df)
+    values, offsets = fs.ragged["samples"]
+    assert list(np.diff(offsets)) == [8000, 16000, 16000]
+    assert fs.attrs["cropped"] == 2
+    rec = tuner.record(tuner.module())
+    assert rec["max_seconds"] == 1.0
+    again = decode_saved(rec, [Item(r.id, audio=r.audio) for r in df.itertuples()])
+    assert [len(x) for x in again] == [8000, 16000, 16000]
+    np.testing.assert_array_equal(np.concatenate(again), values)
+    whole = AudioFinetuner(EncoderSpec("wav2vec", str(tmp_path / "w2v"), "last", 128)).inputs(df)
+    assert list(np.diff(whole.ragged["samples"][1])) == [8000, 19200, 32000] and whole.attrs["cropped"] == 0

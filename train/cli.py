@@ -134,6 +134,8 @@ class _FusionHelp(click.Option):
 @click.option("--encoder-lr", type=float, default=2e-5, show_default=True, help="With --finetune: the encoder's learning rate (--lr is the rest's).")
 @click.option("--freeze-layers", type=int, default=0, show_default=True, help="With --finetune: keep the embeddings and the lowest N layers frozen.")
 @click.option("--max-tokens", type=int, default=128, show_default=True, help="With --finetune: tokens per transcript, special tokens included.")
+@click.option("--max-seconds", type=float, default=None,
+              help="With --finetune wav2vec: keep the first N seconds of each utterance (default: all; cut ones counted).")
 @click.option("--grad-checkpointing", is_flag=True, help="With --finetune: recompute encoder activations in the backward pass (less memory).")
 @click.option("--layer-decay", type=float, default=1.0, show_default=True,
               help="With --finetune: layer-wise lr decay; the top layer at --encoder-lr, each lower one F times the one above, embeddings lowest.")

@@ -53,6 +53,7 @@ class EncoderSpec:
     freeze_layers: int = 0
     layer_decay: float = 1.0       # --layer-decay (param_groups)
     unfreeze_after: int = 0        # --unfreeze-after: epochs the encoder stays frozen first
+    max_seconds: float | None = None   # --max-seconds: audio kept per input (the first N s; None: all)
 
     def record(self, hf_config, weights_hash: str, tuned: int, frozen: int) -> dict:
         return {"feature": self.feature, "model": self.model, "model_type": hf_config.model_type,
@@ -168,11 +169,12 @@ class AudioFinetuner:
         from mer.train.data import FeatureSet
 
         ids = manifest_df["id"].astype(str).to_numpy()
-        waves, valid, failed = [], np.ones(len(ids), bool), []
+        waves, valid, failed, cropped = [], np.ones(len(ids), bool), [], 0
         for i, r in enumerate(manifest_df.itertuples(index=False)):
             try:
                 x = load(r.audio, self.ext.sample_rate, _num(getattr(r, "start", None)), _num(getattr(r, "end", None)))
-                x = np.asarray(x, np.float32).reshape(-1)
+                x, cut = crop(np.asarray(x, np.float32).reshape(-1), self.spec.max_seconds, self.ext.sample_rate)
+                cropped += cut
                 if len(x) < self.ext._min_samples():
                     raise MerError(f"{len(x)} samples, shorter than one frame")
             except Exception as e:  # noqa: BLE001 - any decode failure skips the row, named in the report
@@ -184,7 +186,7 @@ class AudioFinetuner:
         return FeatureSet(self.spec.feature, "audio", ids, self.outputs(), ragged={"samples": (np.concatenate(waves), offsets)},
                           valid=valid, key=f"finetune:{self.ext.weights_hash[:16]}",
                           config={"finetune": True, "model": self.spec.model},
-                          attrs={"finetune": True, "undecodable": failed})
+                          attrs={"finetune": True, "undecodable": failed, "cropped": cropped})
 
     def module(self):
         import copy
@@ -196,11 +198,19 @@ class AudioFinetuner:
         tuned = sum(p.numel() for p in module.parameters() if p.requires_grad)
         frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
         return {**self.spec.record(self.ext.hf_config, self.ext.weights_hash, tuned, frozen), "modality": "audio",
-                "sample_rate": self.ext.sample_rate, "normalize": self.ext.normalize, "uses_mask": self.ext.uses_mask}
+                "sample_rate": self.ext.sample_rate, "max_seconds": self.spec.max_seconds, "normalize": self.ext.normalize, "uses_mask": self.ext.uses_mask}
 
     def save_assets(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.ext.hf_config.save_pretrained(str(folder))
+
+
+def crop(x: np.ndarray, max_seconds: float | None, sample_rate: int) -> tuple[np.ndarray, int]:
+    """The first ``max_seconds`` of a waveform (as --max-tokens keeps the first tokens: the
+    encoder's memory grows with the input's length) and 1 if it was cut, else 0."""
+    if max_seconds is None or len(x) <= int(round(max_seconds * sample_rate)):
+        return x, 0
+    return x[: int(round(max_seconds * sample_rate))], 1
 
 
 def _num(v):
@@ -362,7 +372,7 @@ def finetuners(tc) -> dict[str, "TextFinetuner"]:
         if not model:
             raise UsageError(f"--finetune {feat}: name the encoder with --encoder-model (a local folder or a cached id)")
         spec = EncoderSpec(feat, model, tc.encoder_layer, tc.max_tokens,
-                           tc.freeze_layers, tc.layer_decay, tc.unfreeze_after)
+                           tc.freeze_layers, tc.layer_decay, tc.unfreeze_after, tc.max_seconds)
         out[feat] = FINETUNERS.get(feat)(spec)
     return out
 
@@ -514,7 +524,9 @@ def decode_saved(record: dict, items) -> list[np.ndarray]:
     for it in items:
         if not it.audio:
             raise UsageError(f"{it.id}: the run fine-tuned {record['feature']!r} on audio; give --audio")
-        out.append(np.asarray(load(it.audio, int(record["sample_rate"]), it.start, it.end), np.float32).reshape(-1, 1))
+        x = np.asarray(load(it.audio, int(record["sample_rate"]), it.start, it.end), np.float32).reshape(-1)
+        x, _ = crop(x, record.get("max_seconds"), int(record["sample_rate"]))   # as training cut it
+        out.append(x.reshape(-1, 1))
     return out
 
 

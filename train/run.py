@@ -274,6 +274,8 @@ def _train_pair(plan: _Plan, ld: _Loaded, reqs, fname: str) -> RunResult | None:
             a = ld.fcache.get(feat).attrs
             if "truncated" in a:
                 rep.counts[f"{feat}: transcripts cut to --max-tokens (fine-tuning)"] = int(a["truncated"])
+            if a.get("cropped"):
+                rep.counts[f"{feat}: audio cut to --max-seconds (fine-tuning)"] = int(a["cropped"])
             for line in a.get("undecodable", []):
                 rep.counts.setdefault(f"{feat}: audio that could not be decoded (fine-tuning)", 0)
                 rep.counts[f"{feat}: audio that could not be decoded (fine-tuning)"] += 1
