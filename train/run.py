@@ -237,7 +237,7 @@ def _load(dataset, plan: _Plan, scheme, protocol, cache, out, manifest, feature_
 
         tuners = finetuners(tc)
         for feat, tuner in tuners.items():
-            sets[feat] = tuner.inputs(man.df)
+            sets[feat] = tuner.inputs(man.df, dataset, cache)   # through the input cache (mer.train.inputcache)
     fcache = FeatureCache(dataset, cache, man, sets=sets, where=where)
     variants = DataVariants(labels, classes, man, sch, fcache, dataset)
     return _Loaded(dataset, man, sch, classes, fcache, variants, protocol, Path(out) if out else Path("runs"),
