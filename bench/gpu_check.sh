@@ -98,7 +98,7 @@ FAILED=0
 step() {   # step NAME LIMIT_S COMMAND...: run it with its log, record rc and seconds
     local name=$1 limit=$2 t0=$SECONDS rc
     shift 2
-    echo "[gpu_check] $name (limit ${limit} s): $*"
+    echo "[gpu_check] $name (limit ${limit} s): $(printf '%s ' "$@" | head -c 160)"
     timeout --kill-after=10 "$limit" "$@" > "$OUTDIR/logs/$name.log" 2>&1
     rc=$?
     printf '{"step": "%s", "rc": %d, "seconds": %d, "limit_s": %d}\n' "$name" "$rc" $((SECONDS - t0)) "$limit" >> "$STEPS"
@@ -111,15 +111,18 @@ if [ "$MODE" = dry ]; then
     # This machine: the current venv, the cpu device, tiny sizes (the path, not figures).
     PY="$(command -v python)"
     DEV=cpu
-    EXTRACT_PC=1; FT_ARGS=(--quick); FT_BERT=bert-tiny; FT_W2V=wav2vec2-tiny
+    EXTRACT_PC=1; FT_BERT=bert-tiny; FT_W2V=wav2vec2-tiny
+    FT_BERT_ARGS=(--quick); FT_W2V_ARGS=(--quick)
     SEQ_ARGS=(--per-class 1 --epochs 1 --protocol si --fusions attention:bert,mel weighted:bert,mfcc)
-    L_TESTS=600; L_EXTRACT=180; L_FT=180; L_SEQ=400
+    L_SETUP=0; L_TESTS=600; L_EXTRACT=180; L_FT=180; L_SEQ=400
 else
     DEV=cuda
     EXTRACT_PC=286   # x 35 utterances per class step = 10,010 utterances
-    FT_ARGS=(--n 2000 --epochs 1); FT_BERT=bert-base; FT_W2V=wav2vec2-base
+    FT_BERT=bert-base; FT_W2V=wav2vec2-base
+    FT_BERT_ARGS=(--n 2000 --epochs 1); FT_W2V_ARGS=(--n 1000 --epochs 1)   # 1000 tones of 2-4 s
     SEQ_ARGS=(--per-class 16 --epochs 2 --protocol si)
-    L_TESTS=90; L_EXTRACT=170; L_FT=65; L_SEQ=120
+    # 45 + 15 + 30 + 80 + 200 + 60 + 60 + 100 = 590 s at most (the synthesis is in extract's)
+    L_SETUP=45; L_TESTS=80; L_EXTRACT=200; L_FT=60; L_SEQ=100
     VENV="$WORK/venv"
     setup() {
         set -e
@@ -134,7 +137,7 @@ else
         "$VENV/bin/python" -m pip install -q --no-index --no-deps --no-build-isolation -e "$REPO"
         "$VENV/bin/python" -c "import mer.train, mer.extract, torch; print('mer from', mer.train.__file__)"
     }
-    step setup 45 bash -c "$(declare -f probe setup); REPO='$REPO' VENV='$VENV' WHEELS='$WHEELS' setup"
+    step setup "$L_SETUP" bash -c "$(declare -f probe setup); REPO='$REPO' VENV='$VENV' WHEELS='$WHEELS' setup"
     PY="$VENV/bin/python"
 fi
 
@@ -154,7 +157,7 @@ if torch.cuda.is_available():
         pass
 json.dump(d, open('$OUTDIR/logs/env.json', 'w'), indent=1)
 print(d)"
-step models 60 "$PY" -c "
+step models 30 "$PY" -c "
 import sys; sys.path.insert(0, 'bench')
 from pathlib import Path
 from bench_finetune import build_shape
@@ -164,9 +167,9 @@ step tests "$L_TESTS" "$PY" -m pytest -q -p no:cacheprovider -rs --device "$DEV"
     tests/test_precision.py -k "$DEV or half or fp16 or bf16 or device or precision"
 step extract "$L_EXTRACT" "$PY" bench/bench_extract.py --per-class "$EXTRACT_PC" --no-loop --no-warmup --device "$DEV" \
     --out "$WORK/extract" --json "$OUTDIR/logs/extract.json"
-step finetune-bert "$L_FT" "$PY" bench/bench_finetune.py "${FT_ARGS[@]}" --shape "$FT_BERT" --device "$DEV" \
+step finetune-bert "$L_FT" "$PY" bench/bench_finetune.py "${FT_BERT_ARGS[@]}" --shape "$FT_BERT" --device "$DEV" \
     --out "$WORK/finetune" --json "$OUTDIR/logs/finetune-bert.json"
-step finetune-wav2vec2 "$L_FT" "$PY" bench/bench_finetune.py "${FT_ARGS[@]}" --shape "$FT_W2V" --device "$DEV" \
+step finetune-wav2vec2 "$L_FT" "$PY" bench/bench_finetune.py "${FT_W2V_ARGS[@]}" --shape "$FT_W2V" --device "$DEV" \
     --out "$WORK/finetune" --json "$OUTDIR/logs/finetune-wav2vec2.json"
 step seq "$L_SEQ" "$PY" bench/bench_train_seq.py --no-old "${SEQ_ARGS[@]}" --bert-model "$WORK/finetune/models/$FT_BERT" \
     --out "$WORK/seq" --json "$OUTDIR/logs/seq.json"
