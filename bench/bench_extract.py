@@ -16,6 +16,10 @@ size, so shared libraries are not counted twice) of the process and all its desc
 sampled every 0.5 s; CPU seconds are summed over the same processes. Prints a Markdown table with the speed-up ratio and both peaks.
 
     python bench/bench_extract.py --per-class 8 32 --out /tmp/mer-bench
+
+``--no-loop`` times mer alone (a 10,000-utterance corpus, ``--per-class 500``, would keep the
+per-file loop busy for most of an hour); ``--device cuda`` and ``--features`` are passed to
+``mer extract``; ``--json F`` writes the rows.
 """
 from __future__ import annotations
 
@@ -128,6 +132,10 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/mer-bench")
     ap.add_argument("--workers", type=int, default=None, help="mer --workers (default: one per core)")
     ap.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up run of both sides")
+    ap.add_argument("--no-loop", action="store_true", help="time mer only (no per-file loop baseline)")
+    ap.add_argument("--device", default=None, help="mer extract --device (default: its own, auto)")
+    ap.add_argument("--features", default="mfcc,mel,egemaps", help="mer extract --features (the loop computes the default three)")
+    ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     ap.add_argument("--loop", nargs=2, metavar=("MANIFEST", "OUT"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.loop:
@@ -163,11 +171,23 @@ def main() -> None:
         df = pd.read_parquet(mpath)
         hours = float(df["duration"].sum()) / 3600
         subprocess.run([str(BIN / "mer"), "cache", "rm", "--dataset", "iemocap", "--yes"], env=env, capture_output=True)
-        cmd = [str(BIN / "mer"), "extract", "--dataset", "iemocap", "--features", "mfcc,mel,egemaps", "--quiet"]
+        cmd = [str(BIN / "mer"), "extract", "--dataset", "iemocap", "--features", a.features, "--quiet"]
         if a.workers is not None:
             cmd += ["--workers", str(a.workers)]
+        if a.device:
+            cmd += ["--device", a.device]
         la0 = os.getloadavg()[0]
         t_mer, m_mer, c_mer, _ = run_measured(cmd, env)
+        if a.no_loop:   # mer alone: its figures, the loop's columns empty
+            print(json.dumps({"utterances": len(df), "audio_min": round(hours * 60, 1), "mer_s": round(t_mer, 1),
+                              "mer_cpu_s": round(c_mer, 1), "mer_peak_MiB": round(m_mer / 2**20), "warm_up": warm,
+                              "features": a.features, "device": a.device or "auto"}), flush=True)
+            if not warm:
+                rows.append({"utterances": len(df), "audio_min": round(hours * 60, 1), "mer_s": round(t_mer, 1),
+                             "mer_cpu_s": round(c_mer, 1), "mer_peak_MiB": round(m_mer / 2**20),
+                             "utterances_per_s": round(len(df) / t_mer, 1), "features": a.features,
+                             "device": a.device or "auto", "load_before": round(la0, 2)})
+            continue
         t_loop, m_loop, c_loop, _ = run_measured([sys.executable, __file__, "--loop", str(mpath), str(out / f"loop-{pc}.pkl")])
         if warm:
             print(f"warm-up on {len(df)} utterances: mer {t_mer:.1f} s, loop {t_loop:.1f} s (not reported)", flush=True)
@@ -177,6 +197,10 @@ def main() -> None:
                      "cpu_ratio": round(c_loop / c_mer, 2), "mer_peak_MiB": round(m_mer / 2**20), "loop_peak_MiB": round(m_loop / 2**20),
                      "load_before": round(la0, 2), "load_after": round(os.getloadavg()[0], 2)})
         print(json.dumps(rows[-1]), flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(rows, indent=1))
+    if a.no_loop:
+        return
     print("\n| utterances | audio (min) | mer wall (s) | loop wall (s) | speed-up (wall) | mer CPU (s) | loop CPU (s) | CPU ratio | mer peak PSS (MiB) | loop peak PSS (MiB) | load avg before/after |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:

@@ -60,7 +60,7 @@ main(sys.argv[1:])
 """
 
 
-def corpus(out: Path, per_class: int, features: str, lengths: str = "espeak") -> tuple[Path, dict]:
+def corpus(out: Path, per_class: int, features: str, lengths: str = "espeak", bert_model: str | None = None) -> tuple[Path, dict]:
     """Synthesize (once) and extract (once) a corpus; returns its cache and what it cost.
     ``lengths="iemocap"``: utterance durations drawn like IEMOCAP's (1-15 s, mean ~4.5 s)."""
     tag = f"{per_class}" + ("" if lengths == "espeak" else f"-{lengths}")
@@ -75,7 +75,8 @@ def corpus(out: Path, per_class: int, features: str, lengths: str = "espeak") ->
     if not (cache / ".extracted").exists():
         t0 = time.perf_counter()
         subprocess.run([str(BIN / "mer"), "extract", "-d", "iemocap", "-r", str(root), "-f", features,
-                        "--cache", str(cache), "--workers", "2", "-q"], check=True)
+                        "--cache", str(cache), "--workers", "2", "-q",
+                        *(["--bert.model", bert_model] if bert_model else [])], check=True)
         (cache / ".extracted").write_text(features)
         info["extract_s"] = round(time.perf_counter() - t0, 1)
     return cache, info
@@ -138,6 +139,10 @@ def main() -> None:
     ap.add_argument("--lengths", default="espeak", choices=["espeak", "iemocap"],
                     help="utterance durations: espeak's (1-8.5 s) or drawn like IEMOCAP's (1-15 s, mean ~4.5 s)")
     ap.add_argument("--out", default="/tmp/mer-bench-seq")
+    ap.add_argument("--bert-model", default=None,
+                    help="mer extract --bert.model (a folder; default: the packaged MiniLM), e.g. a config-built one on a "
+                         "machine without the MiniLM package (bench/gpu_check.sh)")
+    ap.add_argument("--json", default=None, help="also write this code's rows to this JSON file")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -146,7 +151,7 @@ def main() -> None:
     old_tree = None if args.no_old else baseline_tree(out, args.baseline)
     rows = []
     for k in args.per_class:
-        cache, info = corpus(out, k, "bert,mfcc,mel,egemaps", args.lengths)
+        cache, info = corpus(out, k, "bert,mfcc,mel,egemaps", args.lengths, args.bert_model)
         print(f"\ncorpus per_class={k} ({20 * k} utterances): {info or 'reused'}", flush=True)
         if old_tree is not None:
             ocache = old_cache(out, k, old_tree, ",".join(sorted({f for p in args.fusions for f in p.split(":")[1].split(",")})),
@@ -174,6 +179,11 @@ def main() -> None:
              f"{new['ups'] / old['ups']:.1f}x") if old else "- | - | - | -"
         print(f"| {20 * k} | {fusion} | {feats} | {new['wall']:.1f} | {new['ups']:.1f} | {new['pss_gb']:.2f} | {o} |")
     print(f"\nload average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.json:
+        Path(args.json).write_text(json.dumps([{"utterances": 20 * k, "fusion": fusion, "features": feats,
+                                                "wall_s": round(new["wall"], 1), "utt_per_s": round(new["ups"], 1),
+                                                "peak_pss_gb": round(new["pss_gb"], 2), "ua": new["ua"]}
+                                               for k, fusion, feats, new, _ in rows], indent=1))
 
 
 if __name__ == "__main__":

@@ -138,7 +138,13 @@ class _FusionHelp(click.Option):
 @click.option("--encoder-lr", type=float, default=2e-5, show_default=True, help="With --finetune: the encoder's learning rate (--lr is the rest's).")
 @click.option("--freeze-layers", type=int, default=0, show_default=True, help="With --finetune: keep the embeddings and the lowest N layers frozen.")
 @click.option("--max-tokens", type=int, default=128, show_default=True, help="With --finetune: tokens per transcript, special tokens included.")
+@click.option("--max-seconds", type=float, default=None,
+              help="With --finetune wav2vec: keep the first N seconds of each utterance (default: all; cut ones counted).")
 @click.option("--grad-checkpointing", is_flag=True, help="With --finetune: recompute encoder activations in the backward pass (less memory).")
+@click.option("--layer-decay", type=float, default=1.0, show_default=True,
+              help="With --finetune: layer-wise lr decay; the top layer at --encoder-lr, each lower one F times the one above, embeddings lowest.")
+@click.option("--unfreeze-after", type=int, default=0, show_default=True,
+              help="With --finetune: keep the encoder frozen for the first K epochs (the head trains alone), then tune it.")
 @click.option("--accumulate", type=int, default=1, show_default=True, help="Sum gradients over N batches per optimizer step.")
 @click.option("--warmup", type=float, default=0.0, show_default=True, help="Linear learning-rate warm-up over this fraction of the steps.")
 @click.option("--schedule", type=click.Choice(SCHEDULES), default="constant", show_default=True, help="Learning-rate decay after the warm-up.")

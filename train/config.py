@@ -101,6 +101,15 @@ class TrainConfig:
     freeze_layers: int = 0
     max_tokens: int = 128
     grad_checkpointing: bool = False
+    # Layer-wise learning-rate decay of the encoder: its top layer at encoder_lr, each lower
+    # layer layer_decay times the one above, the embeddings lowest (1.0: one rate for all).
+    layer_decay: float = 1.0
+    # Epochs the encoder stays frozen at the start (the head trains alone), then it trains
+    # (minus its freeze_layers); 0: from the first step.
+    unfreeze_after: int = 0
+    # Audio per fine-tuned input (--finetune wav2vec): the first max_seconds are kept and
+    # the cut ones counted (None: whole utterances), as max_tokens for transcripts.
+    max_seconds: float | None = None
 
     def __post_init__(self):
         # Every bad value fails here, before any data is read, with the option's name.
@@ -133,6 +142,15 @@ class TrainConfig:
         if self.freeze_layers < 0 or self.max_tokens < 2 or self.encoder_lr <= 0:
             raise UsageError(f"--freeze-layers {self.freeze_layers} / --max-tokens {self.max_tokens} / "
                              f"--encoder-lr {self.encoder_lr}: need >= 0 / >= 2 / > 0")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise UsageError(f"--layer-decay {self.layer_decay}: a factor per layer, 0 < F <= 1")
+        if (self.unfreeze_after or self.layer_decay != 1.0) and not self.finetune:
+            raise UsageError("--unfreeze-after / --layer-decay apply to a fine-tuned encoder: add --finetune")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise UsageError(f"--max-seconds {self.max_seconds}: seconds of audio kept per input, > 0")
+        if not 0 <= self.unfreeze_after < max(1, self.epochs):
+            raise UsageError(f"--unfreeze-after {self.unfreeze_after}: epochs before the encoder trains, "
+                             f"0 <= K < --epochs {self.epochs}")
 
     def batch_for(self, n_train: int) -> int:
         """Rows per batch for a fold of ``n_train`` training rows: ``batch_size``, or with 0

@@ -51,11 +51,15 @@ class EncoderSpec:
     layer: str | int
     max_tokens: int
     freeze_layers: int = 0
+    layer_decay: float = 1.0       # --layer-decay (param_groups)
+    unfreeze_after: int = 0        # --unfreeze-after: epochs the encoder stays frozen first
+    max_seconds: float | None = None   # --max-seconds: audio kept per input (the first N s; None: all)
 
     def record(self, hf_config, weights_hash: str, tuned: int, frozen: int) -> dict:
         return {"feature": self.feature, "model": self.model, "model_type": hf_config.model_type,
                 "weights_hash": weights_hash, "layer": self.layer, "max_tokens": self.max_tokens,
                 "layers": int(hf_config.num_hidden_layers), "frozen_layers": self.freeze_layers,
+                "layer_decay": self.layer_decay, "unfreeze_after": self.unfreeze_after,
                 "parameters_tuned": tuned, "parameters_frozen": frozen}
 
 
@@ -118,8 +122,8 @@ class TextFinetuner:
 
         return TextEncoder(copy.deepcopy(_pretrained(self.ext)), self.spec.layer, self.spec.freeze_layers)
 
-    def inputs(self, manifest_df):
-        return tokenized_set(self.spec.feature, self, manifest_df)
+    def inputs(self, manifest_df, dataset: str | None = None, cache=None):
+        return tokenized_set(self.spec.feature, self, manifest_df, dataset, cache)
 
     def record(self, module) -> dict:
         tuned = sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -159,17 +163,36 @@ class AudioFinetuner:
         meta["samples"] = {"kind": "ragged", "dim": 1, "layers": 1}
         return meta
 
-    def inputs(self, manifest_df):
-        """Every row's waveform; a row that cannot be decoded is marked invalid and counted."""
-        from mer.common.audio import load
+    def inputs(self, manifest_df, dataset: str | None = None, cache=None):
+        """Every row's waveform; a row that cannot be decoded is marked invalid and counted.
+        With a ``dataset``, read from (or written to) the input cache (mer.train.inputcache)."""
         from mer.train.data import FeatureSet
+        from mer.train.inputcache import versions
+
+        enc = _cached(lambda: self.decode(manifest_df), manifest_df, dataset, cache, self.spec.feature, "samples",
+                      "audio_hash", {"sample_rate": self.ext.sample_rate, "max_seconds": self.spec.max_seconds,
+                                     "min_samples": int(self.ext._min_samples())},
+                      {"decoder": "mer.common.audio.load", **versions("soundfile", "soxr", "av", "numpy")},
+                      "decoded audio")
+        return FeatureSet(self.spec.feature, "audio", enc.ids, self.outputs(), ragged={"samples": (enc.values, enc.offsets)},
+                          valid=enc.valid, key=f"finetune:{self.ext.weights_hash[:16]}",
+                          config={"finetune": True, "model": self.spec.model},
+                          attrs={"finetune": True, "undecodable": list(enc.counts.get("undecodable", [])),
+                                 "cropped": int(enc.counts.get("cropped", 0))})
+
+    def decode(self, manifest_df):
+        """Decode and resample every row (``mer.common.audio.load``, the extractor's loader),
+        cut to --max-seconds: an ``inputcache.Encoded``."""
+        from mer.common.audio import load
+        from mer.train.inputcache import Encoded
 
         ids = manifest_df["id"].astype(str).to_numpy()
-        waves, valid, failed = [], np.ones(len(ids), bool), []
+        waves, valid, failed, cropped = [], np.ones(len(ids), bool), [], 0
         for i, r in enumerate(manifest_df.itertuples(index=False)):
             try:
                 x = load(r.audio, self.ext.sample_rate, _num(getattr(r, "start", None)), _num(getattr(r, "end", None)))
-                x = np.asarray(x, np.float32).reshape(-1)
+                x, cut = crop(np.asarray(x, np.float32).reshape(-1), self.spec.max_seconds, self.ext.sample_rate)
+                cropped += cut
                 if len(x) < self.ext._min_samples():
                     raise MerError(f"{len(x)} samples, shorter than one frame")
             except Exception as e:  # noqa: BLE001 - any decode failure skips the row, named in the report
@@ -178,10 +201,9 @@ class AudioFinetuner:
             waves.append(x.reshape(-1, 1))
         offsets = np.zeros(len(ids) + 1, np.int64)
         np.cumsum([len(w) for w in waves], out=offsets[1:])
-        return FeatureSet(self.spec.feature, "audio", ids, self.outputs(), ragged={"samples": (np.concatenate(waves), offsets)},
-                          valid=valid, key=f"finetune:{self.ext.weights_hash[:16]}",
-                          config={"finetune": True, "model": self.spec.model},
-                          attrs={"finetune": True, "undecodable": failed})
+        values = np.concatenate(waves) if waves else np.zeros((0, 1), np.float32)
+        # a failed decode may be passing (a file being copied): such a result is not cached
+        return Encoded(ids, values, offsets, valid, {"undecodable": failed, "cropped": cropped}, keep=not failed)
 
     def module(self):
         import copy
@@ -193,11 +215,19 @@ class AudioFinetuner:
         tuned = sum(p.numel() for p in module.parameters() if p.requires_grad)
         frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
         return {**self.spec.record(self.ext.hf_config, self.ext.weights_hash, tuned, frozen), "modality": "audio",
-                "sample_rate": self.ext.sample_rate, "normalize": self.ext.normalize, "uses_mask": self.ext.uses_mask}
+                "sample_rate": self.ext.sample_rate, "max_seconds": self.spec.max_seconds, "normalize": self.ext.normalize, "uses_mask": self.ext.uses_mask}
 
     def save_assets(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.ext.hf_config.save_pretrained(str(folder))
+
+
+def crop(x: np.ndarray, max_seconds: float | None, sample_rate: int) -> tuple[np.ndarray, int]:
+    """The first ``max_seconds`` of a waveform (as --max-tokens keeps the first tokens: the
+    encoder's memory grows with the input's length) and 1 if it was cut, else 0."""
+    if max_seconds is None or len(x) <= int(round(max_seconds * sample_rate)):
+        return x, 0
+    return x[: int(round(max_seconds * sample_rate))], 1
 
 
 def _num(v):
@@ -312,9 +342,19 @@ class Finetuned(_torch_module()):
         self.inner = inner
         self.encoder = nn.ModuleDict(encoders)
         self.routes = [(s.key, s.feature, s.kind) for s in specs if s.feature in encoders]
+        # What --freeze-layers left trainable: what --unfreeze-after holds and then releases
+        # (a plain list, not registered: the parameters are the encoders' own).
+        self.tunable = [p for p in self.encoder.parameters() if p.requires_grad]
         for hook in ("loss", "predict_proba", "sweep", "calibrate"):
             if hasattr(inner, hook):
                 object.__setattr__(self, hook, getattr(inner, hook))
+
+    def hold_encoders(self, frozen: bool) -> None:
+        """Freeze (``--unfreeze-after``'s first epochs) or release the encoders' tunable
+        parameters. Frozen, they get no gradient, so the optimizer leaves them (and their
+        moments and weight decay) untouched, and the backward pass stops at the encoders."""
+        for p in self.tunable:
+            p.requires_grad_(not frozen)
 
     def forward(self, batch: dict):
         batch = dict(batch)
@@ -349,7 +389,7 @@ def finetuners(tc) -> dict[str, "TextFinetuner"]:
         if not model:
             raise UsageError(f"--finetune {feat}: name the encoder with --encoder-model (a local folder or a cached id)")
         spec = EncoderSpec(feat, model, tc.encoder_layer, tc.max_tokens,
-                           tc.freeze_layers)
+                           tc.freeze_layers, tc.layer_decay, tc.unfreeze_after, tc.max_seconds)
         out[feat] = FINETUNERS.get(feat)(spec)
     return out
 
@@ -360,10 +400,27 @@ def _default_model(feature: str) -> str:
     return EXTRACTORS.get(feature).Config().model
 
 
-def tokenized_set(feature: str, tuner: TextFinetuner, manifest_df):
+def tokenized_set(feature: str, tuner: TextFinetuner, manifest_df, dataset: str | None = None, cache=None):
     """The in-memory feature set of a fine-tuned text input (see the module doc): rows
-    without a transcript are marked invalid (the data report counts them)."""
+    without a transcript are marked invalid (the data report counts them). With a
+    ``dataset``, the token ids come from (or go to) the input cache (mer.train.inputcache)."""
+    import transformers
+
     from mer.train.data import FeatureSet
+
+    enc = _cached(lambda: _tokenize_rows(tuner, manifest_df), manifest_df, dataset, cache, feature, "token_ids",
+                  "text_hash", {"max_tokens": tuner.spec.max_tokens},
+                  {"model_files": tuner.ext.weights_hash, "transformers": transformers.__version__}, "tokenised transcripts")
+    return FeatureSet(feature, tuner.modality, enc.ids, tuner.outputs(), ragged={"token_ids": (enc.values, enc.offsets)},
+                      valid=enc.valid, key=f"finetune:{tuner.ext.weights_hash[:16]}",
+                      config={"finetune": True, "model": tuner.spec.model, "max_tokens": tuner.spec.max_tokens},
+                      attrs={"finetune": True, "truncated": int(enc.counts.get("truncated", 0)),
+                             "without_text": int(enc.counts.get("without_text", 0))})
+
+
+def _tokenize_rows(tuner: TextFinetuner, manifest_df):
+    """Every row's token ids (an empty text for rows without one, marked invalid)."""
+    from mer.train.inputcache import Encoded
 
     ids = manifest_df["id"].astype(str).to_numpy()
     text = manifest_df["text"] if "text" in manifest_df.columns else None
@@ -374,10 +431,19 @@ def tokenized_set(feature: str, tuner: TextFinetuner, manifest_df):
     offsets = np.zeros(len(toks) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
     values = np.concatenate(toks) if toks else np.zeros((0, 1), np.float32)
-    return FeatureSet(feature, tuner.modality, ids, tuner.outputs(), ragged={"token_ids": (values, offsets)},
-                      valid=valid, key=f"finetune:{tuner.ext.weights_hash[:16]}",
-                      config={"finetune": True, "model": tuner.spec.model, "max_tokens": tuner.spec.max_tokens},
-                      attrs={"finetune": True, "truncated": cut, "without_text": int((~valid).sum())})
+    return Encoded(ids, values, offsets, valid, {"truncated": int(cut), "without_text": int((~valid).sum())})
+
+
+def _cached(build, manifest_df, dataset, cache, feature, name, hash_column, settings, identity, what):
+    """``build()``, through the input cache when the run names its ``dataset``."""
+    if dataset is None:
+        return build()
+    from mer.common.manifest import content_hashes
+    from mer.train.inputcache import cached
+
+    return cached(build, dataset=dataset, cache=cache, feature=feature, name=name,
+                  manifest_hash=content_hashes(manifest_df)[hash_column], settings=settings, identity=identity,
+                  what=what, ids=manifest_df["id"].astype(str).to_numpy())
 
 
 def data_spec(spec):
@@ -399,15 +465,48 @@ def attach(model, specs, tc, tuners: dict | None = None):
 
 
 def param_groups(model, tc) -> list[dict]:
-    """Encoder parameters at ``--encoder-lr``, the rest at ``--lr`` (frozen ones left out)."""
-    enc, rest = [], []
+    """Encoder parameters at ``--encoder-lr``, the rest at ``--lr`` (frozen ones left out).
+
+    With ``--layer-decay F`` < 1 the encoder gets one group per depth (``layer_depths``): its
+    top layer at ``--encoder-lr``, each layer below at F times the one above, the embeddings
+    (or the convolutional front end) lowest, as in ELECTRA/BEiT-style fine-tuning."""
+    depth = {}
+    if getattr(tc, "layer_decay", 1.0) != 1.0:
+        for enc in getattr(model, "encoder", {}).values():
+            depth.update(layer_depths(enc.model))
+    enc, rest = {}, []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (enc if name.startswith(ENCODER_PREFIX) else rest).append(p)
+            if name.startswith(ENCODER_PREFIX):
+                enc.setdefault(depth.get(id(p), 0), []).append(p)
+            else:
+                rest.append(p)
     groups = [{"params": rest, "lr": tc.lr}]
-    if enc:
-        groups.append({"params": enc, "lr": tc.encoder_lr})
+    for d in sorted(enc):
+        groups.append({"params": enc[d], "lr": tc.encoder_lr * getattr(tc, "layer_decay", 1.0) ** d, "depth": d})
     return groups
+
+
+# The input side of an encoder, below its first transformer layer: BERT's embeddings;
+# wav2vec2/HuBERT/WavLM's convolutional front end, its projection, the mask embedding and
+# the convolutional position embedding.
+_INPUT_SIDE = ("embeddings", "feature_extractor", "feature_projection", "masked_spec_embed", "encoder.pos_conv_embed")
+
+
+def layer_depths(hf_model) -> dict[int, int]:
+    """``id(parameter) -> depth`` for --layer-decay: 0 for the top transformer layer, k for
+    the k-th below it, the number of layers for the input side (``_INPUT_SIDE``); anything
+    else (a pooler, a final layer norm) counts as top (depth 0)."""
+    blocks = _blocks(hf_model)
+    n = len(blocks)
+    out = {}
+    for i, block in enumerate(blocks):
+        for p in block.parameters():
+            out[id(p)] = n - 1 - i
+    for name, p in hf_model.named_parameters():
+        if id(p) not in out and any(name == s or name.startswith(s + ".") for s in _INPUT_SIDE):
+            out[id(p)] = n
+    return out
 
 
 def schedule(opt, tc, steps_per_epoch):
@@ -468,7 +567,9 @@ def decode_saved(record: dict, items) -> list[np.ndarray]:
     for it in items:
         if not it.audio:
             raise UsageError(f"{it.id}: the run fine-tuned {record['feature']!r} on audio; give --audio")
-        out.append(np.asarray(load(it.audio, int(record["sample_rate"]), it.start, it.end), np.float32).reshape(-1, 1))
+        x = np.asarray(load(it.audio, int(record["sample_rate"]), it.start, it.end), np.float32).reshape(-1)
+        x, _ = crop(x, record.get("max_seconds"), int(record["sample_rate"]))   # as training cut it
+        out.append(x.reshape(-1, 1))
     return out
 
 

@@ -250,6 +250,8 @@ def _epoch(f: _Fold, cls, data: TrainData, fold, epoch: int, tc: TrainConfig, de
     import torch
 
     f.model.train()
+    if tc.unfreeze_after:   # --unfreeze-after K: the head trains alone for the first K epochs
+        f.model.hold_encoders(epoch < tc.unfreeze_after)
     tot, correct, n, batches = 0.0, 0, 0, 0
     for r, b, y in f.batcher.iterate(fold.train, tc.batch_size, shuffle=True, rng=f.rng):
         if len(r) < 2 and n > 0:
@@ -302,8 +304,8 @@ def train_fold(cls, cfg, data: TrainData, fold, seed: int, tc: TrainConfig, devi
         if best is None or score > best:
             best, best_epoch = score, epoch + 1
             best_state = {k: v.detach().clone() for k, v in f.model.state_dict().items()}
-        elif epoch + 1 - best_epoch >= tc.patience:
-            break
+        elif epoch + 1 - max(best_epoch, tc.unfreeze_after) >= tc.patience:
+            break   # patience counts from the encoder's release at the earliest (--unfreeze-after)
     f.model.load_state_dict(best_state)
     return _finish(f, data, fold, seed, tc, history, best_epoch, t0)
 

@@ -237,7 +237,7 @@ def _load(dataset, plan: _Plan, scheme, protocol, cache, out, manifest, feature_
 
         tuners = finetuners(tc)
         for feat, tuner in tuners.items():
-            sets[feat] = tuner.inputs(man.df)
+            sets[feat] = tuner.inputs(man.df, dataset, cache)   # through the input cache (mer.train.inputcache)
     fcache = FeatureCache(dataset, cache, man, sets=sets, where=where)
     variants = DataVariants(labels, classes, man, sch, fcache, dataset)
     return _Loaded(dataset, man, sch, classes, fcache, variants, protocol, Path(out) if out else Path("runs"),
@@ -274,6 +274,8 @@ def _train_pair(plan: _Plan, ld: _Loaded, reqs, fname: str) -> RunResult | None:
             a = ld.fcache.get(feat).attrs
             if "truncated" in a:
                 rep.counts[f"{feat}: transcripts cut to --max-tokens (fine-tuning)"] = int(a["truncated"])
+            if a.get("cropped"):
+                rep.counts[f"{feat}: audio cut to --max-seconds (fine-tuning)"] = int(a["cropped"])
             for line in a.get("undecodable", []):
                 rep.counts.setdefault(f"{feat}: audio that could not be decoded (fine-tuning)", 0)
                 rep.counts[f"{feat}: audio that could not be decoded (fine-tuning)"] += 1
