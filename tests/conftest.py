@@ -6,6 +6,9 @@ the same tests run on CPU in CI and on a GPU by hand: ``pytest --device cuda tes
 """
 from __future__ import annotations
 
+import os
+import tempfile
+
 
 def pytest_addoption(parser):
     parser.addoption(
@@ -17,3 +20,10 @@ def pytest_addoption(parser):
 def pytest_generate_tests(metafunc):
     if "device" in metafunc.fixturenames:
         metafunc.parametrize("device", metafunc.config.getoption("device") or ["cpu"])
+
+
+def pytest_configure(config):
+    # A test that calls mer without --cache must not write into the user's own cache
+    # (~/.cache/mer): point the default at a throwaway folder unless the caller chose one.
+    if not os.environ.get("MER_CACHE"):
+        os.environ["MER_CACHE"] = tempfile.mkdtemp(prefix="mer-test-cache-")
