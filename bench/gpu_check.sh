@@ -110,6 +110,11 @@ step() {   # step NAME LIMIT_S COMMAND...: run it with its log, record rc and se
 if [ "$MODE" = dry ]; then
     # This machine: the current venv, the cpu device, tiny sizes (the path, not figures).
     PY="$(command -v python)"
+    # Without mer's venv active every step would fail with "No module named 'mer'": say so once.
+    if ! "$PY" -c "import mer, psutil" 2>/dev/null; then
+        echo "gpu_check --cpu-dry-run: $PY cannot import mer (and its dependencies); activate mer's venv first (. .venv/bin/activate)" >&2
+        exit 2
+    fi
     DEV=cpu
     EXTRACT_PC=1; FT_BERT=bert-tiny; FT_W2V=wav2vec2-tiny
     FT_BERT_ARGS=(--quick); FT_W2V_ARGS=(--quick)
