@@ -13,9 +13,6 @@ from mer.common.cli import main
 from mer.train.synthetic_features import synthetic, write_stores
 
 
-_mer = run_mer
-
-
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("trackcache")
@@ -25,7 +22,7 @@ def cache(tmp_path_factory):
 
 
 def _run(cache, out, *track):
-    _mer("train", "-d", "iemocap", "-f", "bert,mfcc", "--fusion", "concat", "--cache", cache, "--out", out,
+    run_mer("train", "-d", "iemocap", "-f", "bert,mfcc", "--fusion", "concat", "--cache", cache, "--out", out,
          "--run-id", "r", "--epochs", 3, "--protocol", "si", "-q", *track)
     return out / "r"
 

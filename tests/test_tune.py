@@ -20,8 +20,6 @@ from mer.train.synthetic_features import synthetic, write_stores  # noqa: E402
 from mer.train.trainer import TrainConfig  # noqa: E402
 from mer.train.tune import TuneSpec, parse_param, parse_space, run_trial, run_tune, spec_train_dict  # noqa: E402
 
-_mer = run_mer
-
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
@@ -135,7 +133,7 @@ def test_resume_adds_only_missing_trials_and_runs_filters_the_study(cache, tmp_p
     for png in ("history.png", "importances.png", "parallel.png"):
         assert (root / png).stat().st_size > 5000, png
     capsys.readouterr()
-    _mer("runs", tmp_path, "--filter", "study=resume", "--csv", tmp_path / "t.csv")
+    run_mer("runs", tmp_path, "--filter", "study=resume", "--csv", tmp_path / "t.csv")
     import pandas as pd
 
     t = pd.read_csv(tmp_path / "t.csv")
@@ -165,7 +163,7 @@ def test_tiny_study_on_a_dask_scheduler_and_worker(cache, tmp_path, capsys):
     recipe trains with `mer train --recipe`."""
     out = tmp_path / "out"
     with scheduler_and_worker() as addr:
-        _mer("tune", "-d", "iemocap", "-f", "bert,mfcc", "--fusion", "concat", "--cache", cache, "--out", out,
+        run_mer("tune", "-d", "iemocap", "-f", "bert,mfcc", "--fusion", "concat", "--cache", cache, "--out", out,
              "--study", "dist", "--trials", 2, "--scheduler", addr, "--space", "lr=1e-3:1e-2:log",
              "--space", "hidden=8,16", "--epochs", 3, "--final-seeds", "0,1", "--no-plots")
     said = capsys.readouterr().out
@@ -179,7 +177,7 @@ def test_tiny_study_on_a_dask_scheduler_and_worker(cache, tmp_path, capsys):
     best = summary["best"]["number"]
     final = json.loads((out / "dist" / f"best-trial-{best:04d}" / "metrics.json").read_text())
     assert final["seeds"] == [0, 1] and final["tune"]["final"] is True
-    _mer("train", "--recipe", out / "dist" / "best.yaml", "-d", "iemocap", "--cache", cache, "--out", tmp_path / "r",
+    run_mer("train", "--recipe", out / "dist" / "best.yaml", "-d", "iemocap", "--cache", cache, "--out", tmp_path / "r",
          "--run-id", "again", "-q", "--no-plots")
     cfg = __import__("yaml").safe_load((tmp_path / "r" / "again" / "config.yaml").read_text())
     assert cfg["fusion"] == "concat" and cfg["recipe"]["name"] == "dist-best"
